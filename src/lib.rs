@@ -1,0 +1,13 @@
+//! dnrg — differentiable numerical renormalization group for quantum impurity models.
+//!
+//! Data flows one way: [`params::RunConfig`] → [`chain`] + [`model`] → [`solver::Run`] (one
+//! NRG step after another) → [`record::ShellRecord`]s → writers or the explorer.
+//! The physics modules have no dependency on any front end; [`preset`] and [`output`] are the
+//! file formats shared by the CLI and the explorer.
+
+pub mod chain;
+pub mod output;
+pub mod params;
+pub mod preset;
+pub mod record;
+pub mod solver;

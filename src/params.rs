@@ -1,0 +1,359 @@
+//! Run parameters: what a preset or the CLI resolves to before the solver starts.
+//!
+//! Units: k_B = 1, gμ_B = 1, half band width D = 1, Γ = πρV² with ρ = 1/2D.
+//! The names mirror the TOML keys (`model.U`, `nrg.Lambda`, ...) so that error messages,
+//! presets, `--set KEY=VALUE` and the JSON header all speak the same language.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Which impurity model is solved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Single-impurity Anderson model (U = 0 is the resonant level model).
+    Siam,
+    /// Spin-1/2 Kondo model with optional potential scattering.
+    Kondo,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 2] = [ModelKind::Siam, ModelKind::Kondo];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Siam => "siam",
+            ModelKind::Kondo => "kondo",
+        }
+    }
+
+    /// Parameters of this model that can be differentiated (`--derive`), in display order.
+    pub fn parameters(self) -> &'static [Param] {
+        match self {
+            ModelKind::Siam => &[Param::EpsD, Param::U, Param::Gamma, Param::H],
+            ModelKind::Kondo => &[Param::J, Param::K, Param::H],
+        }
+    }
+}
+
+/// What the magnetic field `h` couples to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    /// −h S_z of the whole system (impurity and conduction band): Wilson's χ_imp.
+    Total,
+    /// −h S_z of the impurity only: the local susceptibility χ_loc.
+    Impurity,
+}
+
+impl FieldKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldKind::Total => "total",
+            FieldKind::Impurity => "impurity",
+        }
+    }
+}
+
+/// Discretization of the flat conduction band onto a Wilson chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Discretization {
+    /// Wilson's logarithmic grid; V0 carries the A_Λ correction.
+    Wilson,
+    /// Campo–Oliveira representative energies (no A_Λ needed).
+    CampoOliveira,
+    /// Žitko–Pruschke representative energies (no A_Λ needed, exact band edge).
+    ZitkoPruschke,
+}
+
+impl Discretization {
+    pub const ALL: [Discretization; 3] = [
+        Discretization::Wilson,
+        Discretization::CampoOliveira,
+        Discretization::ZitkoPruschke,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Discretization::Wilson => "wilson",
+            Discretization::CampoOliveira => "campo-oliveira",
+            Discretization::ZitkoPruschke => "zitko-pruschke",
+        }
+    }
+}
+
+/// A Hamiltonian parameter that derivatives can be taken with respect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Param {
+    #[serde(rename = "eps_d")]
+    EpsD,
+    U,
+    Gamma,
+    /// The model's field `h`, acting as `model.field` says.
+    #[serde(rename = "h")]
+    H,
+    J,
+    K,
+}
+
+impl Param {
+    pub const ALL: [Param; 6] = [Param::EpsD, Param::U, Param::Gamma, Param::H, Param::J, Param::K];
+
+    /// The name used in TOML keys, `--derive`, and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Param::EpsD => "eps_d",
+            Param::U => "U",
+            Param::Gamma => "Gamma",
+            Param::H => "h",
+            Param::J => "J",
+            Param::K => "K",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Param> {
+        Param::ALL.into_iter().find(|p| p.name() == s)
+    }
+}
+
+impl fmt::Display for Param {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Impurity model parameters. Fields that do not belong to `kind` are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelParams {
+    pub kind: ModelKind,
+    /// On-site Coulomb repulsion (SIAM).
+    #[serde(rename = "U")]
+    pub u: f64,
+    /// Impurity level energy (SIAM); ε_d = −U/2 is particle–hole symmetric.
+    pub eps_d: f64,
+    /// Hybridization width Γ = πρV² (SIAM).
+    #[serde(rename = "Gamma")]
+    pub gamma: f64,
+    /// Dimensionless exchange ρJ (Kondo): H_K = J_phys S·s_0 with ρ = 1/2D, so J_phys = 2D·ρJ.
+    #[serde(rename = "J")]
+    pub j: f64,
+    /// Dimensionless potential scattering ρK (Kondo): K_phys Σ_σ f†_0σ f_0σ, K_phys = 2D·ρK.
+    #[serde(rename = "K")]
+    pub k: f64,
+    /// Magnetic field (Zeeman term −h S_z, gμ_B = 1).
+    pub h: f64,
+    /// What the field acts on.
+    pub field: FieldKind,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams {
+            kind: ModelKind::Siam,
+            u: 0.1,
+            eps_d: -0.05,
+            gamma: 0.01,
+            j: 0.2,
+            k: 0.0,
+            h: 0.0,
+            field: FieldKind::Total,
+        }
+    }
+}
+
+impl ModelParams {
+    /// Value of a differentiable parameter.
+    pub fn get(&self, p: Param) -> f64 {
+        match p {
+            Param::EpsD => self.eps_d,
+            Param::U => self.u,
+            Param::Gamma => self.gamma,
+            Param::H => self.h,
+            Param::J => self.j,
+            Param::K => self.k,
+        }
+    }
+
+    pub fn set(&mut self, p: Param, value: f64) {
+        match p {
+            Param::EpsD => self.eps_d = value,
+            Param::U => self.u = value,
+            Param::Gamma => self.gamma = value,
+            Param::H => self.h = value,
+            Param::J => self.j = value,
+            Param::K => self.k = value,
+        }
+    }
+}
+
+/// NRG numerical parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NrgParams {
+    /// Logarithmic discretization parameter Λ > 1.
+    #[serde(rename = "Lambda")]
+    pub lambda: f64,
+    pub discretization: Discretization,
+    /// Twist parameter z ∈ (0, 1]; z = 1 is the untwisted grid.
+    pub z: f64,
+    /// Number of kept states per shell (the cut is then moved up to a gap, at most `keep·(1+gap_window)`).
+    pub keep: usize,
+    /// Optional energy cutoff in units of the shell scale ω_N (0 = none). With both set,
+    /// the stricter one wins.
+    pub e_cut: f64,
+    /// Temperature of shell N is T_N = ω_N / β̄.
+    pub beta_bar: f64,
+    /// The chain grows until T_N ≤ T_min.
+    #[serde(rename = "T_min")]
+    pub t_min: f64,
+    /// Fraction above the nominal kept count in which the cut is moved to the largest gap.
+    pub gap_window: f64,
+}
+
+impl Default for NrgParams {
+    fn default() -> Self {
+        NrgParams {
+            lambda: 2.5,
+            discretization: Discretization::Wilson,
+            z: 1.0,
+            keep: 300,
+            e_cut: 0.0,
+            beta_bar: 0.75,
+            t_min: 1e-8,
+            gap_window: 0.2,
+        }
+    }
+}
+
+/// What to report besides the thermodynamics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputParams {
+    /// Number of lowest level clusters listed per shell.
+    pub levels: usize,
+    /// Compute ⟨n_d⟩, double occupancy, χ_loc and χ_c by automatic differentiation.
+    /// `false` gives a plain NRG run (only F, S, C, Tχ), as fast as NRG without derivatives.
+    pub impurity_observables: bool,
+}
+
+impl Default for OutputParams {
+    fn default() -> Self {
+        OutputParams {
+            levels: 16,
+            impurity_observables: true,
+        }
+    }
+}
+
+/// Everything one NRG run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunConfig {
+    pub model: ModelParams,
+    pub nrg: NrgParams,
+    pub output: OutputParams,
+    /// Parameters to differentiate with respect to (gradient and Hessian of F_imp, and the
+    /// first derivatives of every observable).
+    pub derive: Vec<Param>,
+}
+
+/// A parameter value the solver cannot accept: the dotted key and the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key} = {value}: {reason}")]
+pub struct InvalidParam {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Largest number of shells a run may need: beyond this T_min is unreasonably small for Λ.
+pub const MAX_SHELLS: usize = 400;
+
+impl RunConfig {
+    /// Check every value; the first problem found is reported with its dotted key.
+    pub fn validate(&self) -> Result<(), InvalidParam> {
+        let bad = |key: &str, value: String, reason: &str| {
+            Err(InvalidParam {
+                key: key.to_string(),
+                value,
+                reason: reason.to_string(),
+            })
+        };
+        let m = &self.model;
+        let n = &self.nrg;
+        for (key, v) in [
+            ("model.U", m.u),
+            ("model.eps_d", m.eps_d),
+            ("model.Gamma", m.gamma),
+            ("model.J", m.j),
+            ("model.K", m.k),
+            ("model.h", m.h),
+        ] {
+            if !v.is_finite() {
+                return bad(key, v.to_string(), "must be a finite number");
+            }
+        }
+        if m.gamma < 0.0 {
+            return bad("model.Gamma", m.gamma.to_string(), "must be ≥ 0 (Γ = πρV²)");
+        }
+        if !(n.lambda.is_finite() && n.lambda > 1.0) {
+            return bad("nrg.Lambda", n.lambda.to_string(), "must be greater than 1");
+        }
+        if n.lambda > 100.0 {
+            return bad("nrg.Lambda", n.lambda.to_string(), "must be at most 100");
+        }
+        if !(n.z.is_finite() && n.z > 0.0 && n.z <= 1.0) {
+            return bad("nrg.z", n.z.to_string(), "twist must lie in (0, 1]");
+        }
+        if n.keep == 0 {
+            return bad("nrg.keep", n.keep.to_string(), "must keep at least one state");
+        }
+        if n.keep > 20_000 {
+            return bad("nrg.keep", n.keep.to_string(), "at most 20000 kept states");
+        }
+        if !(n.e_cut.is_finite() && n.e_cut >= 0.0) {
+            return bad("nrg.e_cut", n.e_cut.to_string(), "must be ≥ 0 (0 = no energy cutoff)");
+        }
+        if !(n.beta_bar.is_finite() && n.beta_bar > 0.0) {
+            return bad("nrg.beta_bar", n.beta_bar.to_string(), "must be positive");
+        }
+        if !(n.t_min.is_finite() && n.t_min > 0.0) {
+            return bad("nrg.T_min", n.t_min.to_string(), "must be positive");
+        }
+        if !(n.gap_window.is_finite() && (0.0..=1.0).contains(&n.gap_window)) {
+            return bad("nrg.gap_window", n.gap_window.to_string(), "must lie in [0, 1]");
+        }
+        if self.output.levels > 1000 {
+            return bad("output.levels", self.output.levels.to_string(), "at most 1000");
+        }
+        let shells = crate::chain::shells_needed(n);
+        if shells > MAX_SHELLS {
+            return bad(
+                "nrg.T_min",
+                n.t_min.to_string(),
+                &format!("needs {shells} shells at this Λ (at most {MAX_SHELLS}); raise T_min"),
+            );
+        }
+        let allowed = m.kind.parameters();
+        for p in &self.derive {
+            if !allowed.contains(p) {
+                let names: Vec<&str> = allowed.iter().map(|p| p.name()).collect();
+                return bad(
+                    "derive",
+                    p.name().to_string(),
+                    &format!(
+                        "not a parameter of the {} model (expected one of {})",
+                        m.kind.name(),
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+        if m.kind == ModelKind::Siam && m.gamma == 0.0 && self.derive.contains(&Param::Gamma) {
+            return bad(
+                "model.Gamma",
+                "0".into(),
+                "derivatives with respect to Gamma need Gamma > 0 (V ∝ √Γ)",
+            );
+        }
+        Ok(())
+    }
+}
