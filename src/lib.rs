@@ -6,8 +6,18 @@
 //! file formats shared by the CLI and the explorer.
 
 pub mod chain;
+pub mod free_chain;
+pub mod jet;
+pub mod levels;
+pub mod linalg;
+pub mod model;
 pub mod output;
 pub mod params;
 pub mod preset;
 pub mod record;
+pub mod shell;
 pub mod solver;
+pub mod step;
+pub mod symmetry;
+pub mod thermo;
+pub mod truncation;

@@ -1,19 +1,182 @@
-//! The iteration driver: builds the chain and the model, then computes one shell per call.
-//! (Under construction: the physics core lands in the next commits.)
+//! The iteration driver: one call, one shell.
+//!
+//! Shell N: diagonalize H_N block by block → shift energies so the ground state is at zero
+//! (accumulating the shift, with its derivative parts, in physical units) → thermodynamics at
+//! T_N from all states → lowest levels → cut at a gap, decouple kept from discarded states,
+//! transform f†_N → add site N+1. The caller gets each shell's record as soon as it is
+//! computed and cancels by simply not asking for the next one.
 
-use crate::params::{InvalidParam, RunConfig};
-use crate::record::{Header, ShellRecord, Summary};
+use crate::chain::WilsonChain;
+use crate::free_chain;
+use crate::jet::Directions;
+use crate::levels::{self, DEGENERACY_TOL, Sensitivity};
+use crate::model::{self, ImpurityModel, SiteZero, Variable};
+use crate::params::{FieldKind, InvalidParam, ModelKind, Param, RunConfig};
+use crate::record::{ChainInfo, Header, Observables, ShellRecord, Summary};
+use crate::shell::{self, KeptShell, ProductShell, SiteAddition};
+use crate::step::{self, EigenBlock};
+use crate::thermo::{self, Jet, JetParts, ShiftJet, Ts, TsParts};
+use crate::truncation;
+use indexmap::IndexMap;
+use rayon::prelude::*;
 
-/// One NRG run, advanced shell by shell. Dropping it between shells cancels the run.
+/// Gaps at the cut below this (rescaled) are reported: derivatives scale like 1/Δ there.
+pub const SMALL_GAP: f64 = 1e-2;
+
+/// Where the derivative with respect to a user parameter comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Source {
+    /// A matrix direction (index into [`Directions`]).
+    Matrix(usize),
+    /// The field on the total spin: an explicit scalar variable of the traces.
+    TotalField,
+}
+
+/// Matrix directions of the impurity observables, when computed.
+#[derive(Debug, Clone, Copy, Default)]
+struct ObservableDirs {
+    eps_d: Option<usize>,
+    u: Option<usize>,
+    h_imp: Option<usize>,
+}
+
+/// One NRG run, advanced shell by shell.
 pub struct Run {
+    config: RunConfig,
     header: Header,
+    model: Box<dyn ImpurityModel>,
+    chain: WilsonChain,
+    dirs: Directions,
+    /// Model-variable index of every direction.
+    var_index: Vec<usize>,
+    sources: Vec<(Param, Source)>,
+    obs_dirs: ObservableDirs,
+    h_total: f64,
+    next: usize,
+    pending: Option<ProductShell>,
+    shift: ShiftJet,
+    /// (T, Tχ_imp) of every shell so far, for the Kondo temperature.
+    tchi_history: Vec<(f64, f64)>,
+    last_obs: Option<Observables>,
+    min_gap: Option<f64>,
+    warnings: Vec<String>,
 }
 
 impl Run {
     /// Validate the parameters and prepare the chain and the impurity model.
     pub fn new(config: &RunConfig) -> Result<Run, InvalidParam> {
         config.validate()?;
-        unimplemented!("solver core under construction")
+        let config = config.clone();
+        let model = model::build(&config.model);
+        let n_max = crate::chain::last_shell(&config.nrg);
+        let chain = WilsonChain::new(&config.nrg, n_max + 1);
+        let h_total = match config.model.field {
+            FieldKind::Total => config.model.h,
+            FieldKind::Impurity => 0.0,
+        };
+
+        // directions: the user's parameters first, then what the observables need
+        let variable_of = |p: Param| match p {
+            Param::EpsD => Variable::EpsD,
+            Param::U => Variable::U,
+            Param::Gamma => Variable::Gamma,
+            Param::J => Variable::J,
+            Param::K => Variable::K,
+            Param::H => Variable::HImp,
+        };
+        let mut vars: Vec<Variable> = Vec::new();
+        let mut add = |v: Variable| match vars.iter().position(|&w| w == v) {
+            Some(i) => i,
+            None => {
+                vars.push(v);
+                vars.len() - 1
+            }
+        };
+        let mut sources = Vec::new();
+        for &p in &config.derive {
+            if sources.iter().any(|&(q, _)| q == p) {
+                continue;
+            }
+            let src = if p == Param::H && config.model.field == FieldKind::Total {
+                Source::TotalField
+            } else {
+                Source::Matrix(add(variable_of(p)))
+            };
+            sources.push((p, src));
+        }
+        let has = |v: Variable| model.variables().iter().any(|&(w, _)| w == v);
+        let mut obs_dirs = ObservableDirs::default();
+        if config.output.impurity_observables {
+            obs_dirs.eps_d = has(Variable::EpsD).then(|| add(Variable::EpsD));
+            obs_dirs.u = has(Variable::U).then(|| add(Variable::U));
+            obs_dirs.h_imp = Some(add(Variable::HImp));
+        }
+        let user: Vec<usize> = sources
+            .iter()
+            .filter_map(|&(_, s)| match s {
+                Source::Matrix(i) => Some(i),
+                Source::TotalField => None,
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        for (a, &i) in user.iter().enumerate() {
+            for &j in &user[a..] {
+                pairs.push((i, j));
+            }
+            for o in [obs_dirs.eps_d, obs_dirs.u].into_iter().flatten() {
+                pairs.push((o, i));
+            }
+        }
+        if let Some(e) = obs_dirs.eps_d {
+            pairs.push((e, e));
+        }
+        if let Some(h) = obs_dirs.h_imp {
+            pairs.push((h, h));
+        }
+        let dirs = Directions::new(vars, pairs);
+        let var_index: Vec<usize> = dirs
+            .vars()
+            .iter()
+            .map(|&v| model::variable_index(model.as_ref(), v).expect("direction is a model variable"))
+            .collect();
+
+        let site0 = SiteZero { coupling_factor: chain.coupling_factor, h_total };
+        let pending = shell::initial_shell(model.as_ref(), &dirs, &var_index, site0, chain.onsite[0], chain.omega[0]);
+        let header = Header {
+            kind: "header",
+            version: env!("CARGO_PKG_VERSION"),
+            preset: None,
+            description: None,
+            model: model_fields(&config),
+            nrg: config.nrg.clone(),
+            derive: sources.iter().map(|&(p, _)| p).collect(),
+            chain: ChainInfo {
+                v0: model.v0(site0).unwrap_or(0.0),
+                a_lambda: chain.coupling_factor,
+                hopping: chain.hopping.clone(),
+                onsite: chain.onsite.clone(),
+                omega: chain.omega.clone(),
+            },
+            n_max,
+        };
+        Ok(Run {
+            shift: ShiftJet::zero(&dirs),
+            config,
+            header,
+            model,
+            chain,
+            dirs,
+            var_index,
+            sources,
+            obs_dirs,
+            h_total,
+            next: 0,
+            pending: Some(pending),
+            tchi_history: Vec::new(),
+            last_obs: None,
+            min_gap: None,
+            warnings: Vec::new(),
+        })
     }
 
     /// Resolved parameters and the Wilson chain (preset/description left for the caller).
@@ -26,14 +189,263 @@ impl Run {
         self.header.n_max
     }
 
+    /// The derivative directions this run carries (for benchmarks and diagnostics).
+    pub fn directions(&self) -> &Directions {
+        &self.dirs
+    }
+
     /// Compute the next shell, or `None` when the run is complete.
     pub fn next_shell(&mut self) -> Option<ShellRecord> {
-        None
+        let product = self.pending.take()?;
+        let n = self.next;
+        let omega = self.chain.omega[n];
+        let t = omega / self.config.nrg.beta_bar;
+
+        let mut eig: Vec<EigenBlock> = product.blocks.par_iter().map(step::diagonalize).collect();
+        self.shift_to_ground(&mut eig, omega);
+        let dirs = &self.dirs;
+
+        let traces: Vec<_> = eig
+            .par_iter()
+            .map(|eb| thermo::block_trace(eb, eb.qn.sz(), omega, t, dirs))
+            .collect();
+        let f = thermo::free_energy(&traces, &self.shift, t, dirs);
+        let f_chain = free_chain::free_energy(&self.bare_chain_levels(n), t, self.h_total);
+
+        let sens: Vec<(String, Sensitivity)> = self
+            .sources
+            .iter()
+            .map(|&(p, s)| {
+                let s = match s {
+                    Source::Matrix(i) => Sensitivity::Matrix(i),
+                    Source::TotalField => Sensitivity::TotalField,
+                };
+                (p.name().to_string(), s)
+            })
+            .collect();
+        let levels = levels::lowest_levels(&eig, self.config.output.levels, omega, &sens);
+        let states = product.states();
+
+        let mut warnings = Vec::new();
+        let (kept, gap) = if n < self.header.n_max {
+            let (kept_shell, kept, gap) = self.truncate(&product, &eig);
+            let step = SiteAddition {
+                scale: omega / self.chain.omega[n + 1],
+                hopping: self.chain.hopping[n] / self.chain.omega[n + 1],
+                onsite: self.chain.onsite[n + 1] / self.chain.omega[n + 1],
+                field: self.h_total / self.chain.omega[n + 1],
+            };
+            self.pending = Some(shell::add_site(&kept_shell, step, &self.dirs));
+            (kept, gap)
+        } else {
+            (states, None)
+        };
+        if let Some(g) = gap {
+            self.min_gap = Some(self.min_gap.map_or(g, |m: f64| m.min(g)));
+            if g < SMALL_GAP {
+                let w = format!("N = {n}: small gap at the truncation cut, Δ = {g:.3e} ω_N (derivatives scale like 1/Δ)");
+                warnings.push(w.clone());
+                self.warnings.push(w);
+            }
+        }
+
+        let (obs, grad, hess, obs_grad) = self.read_out(&f, &f_chain, t);
+        self.tchi_history.push((t, obs.tchi_imp));
+        self.last_obs = Some(obs.clone());
+        self.next += 1;
+        Some(ShellRecord {
+            kind: "shell",
+            n,
+            t,
+            omega,
+            kept,
+            states,
+            gap_cut: gap,
+            levels,
+            obs,
+            grad,
+            hess,
+            obs_grad,
+            warnings,
+        })
+    }
+
+    /// Subtract the ground energy and the mean derivative parts of the ground cluster, so
+    /// that derivative parts stay of order one; accumulate the shift in physical units.
+    fn shift_to_ground(&mut self, eig: &mut [EigenBlock], omega: f64) {
+        let e0 = eig
+            .iter()
+            .filter_map(|eb| eb.energies.first().copied())
+            .fold(f64::INFINITY, f64::min);
+        let mut mean = vec![0.0; self.dirs.parts()];
+        let mut count = 0usize;
+        for eb in eig.iter() {
+            for (k, &e) in eb.energies.iter().enumerate() {
+                if e - e0 > DEGENERACY_TOL {
+                    break;
+                }
+                count += 1;
+                for (x, b) in mean.iter_mut().zip(&eb.b) {
+                    *x += b[(k, k)];
+                }
+            }
+        }
+        for x in &mut mean {
+            *x /= count as f64;
+        }
+        for eb in eig.iter_mut() {
+            eb.shift(e0, &mean);
+        }
+        self.shift.add_scaled(omega, e0, &mean);
+    }
+
+    /// Cut, decouple, transform f†: everything shell N+1 needs.
+    fn truncate(&mut self, product: &ProductShell, eig: &[EigenBlock]) -> (KeptShell, usize, Option<f64>) {
+        let nrg = &self.config.nrg;
+        let energies: Vec<&[f64]> = eig.iter().map(|eb| eb.energies.as_slice()).collect();
+        let cut = truncation::choose_cut(&energies, nrg.keep, nrg.e_cut, nrg.gap_window);
+        let dirs = &self.dirs;
+        let decoupled: Vec<_> = eig
+            .par_iter()
+            .zip(&cut.kept)
+            .map(|(eb, &k)| step::decouple(eb, k, dirs))
+            .collect();
+        // kept blocks lose the empty ones; remember where each went
+        let mut new_index = vec![None; eig.len()];
+        let mut next = 0;
+        for (b, &k) in cut.kept.iter().enumerate() {
+            if k > 0 {
+                new_index[b] = Some(next);
+                next += 1;
+            }
+        }
+        let fdag = product
+            .fdag
+            .par_iter()
+            .filter_map(|op| {
+                let (l, r) = (new_index[op.left]?, new_index[op.right]?);
+                Some(step::transform_op(
+                    op,
+                    (&eig[op.left], &decoupled[op.left].1),
+                    (&eig[op.right], &decoupled[op.right].1),
+                    dirs,
+                    l,
+                    r,
+                ))
+            })
+            .collect();
+        let blocks = decoupled
+            .into_iter()
+            .filter(|(kb, _)| !kb.energies.is_empty())
+            .map(|(kb, _)| kb)
+            .collect();
+        let kept = KeptShell { blocks, fdag, orbitals: product.orbitals };
+        (kept, cut.total, cut.gap)
+    }
+
+    /// Single-particle levels of the bare chain, sites 0..=n (physical units).
+    fn bare_chain_levels(&self, n: usize) -> Vec<f64> {
+        free_chain::eigenvalues(&self.chain.onsite[..=n], &self.chain.hopping[..n])
+    }
+
+    /// Observables, gradient, Hessian and observable derivatives from the free energy.
+    #[allow(clippy::type_complexity)]
+    fn read_out(
+        &self,
+        f: &Jet,
+        f_chain: &Ts,
+        t: f64,
+    ) -> (Observables, IndexMap<String, f64>, IndexMap<String, f64>, IndexMap<String, IndexMap<String, f64>>) {
+        let f_imp: Ts = f.re.clone() - f_chain.clone();
+        let o = self.obs_dirs;
+        let obs = Observables {
+            f_imp: f_imp.re,
+            s_imp: -f_imp.first_t(),
+            c_imp: -t * f_imp.second_t(),
+            tchi_imp: -t * f_imp.second_h(),
+            chi_loc: o.h_imp.map(|h| -f.second(h, h)),
+            n_d: o.eps_d.map(|e| f.first(e).re),
+            docc: o.u.map(|u| f.first(u).re),
+            chi_c: o.eps_d.map(|e| -f.second(e, e)),
+        };
+        let mut grad = IndexMap::new();
+        let mut hess = IndexMap::new();
+        for (a, &(p, sp)) in self.sources.iter().enumerate() {
+            let g = match sp {
+                Source::Matrix(i) => f.first(i).re,
+                Source::TotalField => f_imp.first_h(),
+            };
+            grad.insert(p.name().to_string(), g);
+            for &(q, sq) in &self.sources[a..] {
+                let h = match (sp, sq) {
+                    (Source::Matrix(i), Source::Matrix(j)) => f.second(i, j),
+                    (Source::Matrix(i), Source::TotalField) | (Source::TotalField, Source::Matrix(i)) => {
+                        f.first(i).first_h()
+                    }
+                    (Source::TotalField, Source::TotalField) => f_imp.second_h(),
+                };
+                hess.insert(format!("{},{}", p.name(), q.name()), h);
+            }
+        }
+        // first derivatives of the observables that are exact at second order
+        let mut obs_grad: IndexMap<String, IndexMap<String, f64>> = IndexMap::new();
+        let mut put = |obs: &str, p: Param, v: Option<f64>| {
+            if let Some(v) = v {
+                obs_grad.entry(obs.to_string()).or_default().insert(p.name().to_string(), v);
+            }
+        };
+        for &(p, sp) in &self.sources {
+            match sp {
+                Source::Matrix(i) => {
+                    let fi = f.first(i);
+                    put("S_imp", p, Some(-fi.first_t()));
+                    put("C_imp", p, Some(-t * fi.second_t()));
+                    put("Tchi_imp", p, Some(-t * fi.second_h()));
+                    put("n_d", p, o.eps_d.map(|e| f.second(e, i)));
+                    put("docc", p, o.u.map(|u| f.second(u, i)));
+                }
+                Source::TotalField => {
+                    put("S_imp", p, Some(-f_imp.mixed_th()));
+                    put("n_d", p, o.eps_d.map(|e| f.first(e).first_h()));
+                    put("docc", p, o.u.map(|u| f.first(u).first_h()));
+                }
+            }
+        }
+        (obs, grad, hess, obs_grad)
     }
 
     /// The final record.
-    pub fn summary(&self, _cancelled: bool) -> Summary {
-        unimplemented!()
+    pub fn summary(&self, cancelled: bool) -> Summary {
+        // Wilson's definition: T_K χ_imp(T_K) = 0.07, interpolated in ln T
+        let t_k = self.tchi_history.windows(2).find_map(|w| {
+            let ((t1, x1), (t2, x2)) = (w[0], w[1]);
+            (x1 >= 0.07 && x2 < 0.07).then(|| {
+                let s = (x1 - 0.07) / (x1 - x2);
+                (t1.ln() + s * (t2.ln() - t1.ln())).exp()
+            })
+        });
+        let wilson_ratio = match (&self.last_obs, self.model.kind()) {
+            (Some(o), ModelKind::Siam) => match (o.chi_loc, o.chi_c) {
+                (Some(s), Some(c)) => Some(8.0 * s / (4.0 * s + c)),
+                _ => None,
+            },
+            _ => None,
+        };
+        Summary {
+            kind: "done",
+            status: if cancelled { "cancelled" } else { "complete" },
+            shells: self.next,
+            t_k,
+            wilson_ratio,
+            min_gap_cut: self.min_gap,
+            warnings: self.warnings.clone(),
+        }
+    }
+
+    /// Model-variable indices of the directions (for tests of the solver internals).
+    #[doc(hidden)]
+    pub fn variable_indices(&self) -> &[usize] {
+        &self.var_index
     }
 }
 
@@ -42,4 +454,21 @@ impl Iterator for Run {
     fn next(&mut self) -> Option<ShellRecord> {
         self.next_shell()
     }
+}
+
+/// The model parameters that belong to the model kind, for the header.
+fn model_fields(config: &RunConfig) -> IndexMap<String, serde_json::Value> {
+    let m = &config.model;
+    let mut out = IndexMap::new();
+    out.insert("kind".to_string(), m.kind.name().into());
+    let params: &[(&str, f64)] = match m.kind {
+        ModelKind::Siam => &[("U", m.u), ("eps_d", m.eps_d), ("Gamma", m.gamma)],
+        ModelKind::Kondo => &[("J", m.j), ("K", m.k)],
+    };
+    for &(k, v) in params {
+        out.insert(k.to_string(), v.into());
+    }
+    out.insert("h".to_string(), m.h.into());
+    out.insert("field".to_string(), m.field.name().into());
+    out
 }

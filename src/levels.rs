@@ -1,0 +1,94 @@
+//! The lowest levels of a shell for the energy-flow diagram, with their sensitivities.
+//!
+//! Levels are clusters of degenerate eigenvalues inside one (Q, S_z) block. The first-order
+//! shifts of a cluster under a perturbation B^θ are the eigenvalues of B^θ restricted to the
+//! cluster (degenerate perturbation theory, design note §5); for display only.
+
+use crate::record::Level;
+use crate::step::EigenBlock;
+use indexmap::IndexMap;
+use nalgebra::DMatrix;
+
+/// Eigenvalues closer than this (rescaled units) belong to one cluster.
+pub const DEGENERACY_TOL: f64 = 1e-8;
+
+/// How the sensitivity to one parameter is read off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sensitivity {
+    /// Derivative part `i` of the Hamiltonian.
+    Matrix(usize),
+    /// Field on the total spin: dE/dh = −S_z/ω_N, measured from the ground cluster.
+    TotalField,
+}
+
+/// A cluster: block index and state range.
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
+    block: usize,
+    start: usize,
+    len: usize,
+    energy: f64,
+}
+
+fn clusters(blocks: &[EigenBlock]) -> Vec<Cluster> {
+    let mut out = Vec::new();
+    for (b, eb) in blocks.iter().enumerate() {
+        let e = &eb.energies;
+        let mut start = 0;
+        while start < e.len() {
+            let mut end = start + 1;
+            while end < e.len() && e[end] - e[start] <= DEGENERACY_TOL {
+                end += 1;
+            }
+            out.push(Cluster { block: b, start, len: end - start, energy: e[start] });
+            start = end;
+        }
+    }
+    out.sort_by(|a, b| a.energy.total_cmp(&b.energy).then(a.block.cmp(&b.block)));
+    out
+}
+
+/// Mean S_z of the ground cluster(s), the reference of total-field sensitivities.
+fn ground_sz(blocks: &[EigenBlock], all: &[Cluster]) -> f64 {
+    let e0 = all.first().map_or(0.0, |c| c.energy);
+    let (mut sum, mut count) = (0.0, 0usize);
+    for c in all.iter().take_while(|c| c.energy - e0 <= DEGENERACY_TOL) {
+        sum += blocks[c.block].qn.sz() * c.len as f64;
+        count += c.len;
+    }
+    if count == 0 { 0.0 } else { sum / count as f64 }
+}
+
+/// The `count` lowest clusters (energies already measured from the ground state).
+pub fn lowest_levels(
+    blocks: &[EigenBlock],
+    count: usize,
+    omega: f64,
+    sensitivities: &[(String, Sensitivity)],
+) -> Vec<Level> {
+    let all = clusters(blocks);
+    let sz0 = ground_sz(blocks, &all);
+    all.iter()
+        .take(count)
+        .map(|c| {
+            let eb = &blocks[c.block];
+            let de: IndexMap<String, Vec<f64>> = sensitivities
+                .iter()
+                .map(|(name, s)| {
+                    let values = match *s {
+                        Sensitivity::Matrix(i) => {
+                            let b = &eb.b[i];
+                            let sub = DMatrix::from_fn(c.len, c.len, |r, q| b[(c.start + r, c.start + q)]);
+                            let mut v: Vec<f64> = sub.symmetric_eigenvalues().iter().copied().collect();
+                            v.sort_by(f64::total_cmp);
+                            v
+                        }
+                        Sensitivity::TotalField => vec![-(eb.qn.sz() - sz0) / omega; c.len],
+                    };
+                    (name.clone(), values)
+                })
+                .collect();
+            Level { e: c.energy, q: eb.qn.q, sz: eb.qn.sz(), deg: c.len, de }
+        })
+        .collect()
+}

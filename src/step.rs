@@ -1,0 +1,361 @@
+//! One NRG step on hyper-dual matrices (design note `differentiable-nrg.md`, §3).
+//!
+//! 1. [`diagonalize`]: only the real part A⁰ = U E Uᵀ is diagonalized; the derivative parts are
+//!    rotated, B^x = Uᵀ A^x U.
+//! 2. The caller picks the kept states (a cut at a gap, see `truncation`).
+//! 3. [`decouple`]: the orthogonal W = exp(S), S antisymmetric with only kept–discarded (K–D)
+//!    blocks and no real part, removes the K–D coupling order by order:
+//!    S^a_kd = B^a_kd/(E_d − E_k);  S^ab_kd = (B^ab + X)_kd/(E_d − E_k),
+//!    X = B^a_KK S^b − S^b B^a_DD + B^b_KK S^a − S^a B^b_DD.
+//!    The kept Hamiltonian is then E_K + B^a_KK + B^ab_KK − ½(Y + Yᵀ), Y = S^a B^b_DK + S^b B^a_DK.
+//!    The only divisions are by kept–discarded gaps, so degeneracies inside the kept space are
+//!    harmless and need no noise.
+//! 4. [`transform_op`]: an operator O′ = (W_Lᵀ U_Lᵀ O U_R W_R)_KK in closed form.
+//!
+//! Here S^x denotes the k×d block S^x_KD (S^x_DK = −S^xᵀ).
+
+use crate::jet::Directions;
+use crate::linalg::{eigh, gemm, mul, sandwich};
+use crate::shell::{KeptBlock, KeptOp, ProductBlock, ProductOp};
+use crate::symmetry::Qn;
+use faer::{Mat, MatRef};
+
+/// A diagonalized block: all eigenvalues, eigenvectors and the rotated derivative parts.
+pub struct EigenBlock {
+    pub qn: Qn,
+    /// Eigenvalues in ascending order (rescaled units).
+    pub energies: Vec<f64>,
+    pub u: Mat<f64>,
+    /// B^x = Uᵀ A^x U for every derivative part.
+    pub b: Vec<Mat<f64>>,
+}
+
+impl EigenBlock {
+    pub fn dim(&self) -> usize {
+        self.energies.len()
+    }
+
+    /// Subtract a constant from H: `value` from the eigenvalues and `parts[x]` from the
+    /// diagonal of derivative part x (a multiple of the identity commutes with everything).
+    pub fn shift(&mut self, value: f64, parts: &[f64]) {
+        for e in &mut self.energies {
+            *e -= value;
+        }
+        for (b, &d) in self.b.iter_mut().zip(parts) {
+            for i in 0..b.nrows() {
+                b[(i, i)] -= d;
+            }
+        }
+    }
+}
+
+/// Diagonalize the real part and rotate the derivative parts into the eigenbasis.
+pub fn diagonalize(block: &ProductBlock) -> EigenBlock {
+    let (energies, u) = eigh(block.h.as_ref());
+    let b = block
+        .dh
+        .iter()
+        .map(|a| sandwich(u.as_ref(), a.as_ref(), u.as_ref()))
+        .collect();
+    EigenBlock { qn: block.qn, energies, u, b }
+}
+
+/// The generators S^x (k×d) of the kept–discarded decoupling of one block.
+pub struct Decoupling {
+    pub kept: usize,
+    pub s: Vec<Mat<f64>>,
+}
+
+/// Decouple the lowest `kept` states of `eb` from the rest, to the orders in `dirs`.
+pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, Decoupling) {
+    let n = eb.dim();
+    let (k, d) = (kept, n - kept);
+    let e = &eb.energies;
+    let kk = |m: &Mat<f64>| m.as_ref().submatrix(0, 0, k, k).to_owned();
+    // 1/(E_d − E_k): bounded by the gap at the cut
+    let inv_gap = Mat::<f64>::from_fn(k, d, |a, b| 1.0 / (e[k + b] - e[a]));
+    let hadamard = |m: MatRef<'_, f64>| Mat::<f64>::from_fn(k, d, |a, b| m[(a, b)] * inv_gap[(a, b)]);
+    fn kd(m: &Mat<f64>, k: usize, d: usize) -> MatRef<'_, f64> {
+        m.as_ref().submatrix(0, k, k, d)
+    }
+    fn dd(m: &Mat<f64>, k: usize, d: usize) -> MatRef<'_, f64> {
+        m.as_ref().submatrix(k, k, d, d)
+    }
+    fn dk(m: &Mat<f64>, k: usize, d: usize) -> MatRef<'_, f64> {
+        m.as_ref().submatrix(k, 0, d, k)
+    }
+
+    let m = dirs.first();
+    let mut s: Vec<Mat<f64>> = Vec::with_capacity(dirs.parts());
+    let mut dh: Vec<Mat<f64>> = Vec::with_capacity(dirs.parts());
+    for i in 0..m {
+        s.push(hadamard(kd(&eb.b[i], k, d)));
+        dh.push(kk(&eb.b[i]));
+    }
+    for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
+        let part = m + p;
+        // X = B^i_KK S^j − S^j B^i_DD + B^j_KK S^i − S^i B^j_DD, added to B^ij_KD
+        let mut x = kd(&eb.b[part], k, d).to_owned();
+        if d > 0 && k > 0 {
+            let bi_kk = eb.b[i].as_ref().submatrix(0, 0, k, k);
+            let bj_kk = eb.b[j].as_ref().submatrix(0, 0, k, k);
+            gemm(x.as_mut(), true, bi_kk, s[j].as_ref(), 1.0);
+            gemm(x.as_mut(), true, s[j].as_ref(), dd(&eb.b[i], k, d), -1.0);
+            gemm(x.as_mut(), true, bj_kk, s[i].as_ref(), 1.0);
+            gemm(x.as_mut(), true, s[i].as_ref(), dd(&eb.b[j], k, d), -1.0);
+        }
+        s.push(hadamard(x.as_ref()));
+        // kept part: B^ij_KK − ½(Y + Yᵀ), Y = S^i B^j_DK + S^j B^i_DK
+        let mut h = kk(&eb.b[part]);
+        if d > 0 && k > 0 {
+            let mut y = Mat::<f64>::zeros(k, k);
+            gemm(y.as_mut(), true, s[i].as_ref(), dk(&eb.b[j], k, d), 1.0);
+            gemm(y.as_mut(), true, s[j].as_ref(), dk(&eb.b[i], k, d), 1.0);
+            for c in 0..k {
+                for r in 0..k {
+                    h[(r, c)] -= 0.5 * (y[(r, c)] + y[(c, r)]);
+                }
+            }
+        }
+        dh.push(h);
+    }
+    let block = KeptBlock {
+        qn: eb.qn,
+        energies: e[..k].to_vec(),
+        dh,
+    };
+    (block, Decoupling { kept: k, s })
+}
+
+/// Σ_pieces sign · U_L[rows, cols_l]ᵀ U_R[rows, cols_r], the rotated product-basis operator
+/// restricted to the given eigenvector columns.
+fn rotate_op(
+    op: &ProductOp,
+    ul: &Mat<f64>,
+    ur: &Mat<f64>,
+    cols_l: (usize, usize),
+    cols_r: (usize, usize),
+) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(cols_l.1, cols_r.1);
+    for (n, p) in op.pieces.iter().enumerate() {
+        let l = ul.as_ref().submatrix(p.row_l, cols_l.0, p.len, cols_l.1);
+        let r = ur.as_ref().submatrix(p.row_r, cols_r.0, p.len, cols_r.1);
+        gemm(out.as_mut(), n > 0, l.transpose(), r, p.sign);
+    }
+    out
+}
+
+/// f† of the newest site in the kept bases of its two blocks, with derivative parts
+/// (design note §3.5 with O^a = O^ab = 0: the product-basis operator is a constant).
+///   O′^i  = −O_KD S^iᵀ_R − S^i_L O_DK
+///   O′^ij = −O_KD S^ijᵀ_R − S^ij_L O_DK − ½[O_KK (S^i S^jᵀ + S^j S^iᵀ)_R + (S^i S^jᵀ + S^j S^iᵀ)_L O_KK]
+///           + S^i_L O_DD S^jᵀ_R + S^j_L O_DD S^iᵀ_R
+pub fn transform_op(
+    op: &ProductOp,
+    left: (&EigenBlock, &Decoupling),
+    right: (&EigenBlock, &Decoupling),
+    dirs: &Directions,
+    new_left: usize,
+    new_right: usize,
+) -> KeptOp {
+    let (el, dl) = left;
+    let (er, dr) = right;
+    let (kl, kr) = (dl.kept, dr.kept);
+    let (nl, nr) = (el.dim(), er.dim());
+    let (dl_n, dr_n) = (nl - kl, nr - kr);
+    // the real part is computed by exactly the same products with or without derivatives,
+    // so a plain run and the real part of a dual run agree bit for bit
+    let o_kk = rotate_op(op, &el.u, &er.u, (0, kl), (0, kr));
+    let mut parts = Vec::with_capacity(dirs.parts());
+    if dirs.parts() > 0 {
+        let o_kd = rotate_op(op, &el.u, &er.u, (0, kl), (kr, dr_n));
+        let o_dk = rotate_op(op, &el.u, &er.u, (kl, dl_n), (0, kr));
+        let needs_dd = !dirs.pairs().is_empty();
+        let o_dd = needs_dd.then(|| rotate_op(op, &el.u, &er.u, (kl, dl_n), (kr, dr_n)));
+        let first_order = |sl: &Mat<f64>, sr: &Mat<f64>| {
+            let mut o = Mat::<f64>::zeros(kl, kr);
+            gemm(o.as_mut(), true, o_kd.as_ref(), sr.as_ref().transpose(), -1.0);
+            gemm(o.as_mut(), true, sl.as_ref(), o_dk.as_ref(), -1.0);
+            o
+        };
+        let m = dirs.first();
+        for i in 0..m {
+            parts.push(first_order(&dl.s[i], &dr.s[i]));
+        }
+        for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
+            let part = m + p;
+            let mut o = first_order(&dl.s[part], &dr.s[part]);
+            let anti = |s: &Decoupling, size: usize| {
+                let mut a = Mat::<f64>::zeros(size, size);
+                gemm(a.as_mut(), true, s.s[i].as_ref(), s.s[j].as_ref().transpose(), 1.0);
+                gemm(a.as_mut(), true, s.s[j].as_ref(), s.s[i].as_ref().transpose(), 1.0);
+                a
+            };
+            let (al, ar) = (anti(dl, kl), anti(dr, kr));
+            gemm(o.as_mut(), true, o_kk.as_ref(), ar.as_ref(), -0.5);
+            gemm(o.as_mut(), true, al.as_ref(), o_kk.as_ref(), -0.5);
+            let o_dd = o_dd.as_ref().expect("computed when pairs exist");
+            let t = mul(dl.s[i].as_ref(), o_dd.as_ref());
+            gemm(o.as_mut(), true, t.as_ref(), dr.s[j].as_ref().transpose(), 1.0);
+            let t = mul(dl.s[j].as_ref(), o_dd.as_ref());
+            gemm(o.as_mut(), true, t.as_ref(), dr.s[i].as_ref().transpose(), 1.0);
+            parts.push(o);
+        }
+    }
+    KeptOp {
+        sigma: op.sigma,
+        left: new_left,
+        right: new_right,
+        value: o_kk,
+        parts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The closed forms above against brute-force hyper-dual products in the eigenbasis.
+    use super::*;
+    use crate::model::Variable;
+    use crate::shell::Piece;
+
+    fn random(n: usize, m: usize, seed: &mut u64) -> Mat<f64> {
+        Mat::from_fn(n, m, |_, _| {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        })
+    }
+
+    fn symmetric(n: usize, seed: &mut u64) -> Mat<f64> {
+        let a = random(n, n, seed);
+        Mat::from_fn(n, n, |i, j| a[(i, j)] + a[(j, i)])
+    }
+
+    /// Hyper-dual matrix in two directions: [value, a, b, ab].
+    type Hd = [Mat<f64>; 4];
+
+    fn hd_mul(x: &Hd, y: &Hd) -> Hd {
+        let m = |a: &Mat<f64>, b: &Mat<f64>| mul(a.as_ref(), b.as_ref());
+        [
+            m(&x[0], &y[0]),
+            m(&x[0], &y[1]) + m(&x[1], &y[0]),
+            m(&x[0], &y[2]) + m(&x[2], &y[0]),
+            m(&x[0], &y[3]) + m(&x[1], &y[2]) + m(&x[2], &y[1]) + m(&x[3], &y[0]),
+        ]
+    }
+
+    fn hd_transpose(x: &Hd) -> Hd {
+        [0, 1, 2, 3].map(|i| x[i].transpose().to_owned())
+    }
+
+    /// W = I + S^a + S^b + (S^ab + ½{S^a, S^b}) with S antisymmetric from its K–D blocks.
+    fn w_of(n: usize, k: usize, sa: &Mat<f64>, sb: &Mat<f64>, sab: &Mat<f64>) -> Hd {
+        let full = |s: &Mat<f64>| {
+            Mat::from_fn(n, n, |i, j| {
+                if i < k && j >= k {
+                    s[(i, j - k)]
+                } else if i >= k && j < k {
+                    -s[(j, i - k)]
+                } else {
+                    0.0
+                }
+            })
+        };
+        let (a, b, ab) = (full(sa), full(sb), full(sab));
+        let anti = mul(a.as_ref(), b.as_ref()) + mul(b.as_ref(), a.as_ref());
+        [Mat::identity(n, n), a, b, ab + anti * faer::Scale(0.5)]
+    }
+
+    fn max_abs(m: MatRef<'_, f64>) -> f64 {
+        let mut x: f64 = 0.0;
+        for j in 0..m.ncols() {
+            for i in 0..m.nrows() {
+                x = x.max(m[(i, j)].abs());
+            }
+        }
+        x
+    }
+
+    fn block(n: usize, seed: &mut u64) -> ProductBlock {
+        ProductBlock {
+            qn: Qn::new(0, 0),
+            h: symmetric(n, seed),
+            dh: (0..3).map(|_| symmetric(n, seed)).collect(),
+        }
+    }
+
+    /// Directions a, b with the mixed pair only: parts [a, b, ab].
+    fn dirs() -> Directions {
+        Directions::new(vec![Variable::EpsD, Variable::U], [(0, 1)])
+    }
+
+    #[test]
+    fn decoupling_removes_kept_discarded_blocks() {
+        let mut seed = 7;
+        let (n, k) = (9, 4);
+        let eb = diagonalize(&block(n, &mut seed));
+        let (kept, dec) = decouple(&eb, k, &dirs());
+        let h: Hd = [
+            Mat::from_fn(n, n, |i, j| if i == j { eb.energies[i] } else { 0.0 }),
+            eb.b[0].clone(),
+            eb.b[1].clone(),
+            eb.b[2].clone(),
+        ];
+        let w = w_of(n, k, &dec.s[0], &dec.s[1], &dec.s[2]);
+        let hp = hd_mul(&hd_mul(&hd_transpose(&w), &h), &w);
+        for part in 1..4 {
+            // round-off of a few products of O(1) matrices
+            let kd = hp[part].as_ref().submatrix(0, k, k, n - k);
+            assert!(max_abs(kd) < 1e-12, "part {part}: K–D block {}", max_abs(kd));
+            let diff = hp[part].as_ref().submatrix(0, 0, k, k).to_owned() - &kept.dh[part - 1];
+            assert!(max_abs(diff.as_ref()) < 1e-12, "part {part}: kept block");
+        }
+        // a diagonal pair (a, a) is the same algebra with b = a
+        let diag = Directions::new(vec![Variable::EpsD], [(0, 0)]);
+        let mut eb2 = diagonalize(&block(n, &mut seed));
+        eb2.b.truncate(2);
+        let (kept2, dec2) = decouple(&eb2, k, &diag);
+        let e2 = Mat::from_fn(n, n, |i, j| if i == j { eb2.energies[i] } else { 0.0 });
+        let h2: Hd = [e2, eb2.b[0].clone(), eb2.b[0].clone(), eb2.b[1].clone()];
+        let w2 = w_of(n, k, &dec2.s[0], &dec2.s[0], &dec2.s[1]);
+        let hp2 = hd_mul(&hd_mul(&hd_transpose(&w2), &h2), &w2);
+        assert!(max_abs(hp2[3].as_ref().submatrix(0, k, k, n - k)) < 1e-12);
+        let diff = hp2[3].as_ref().submatrix(0, 0, k, k).to_owned() - &kept2.dh[1];
+        assert!(max_abs(diff.as_ref()) < 1e-12, "pair (a, a): kept block");
+        // W is orthogonal to second order
+        let wtw = hd_mul(&hd_transpose(&w), &w);
+        for part in 1..4 {
+            assert!(max_abs(wtw[part].as_ref()) < 1e-13);
+        }
+    }
+
+    #[test]
+    fn operator_transform_matches_brute_force() {
+        let mut seed = 11;
+        let (nl, nr, kl, kr) = (7, 6, 3, 2);
+        let (bl, br) = (block(nl, &mut seed), block(nr, &mut seed));
+        let (el, er) = (diagonalize(&bl), diagonalize(&br));
+        let (_, dl) = decouple(&el, kl, &dirs());
+        let (_, dr) = decouple(&er, kr, &dirs());
+        // a dense product-basis operator written as unit pieces
+        let o = random(nl, nr, &mut seed);
+        let pieces = (0..nl)
+            .flat_map(|i| (0..nr).map(move |j| (i, j)))
+            .map(|(i, j)| Piece { row_l: i, row_r: j, len: 1, sign: o[(i, j)] })
+            .collect();
+        let op = ProductOp { sigma: 0, left: 0, right: 1, pieces };
+        let kept = transform_op(&op, (&el, &dl), (&er, &dr), &dirs(), 0, 1);
+        let o_eig = sandwich(el.u.as_ref(), o.as_ref(), er.u.as_ref());
+        let zero = |r, c| Mat::<f64>::zeros(r, c);
+        let ohd: Hd = [o_eig, zero(nl, nr), zero(nl, nr), zero(nl, nr)];
+        let wl = w_of(nl, kl, &dl.s[0], &dl.s[1], &dl.s[2]);
+        let wr = w_of(nr, kr, &dr.s[0], &dr.s[1], &dr.s[2]);
+        let full = hd_mul(&hd_mul(&hd_transpose(&wl), &ohd), &wr);
+        let sub = |m: &Mat<f64>| m.as_ref().submatrix(0, 0, kl, kr).to_owned();
+        assert!(max_abs((sub(&full[0]) - &kept.value).as_ref()) < 1e-13);
+        for part in 1..4 {
+            let diff = sub(&full[part]) - &kept.parts[part - 1];
+            // the design note's closed forms agree with full products to 1e-14
+            assert!(max_abs(diff.as_ref()) < 1e-12, "part {part}: {}", max_abs(diff.as_ref()));
+        }
+    }
+}
