@@ -94,11 +94,11 @@ pub fn free_energy(levels: &[f64], t: f64, h0: f64) -> Ts {
     for &e in levels {
         for sign in [-1.0, 1.0] {
             // ε = e + sign·(h0 + δh)/2; −T ln(1 + e^(−ε/T)) = min(ε, 0) − T ln(1 + e^(−|ε|/T))
-            let eps = (dh.clone() + h0) * (0.5 * sign) + e;
+            let eps = (dh + h0) * (0.5 * sign) + e;
             let term = if eps.re < 0.0 {
-                eps.clone() - tv.clone() * (eps / tv.clone()).exp().ln_1p()
+                eps - tv * (eps / tv).exp().ln_1p()
             } else {
-                -(tv.clone() * (-eps / tv.clone()).exp().ln_1p())
+                -(tv * (-eps / tv).exp().ln_1p())
             };
             f += term;
         }
@@ -141,7 +141,11 @@ mod tests {
     fn bisection_matches_dense_eigensolver() {
         let diag = [0.3, -0.1, 0.0, 0.2, 0.05];
         let off = [0.5, 0.4, 0.3, 0.2];
-        let mut reference: Vec<f64> = dense(&diag, &off).symmetric_eigenvalues().iter().copied().collect();
+        let mut reference: Vec<f64> = dense(&diag, &off)
+            .symmetric_eigenvalues()
+            .iter()
+            .copied()
+            .collect();
         reference.sort_by(f64::total_cmp);
         let ours = eigenvalues(&diag, &off);
         for (a, b) in ours.iter().zip(&reference) {
@@ -154,10 +158,16 @@ mod tests {
     fn graded_chain_small_eigenvalues_are_relatively_accurate() {
         // A Wilson chain of 80 sites at Λ = 2: the smallest eigenvalues are ~1e-12 and scale
         // exactly with the hoppings; scaling the tail by 2 must scale them by 2 to round-off.
-        let hop: Vec<f64> = (0..79).map(|n| crate::chain::wilson_hopping(2.0, n)).collect();
+        let hop: Vec<f64> = (0..79)
+            .map(|n| crate::chain::wilson_hopping(2.0, n))
+            .collect();
         let diag = vec![0.0; 80];
         let e = eigenvalues(&diag, &hop);
-        let smallest = e.iter().copied().filter(|&x| x > 0.0).fold(f64::INFINITY, f64::min);
+        let smallest = e
+            .iter()
+            .copied()
+            .filter(|&x| x > 0.0)
+            .fold(f64::INFINITY, f64::min);
         assert!(smallest < 1e-10);
         // particle–hole symmetry: the spectrum is symmetric to relative accuracy
         let mut pos: Vec<f64> = e.iter().copied().filter(|&x| x > 0.0).collect();
@@ -179,7 +189,11 @@ mod tests {
         let eig = dense(&diag, &off).symmetric_eigen();
         for (k, &l) in lambda.iter().enumerate() {
             let idx = (0..5)
-                .min_by(|&a, &b| (eig.eigenvalues[a] - l).abs().total_cmp(&(eig.eigenvalues[b] - l).abs()))
+                .min_by(|&a, &b| {
+                    (eig.eigenvalues[a] - l)
+                        .abs()
+                        .total_cmp(&(eig.eigenvalues[b] - l).abs())
+                })
                 .unwrap();
             let v = eig.eigenvectors[(0, idx)];
             assert!((w[k] - v * v).abs() < 1e-13, "k = {k}");

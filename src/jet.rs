@@ -25,7 +25,10 @@ impl Directions {
             .into_iter()
             .map(|(i, j)| (i.min(j), i.max(j)))
             .collect();
-        assert!(p.iter().all(|&(_, j)| j < vars.len()), "pair index out of range");
+        assert!(
+            p.iter().all(|&(_, j)| j < vars.len()),
+            "pair index out of range"
+        );
         p.sort_unstable();
         p.dedup();
         Directions { vars, pairs: p }

@@ -40,7 +40,12 @@ fn clusters(blocks: &[EigenBlock]) -> Vec<Cluster> {
             while end < e.len() && e[end] - e[start] <= DEGENERACY_TOL {
                 end += 1;
             }
-            out.push(Cluster { block: b, start, len: end - start, energy: e[start] });
+            out.push(Cluster {
+                block: b,
+                start,
+                len: end - start,
+                energy: e[start],
+            });
             start = end;
         }
     }
@@ -78,8 +83,11 @@ pub fn lowest_levels(
                     let values = match *s {
                         Sensitivity::Matrix(i) => {
                             let b = &eb.b[i];
-                            let sub = DMatrix::from_fn(c.len, c.len, |r, q| b[(c.start + r, c.start + q)]);
-                            let mut v: Vec<f64> = sub.symmetric_eigenvalues().iter().copied().collect();
+                            let sub = DMatrix::from_fn(c.len, c.len, |r, q| {
+                                b[(c.start + r, c.start + q)]
+                            });
+                            let mut v: Vec<f64> =
+                                sub.symmetric_eigenvalues().iter().copied().collect();
                             v.sort_by(f64::total_cmp);
                             v
                         }
@@ -88,7 +96,13 @@ pub fn lowest_levels(
                     (name.clone(), values)
                 })
                 .collect();
-            Level { e: c.energy, q: eb.qn.q, sz: eb.qn.sz(), deg: c.len, de }
+            Level {
+                e: c.energy,
+                q: eb.qn.q,
+                sz: eb.qn.sz(),
+                deg: c.len,
+                de,
+            }
         })
         .collect()
 }

@@ -1,1 +1,7 @@
-fn main() {}
+//! The `dnrg` command: the explorer (`dnrg`, `dnrg tui`) and batch runs (`dnrg run`).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

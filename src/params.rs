@@ -98,7 +98,14 @@ pub enum Param {
 }
 
 impl Param {
-    pub const ALL: [Param; 6] = [Param::EpsD, Param::U, Param::Gamma, Param::H, Param::J, Param::K];
+    pub const ALL: [Param; 6] = [
+        Param::EpsD,
+        Param::U,
+        Param::Gamma,
+        Param::H,
+        Param::J,
+        Param::K,
+    ];
 
     /// The name used in TOML keys, `--derive`, and JSON output.
     pub fn name(self) -> &'static str {
@@ -288,47 +295,79 @@ impl RunConfig {
             ("model.h", m.h),
         ] {
             if !v.is_finite() {
-                return bad(key, v.to_string(), "must be a finite number");
+                return bad(key, format!("{v:?}"), "must be a finite number");
             }
         }
         if m.gamma < 0.0 {
-            return bad("model.Gamma", m.gamma.to_string(), "must be ≥ 0 (Γ = πρV²)");
+            return bad(
+                "model.Gamma",
+                format!("{:?}", m.gamma),
+                "must be ≥ 0 (Γ = πρV²)",
+            );
         }
         if !(n.lambda.is_finite() && n.lambda > 1.0) {
-            return bad("nrg.Lambda", n.lambda.to_string(), "must be greater than 1");
+            return bad(
+                "nrg.Lambda",
+                format!("{:?}", n.lambda),
+                "must be greater than 1",
+            );
         }
         if n.lambda > 100.0 {
-            return bad("nrg.Lambda", n.lambda.to_string(), "must be at most 100");
+            return bad(
+                "nrg.Lambda",
+                format!("{:?}", n.lambda),
+                "must be at most 100",
+            );
         }
         if !(n.z.is_finite() && n.z > 0.0 && n.z <= 1.0) {
-            return bad("nrg.z", n.z.to_string(), "twist must lie in (0, 1]");
+            return bad("nrg.z", format!("{:?}", n.z), "twist must lie in (0, 1]");
         }
         if n.keep == 0 {
-            return bad("nrg.keep", n.keep.to_string(), "must keep at least one state");
+            return bad(
+                "nrg.keep",
+                n.keep.to_string(),
+                "must keep at least one state",
+            );
         }
         if n.keep > 20_000 {
             return bad("nrg.keep", n.keep.to_string(), "at most 20000 kept states");
         }
         if !(n.e_cut.is_finite() && n.e_cut >= 0.0) {
-            return bad("nrg.e_cut", n.e_cut.to_string(), "must be ≥ 0 (0 = no energy cutoff)");
+            return bad(
+                "nrg.e_cut",
+                format!("{:?}", n.e_cut),
+                "must be ≥ 0 (0 = no energy cutoff)",
+            );
         }
         if !(n.beta_bar.is_finite() && n.beta_bar > 0.0) {
-            return bad("nrg.beta_bar", n.beta_bar.to_string(), "must be positive");
+            return bad(
+                "nrg.beta_bar",
+                format!("{:?}", n.beta_bar),
+                "must be positive",
+            );
         }
         if !(n.t_min.is_finite() && n.t_min > 0.0) {
-            return bad("nrg.T_min", n.t_min.to_string(), "must be positive");
+            return bad("nrg.T_min", format!("{:?}", n.t_min), "must be positive");
         }
         if !(n.gap_window.is_finite() && (0.0..=1.0).contains(&n.gap_window)) {
-            return bad("nrg.gap_window", n.gap_window.to_string(), "must lie in [0, 1]");
+            return bad(
+                "nrg.gap_window",
+                format!("{:?}", n.gap_window),
+                "must lie in [0, 1]",
+            );
         }
         if self.output.levels > 1000 {
-            return bad("output.levels", self.output.levels.to_string(), "at most 1000");
+            return bad(
+                "output.levels",
+                self.output.levels.to_string(),
+                "at most 1000",
+            );
         }
         let shells = crate::chain::shells_needed(n);
         if shells > MAX_SHELLS {
             return bad(
                 "nrg.T_min",
-                n.t_min.to_string(),
+                format!("{:?}", n.t_min),
                 &format!("needs {shells} shells at this Λ (at most {MAX_SHELLS}); raise T_min"),
             );
         }

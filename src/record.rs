@@ -127,6 +127,10 @@ pub struct ShellRecord {
     pub states: usize,
     /// Gap at the truncation cut in units of ω_N (null when nothing was discarded).
     pub gap_cut: Option<f64>,
+    /// Energy of the highest kept state above the ground state, in units of ω_N: the
+    /// effective energy cutoff, which bounds the truncation error (≈ e^(−β̄·√Λ·E_cut)).
+    #[serde(rename = "E_cut")]
+    pub e_cut: f64,
     pub levels: Vec<Level>,
     pub obs: Observables,
     /// ∂F_imp/∂θ.

@@ -115,13 +115,21 @@ pub fn initial_shell(
     let mut terms = model.hamiltonian(&space, &x, site0);
     // the chain's own part of site 0
     let constant = |c: f64| Dual2DVec64::from_re(c);
-    terms.push(Term { coef: constant(onsite0), op: space.occupation(SITE0) });
-    terms.push(Term { coef: constant(-site0.h_total), op: space.sz(SITE0) });
+    terms.push(Term {
+        coef: constant(onsite0),
+        op: space.occupation(SITE0),
+    });
+    terms.push(Term {
+        coef: constant(-site0.h_total),
+        op: space.sz(SITE0),
+    });
 
     // coefficient of each part: value, ∂_i, ∂_i∂_j
     let grad = |c: &Dual2DVec64, i: usize| c.v1.0.as_ref().map_or(0.0, |g| g[var_index[i]]);
     let hess = |c: &Dual2DVec64, i: usize, j: usize| {
-        c.v2.0.as_ref().map_or(0.0, |h| h[(var_index[i], var_index[j])])
+        c.v2.0
+            .as_ref()
+            .map_or(0.0, |h| h[(var_index[i], var_index[j])])
     };
     let part_coef = |c: &Dual2DVec64, part: usize| {
         if part < dirs.first() {
@@ -163,7 +171,8 @@ pub fn initial_shell(
         .collect();
     check_block_diagonal(&space, &terms);
 
-    let block_index: BTreeMap<Qn, usize> = groups.keys().enumerate().map(|(i, &q)| (q, i)).collect();
+    let block_index: BTreeMap<Qn, usize> =
+        groups.keys().enumerate().map(|(i, &q)| (q, i)).collect();
     let mut fdag = Vec::new();
     for sigma in SPINS {
         let op = space.cdag(SITE0, sigma);
@@ -173,20 +182,32 @@ pub fn initial_shell(
                 if op[(i, j)] != 0.0 {
                     let (bl, rl) = position[i];
                     let (br, rr) = position[j];
-                    by_pair.entry((block_index[&bl], block_index[&br])).or_default().push(Piece {
-                        row_l: rl,
-                        row_r: rr,
-                        len: 1,
-                        sign: op[(i, j)],
-                    });
+                    by_pair
+                        .entry((block_index[&bl], block_index[&br]))
+                        .or_default()
+                        .push(Piece {
+                            row_l: rl,
+                            row_r: rr,
+                            len: 1,
+                            sign: op[(i, j)],
+                        });
                 }
             }
         }
         for ((left, right), pieces) in by_pair {
-            fdag.push(ProductOp { sigma, left, right, pieces });
+            fdag.push(ProductOp {
+                sigma,
+                left,
+                right,
+                pieces,
+            });
         }
     }
-    ProductShell { blocks, fdag, orbitals: space.orbitals() }
+    ProductShell {
+        blocks,
+        fdag,
+        orbitals: space.orbitals(),
+    }
 }
 
 /// Basis states grouped by quantum numbers, and each state's (block, row).
@@ -232,12 +253,19 @@ pub struct SiteAddition {
 /// Add site N+1 to the kept space of shell N:
 /// H_{N+1} = scale·H_N + hopping·Σ_σ (f†_Nσ f_{N+1,σ} + h.c.) + onsite·n_{N+1} − field·S_z,{N+1}.
 pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> ProductShell {
-    let kept_index: BTreeMap<Qn, usize> = kept.blocks.iter().enumerate().map(|(i, b)| (b.qn, i)).collect();
+    let kept_index: BTreeMap<Qn, usize> = kept
+        .blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.qn, i))
+        .collect();
     // new blocks: sub-block s of block qn holds kept block qn − site_qn(s)
     let mut layout: BTreeMap<Qn, [Option<(usize, usize)>; SITE_STATES]> = BTreeMap::new();
     for b in &kept.blocks {
         for s in 0..SITE_STATES {
-            layout.entry(b.qn.plus(site_qn(s))).or_insert([None; SITE_STATES]);
+            layout
+                .entry(b.qn.plus(site_qn(s)))
+                .or_insert([None; SITE_STATES]);
         }
     }
     let mut dims = BTreeMap::new();
@@ -307,21 +335,37 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
     for sigma in SPINS {
         for (&qn_r, subs_r) in &layout {
             let qn_l = qn_r.plus(creation_qn(sigma));
-            let Some(subs_l) = layout.get(&qn_l) else { continue };
+            let Some(subs_l) = layout.get(&qn_l) else {
+                continue;
+            };
             let mut pieces = Vec::new();
             for (s_dag, s_from, sign) in site_creation(sigma) {
                 if let (Some((k, row_r)), Some((k2, row_l))) = (subs_r[s_from], subs_l[s_dag]) {
                     debug_assert_eq!(k, k2);
                     let jw = fermion_sign(kept.blocks[k].qn.q, kept.orbitals);
-                    pieces.push(Piece { row_l, row_r, len: kept.blocks[k].energies.len(), sign: sign * jw });
+                    pieces.push(Piece {
+                        row_l,
+                        row_r,
+                        len: kept.blocks[k].energies.len(),
+                        sign: sign * jw,
+                    });
                 }
             }
             if !pieces.is_empty() {
-                fdag.push(ProductOp { sigma, left: new_index[&qn_l], right: new_index[&qn_r], pieces });
+                fdag.push(ProductOp {
+                    sigma,
+                    left: new_index[&qn_l],
+                    right: new_index[&qn_r],
+                    pieces,
+                });
             }
         }
     }
-    ProductShell { blocks, fdag, orbitals: kept.orbitals + 1 }
+    ProductShell {
+        blocks,
+        fdag,
+        orbitals: kept.orbitals + 1,
+    }
 }
 
 /// m[row.., col..] += c·x and m[col.., row..] += c·xᵀ.

@@ -47,8 +47,6 @@ pub struct Run {
     model: Box<dyn ImpurityModel>,
     chain: WilsonChain,
     dirs: Directions,
-    /// Model-variable index of every direction.
-    var_index: Vec<usize>,
     sources: Vec<(Param, Source)>,
     obs_dirs: ObservableDirs,
     h_total: f64,
@@ -60,6 +58,8 @@ pub struct Run {
     last_obs: Option<Observables>,
     min_gap: Option<f64>,
     warnings: Vec<String>,
+    /// Kept counts imposed per shell instead of the cut rule (finite-difference checks).
+    frozen_kept: Option<Vec<usize>>,
 }
 
 impl Run {
@@ -137,11 +137,23 @@ impl Run {
         let var_index: Vec<usize> = dirs
             .vars()
             .iter()
-            .map(|&v| model::variable_index(model.as_ref(), v).expect("direction is a model variable"))
+            .map(|&v| {
+                model::variable_index(model.as_ref(), v).expect("direction is a model variable")
+            })
             .collect();
 
-        let site0 = SiteZero { coupling_factor: chain.coupling_factor, h_total };
-        let pending = shell::initial_shell(model.as_ref(), &dirs, &var_index, site0, chain.onsite[0], chain.omega[0]);
+        let site0 = SiteZero {
+            coupling_factor: chain.coupling_factor,
+            h_total,
+        };
+        let pending = shell::initial_shell(
+            model.as_ref(),
+            &dirs,
+            &var_index,
+            site0,
+            chain.onsite[0],
+            chain.omega[0],
+        );
         let header = Header {
             kind: "header",
             version: env!("CARGO_PKG_VERSION"),
@@ -166,7 +178,6 @@ impl Run {
             model,
             chain,
             dirs,
-            var_index,
             sources,
             obs_dirs,
             h_total,
@@ -176,6 +187,7 @@ impl Run {
             last_obs: None,
             min_gap: None,
             warnings: Vec::new(),
+            frozen_kept: None,
         })
     }
 
@@ -227,8 +239,8 @@ impl Run {
         let states = product.states();
 
         let mut warnings = Vec::new();
-        let (kept, gap) = if n < self.header.n_max {
-            let (kept_shell, kept, gap) = self.truncate(&product, &eig);
+        let (kept, gap, e_cut) = if n < self.header.n_max {
+            let (kept_shell, cut) = self.truncate(&product, &eig);
             let step = SiteAddition {
                 scale: omega / self.chain.omega[n + 1],
                 hopping: self.chain.hopping[n] / self.chain.omega[n + 1],
@@ -236,14 +248,20 @@ impl Run {
                 field: self.h_total / self.chain.omega[n + 1],
             };
             self.pending = Some(shell::add_site(&kept_shell, step, &self.dirs));
-            (kept, gap)
+            (cut.total, cut.gap, cut.e_max)
         } else {
-            (states, None)
+            let highest = eig
+                .iter()
+                .filter_map(|eb| eb.energies.last().copied())
+                .fold(0.0, f64::max);
+            (states, None, highest)
         };
         if let Some(g) = gap {
             self.min_gap = Some(self.min_gap.map_or(g, |m: f64| m.min(g)));
             if g < SMALL_GAP {
-                let w = format!("N = {n}: small gap at the truncation cut, Δ = {g:.3e} ω_N (derivatives scale like 1/Δ)");
+                let w = format!(
+                    "N = {n}: small gap at the truncation cut, Δ = {g:.3e} ω_N (derivatives scale like 1/Δ)"
+                );
                 warnings.push(w.clone());
                 self.warnings.push(w);
             }
@@ -261,6 +279,7 @@ impl Run {
             kept,
             states,
             gap_cut: gap,
+            e_cut,
             levels,
             obs,
             grad,
@@ -300,10 +319,17 @@ impl Run {
     }
 
     /// Cut, decouple, transform f†: everything shell N+1 needs.
-    fn truncate(&mut self, product: &ProductShell, eig: &[EigenBlock]) -> (KeptShell, usize, Option<f64>) {
+    fn truncate(
+        &mut self,
+        product: &ProductShell,
+        eig: &[EigenBlock],
+    ) -> (KeptShell, truncation::Cut) {
         let nrg = &self.config.nrg;
         let energies: Vec<&[f64]> = eig.iter().map(|eb| eb.energies.as_slice()).collect();
-        let cut = truncation::choose_cut(&energies, nrg.keep, nrg.e_cut, nrg.gap_window);
+        let cut = match self.frozen_kept.as_ref().and_then(|k| k.get(self.next)) {
+            Some(&total) => truncation::cut_at(&energies, total),
+            None => truncation::choose_cut(&energies, nrg.keep, nrg.e_cut, nrg.gap_window),
+        };
         let dirs = &self.dirs;
         let decoupled: Vec<_> = eig
             .par_iter()
@@ -339,8 +365,12 @@ impl Run {
             .filter(|(kb, _)| !kb.energies.is_empty())
             .map(|(kb, _)| kb)
             .collect();
-        let kept = KeptShell { blocks, fdag, orbitals: product.orbitals };
-        (kept, cut.total, cut.gap)
+        let kept = KeptShell {
+            blocks,
+            fdag,
+            orbitals: product.orbitals,
+        };
+        (kept, cut)
     }
 
     /// Single-particle levels of the bare chain, sites 0..=n (physical units).
@@ -355,8 +385,13 @@ impl Run {
         f: &Jet,
         f_chain: &Ts,
         t: f64,
-    ) -> (Observables, IndexMap<String, f64>, IndexMap<String, f64>, IndexMap<String, IndexMap<String, f64>>) {
-        let f_imp: Ts = f.re.clone() - f_chain.clone();
+    ) -> (
+        Observables,
+        IndexMap<String, f64>,
+        IndexMap<String, f64>,
+        IndexMap<String, IndexMap<String, f64>>,
+    ) {
+        let f_imp: Ts = f.re - *f_chain;
         let o = self.obs_dirs;
         let obs = Observables {
             f_imp: f_imp.re,
@@ -379,9 +414,8 @@ impl Run {
             for &(q, sq) in &self.sources[a..] {
                 let h = match (sp, sq) {
                     (Source::Matrix(i), Source::Matrix(j)) => f.second(i, j),
-                    (Source::Matrix(i), Source::TotalField) | (Source::TotalField, Source::Matrix(i)) => {
-                        f.first(i).first_h()
-                    }
+                    (Source::Matrix(i), Source::TotalField)
+                    | (Source::TotalField, Source::Matrix(i)) => f.first(i).first_h(),
                     (Source::TotalField, Source::TotalField) => f_imp.second_h(),
                 };
                 hess.insert(format!("{},{}", p.name(), q.name()), h);
@@ -391,7 +425,10 @@ impl Run {
         let mut obs_grad: IndexMap<String, IndexMap<String, f64>> = IndexMap::new();
         let mut put = |obs: &str, p: Param, v: Option<f64>| {
             if let Some(v) = v {
-                obs_grad.entry(obs.to_string()).or_default().insert(p.name().to_string(), v);
+                obs_grad
+                    .entry(obs.to_string())
+                    .or_default()
+                    .insert(p.name().to_string(), v);
             }
         };
         for &(p, sp) in &self.sources {
@@ -442,10 +479,10 @@ impl Run {
         }
     }
 
-    /// Model-variable indices of the directions (for tests of the solver internals).
-    #[doc(hidden)]
-    pub fn variable_indices(&self) -> &[usize] {
-        &self.var_index
+    /// Impose the total kept count of every shell (as recorded by another run) instead of
+    /// the cut rule: finite differences must compare runs that truncate identically.
+    pub fn freeze_kept_counts(&mut self, kept: Vec<usize>) {
+        self.frozen_kept = Some(kept);
     }
 }
 

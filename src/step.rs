@@ -57,7 +57,12 @@ pub fn diagonalize(block: &ProductBlock) -> EigenBlock {
         .iter()
         .map(|a| sandwich(u.as_ref(), a.as_ref(), u.as_ref()))
         .collect();
-    EigenBlock { qn: block.qn, energies, u, b }
+    EigenBlock {
+        qn: block.qn,
+        energies,
+        u,
+        b,
+    }
 }
 
 /// The generators S^x (k×d) of the kept–discarded decoupling of one block.
@@ -74,7 +79,8 @@ pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, 
     let kk = |m: &Mat<f64>| m.as_ref().submatrix(0, 0, k, k).to_owned();
     // 1/(E_d − E_k): bounded by the gap at the cut
     let inv_gap = Mat::<f64>::from_fn(k, d, |a, b| 1.0 / (e[k + b] - e[a]));
-    let hadamard = |m: MatRef<'_, f64>| Mat::<f64>::from_fn(k, d, |a, b| m[(a, b)] * inv_gap[(a, b)]);
+    let hadamard =
+        |m: MatRef<'_, f64>| Mat::<f64>::from_fn(k, d, |a, b| m[(a, b)] * inv_gap[(a, b)]);
     fn kd(m: &Mat<f64>, k: usize, d: usize) -> MatRef<'_, f64> {
         m.as_ref().submatrix(0, k, k, d)
     }
@@ -174,7 +180,13 @@ pub fn transform_op(
         let o_dd = needs_dd.then(|| rotate_op(op, &el.u, &er.u, (kl, dl_n), (kr, dr_n)));
         let first_order = |sl: &Mat<f64>, sr: &Mat<f64>| {
             let mut o = Mat::<f64>::zeros(kl, kr);
-            gemm(o.as_mut(), true, o_kd.as_ref(), sr.as_ref().transpose(), -1.0);
+            gemm(
+                o.as_mut(),
+                true,
+                o_kd.as_ref(),
+                sr.as_ref().transpose(),
+                -1.0,
+            );
             gemm(o.as_mut(), true, sl.as_ref(), o_dk.as_ref(), -1.0);
             o
         };
@@ -187,8 +199,20 @@ pub fn transform_op(
             let mut o = first_order(&dl.s[part], &dr.s[part]);
             let anti = |s: &Decoupling, size: usize| {
                 let mut a = Mat::<f64>::zeros(size, size);
-                gemm(a.as_mut(), true, s.s[i].as_ref(), s.s[j].as_ref().transpose(), 1.0);
-                gemm(a.as_mut(), true, s.s[j].as_ref(), s.s[i].as_ref().transpose(), 1.0);
+                gemm(
+                    a.as_mut(),
+                    true,
+                    s.s[i].as_ref(),
+                    s.s[j].as_ref().transpose(),
+                    1.0,
+                );
+                gemm(
+                    a.as_mut(),
+                    true,
+                    s.s[j].as_ref(),
+                    s.s[i].as_ref().transpose(),
+                    1.0,
+                );
                 a
             };
             let (al, ar) = (anti(dl, kl), anti(dr, kr));
@@ -196,9 +220,21 @@ pub fn transform_op(
             gemm(o.as_mut(), true, al.as_ref(), o_kk.as_ref(), -0.5);
             let o_dd = o_dd.as_ref().expect("computed when pairs exist");
             let t = mul(dl.s[i].as_ref(), o_dd.as_ref());
-            gemm(o.as_mut(), true, t.as_ref(), dr.s[j].as_ref().transpose(), 1.0);
+            gemm(
+                o.as_mut(),
+                true,
+                t.as_ref(),
+                dr.s[j].as_ref().transpose(),
+                1.0,
+            );
             let t = mul(dl.s[j].as_ref(), o_dd.as_ref());
-            gemm(o.as_mut(), true, t.as_ref(), dr.s[i].as_ref().transpose(), 1.0);
+            gemm(
+                o.as_mut(),
+                true,
+                t.as_ref(),
+                dr.s[i].as_ref().transpose(),
+                1.0,
+            );
             parts.push(o);
         }
     }
@@ -220,7 +256,9 @@ mod tests {
 
     fn random(n: usize, m: usize, seed: &mut u64) -> Mat<f64> {
         Mat::from_fn(n, m, |_, _| {
-            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         })
     }
@@ -305,7 +343,11 @@ mod tests {
         for part in 1..4 {
             // round-off of a few products of O(1) matrices
             let kd = hp[part].as_ref().submatrix(0, k, k, n - k);
-            assert!(max_abs(kd) < 1e-12, "part {part}: K–D block {}", max_abs(kd));
+            assert!(
+                max_abs(kd) < 1e-12,
+                "part {part}: K–D block {}",
+                max_abs(kd)
+            );
             let diff = hp[part].as_ref().submatrix(0, 0, k, k).to_owned() - &kept.dh[part - 1];
             assert!(max_abs(diff.as_ref()) < 1e-12, "part {part}: kept block");
         }
@@ -340,9 +382,19 @@ mod tests {
         let o = random(nl, nr, &mut seed);
         let pieces = (0..nl)
             .flat_map(|i| (0..nr).map(move |j| (i, j)))
-            .map(|(i, j)| Piece { row_l: i, row_r: j, len: 1, sign: o[(i, j)] })
+            .map(|(i, j)| Piece {
+                row_l: i,
+                row_r: j,
+                len: 1,
+                sign: o[(i, j)],
+            })
             .collect();
-        let op = ProductOp { sigma: 0, left: 0, right: 1, pieces };
+        let op = ProductOp {
+            sigma: 0,
+            left: 0,
+            right: 1,
+            pieces,
+        };
         let kept = transform_op(&op, (&el, &dl), (&er, &dr), &dirs(), 0, 1);
         let o_eig = sandwich(el.u.as_ref(), o.as_ref(), er.u.as_ref());
         let zero = |r, c| Mat::<f64>::zeros(r, c);
@@ -355,7 +407,11 @@ mod tests {
         for part in 1..4 {
             let diff = sub(&full[part]) - &kept.parts[part - 1];
             // the design note's closed forms agree with full products to 1e-14
-            assert!(max_abs(diff.as_ref()) < 1e-12, "part {part}: {}", max_abs(diff.as_ref()));
+            assert!(
+                max_abs(diff.as_ref()) < 1e-12,
+                "part {part}: {}",
+                max_abs(diff.as_ref())
+            );
         }
     }
 }

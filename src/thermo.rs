@@ -84,11 +84,11 @@ pub fn block_trace(eb: &EigenBlock, sz: f64, omega: f64, t: f64, dirs: &Directio
     let mut z_pairs = vec![0.0; dirs.pairs().len()];
     let x: Vec<f64> = eb.energies.iter().map(|&e| omega * e).collect();
     for k in 0..n {
-        let w = (-(dh.clone() * (-sz) + x[k]) / tv.clone()).exp();
+        let w = (-(dh * (-sz) + x[k]) / tv).exp();
         // g′ = −g/T in physical units; the derivative parts of the energy are ω·B
-        let gp = -(w.clone() / tv.clone()) * omega;
+        let gp = -(w / tv) * omega;
         for (i, zi) in z_first.iter_mut().enumerate() {
-            *zi += gp.clone() * eb.b[i][(k, k)];
+            *zi += gp * eb.b[i][(k, k)];
         }
         for (p, zp) in z_pairs.iter_mut().enumerate() {
             *zp += gp.re * eb.b[m + p][(k, k)];
@@ -124,7 +124,11 @@ pub fn block_trace(eb: &EigenBlock, sz: f64, omega: f64, t: f64, dirs: &Directio
             z_pairs[p] += w2 * sum;
         }
     }
-    BlockTrace { z, z_first, z_pairs }
+    BlockTrace {
+        z,
+        z_first,
+        z_pairs,
+    }
 }
 
 /// A scalar in the matrix directions with f64 parts (energy shifts), in the layout of
@@ -137,7 +141,10 @@ pub struct ShiftJet {
 
 impl ShiftJet {
     pub fn zero(dirs: &Directions) -> ShiftJet {
-        ShiftJet { value: 0.0, parts: vec![0.0; dirs.parts()] }
+        ShiftJet {
+            value: 0.0,
+            parts: vec![0.0; dirs.parts()],
+        }
     }
 
     /// self += c·other.
@@ -158,8 +165,8 @@ fn jet(value: Ts, first: &[Ts], pairs: &[Ts], dirs: &Directions) -> Jet {
     let v1 = OMatrix::<Ts, U1, Dyn>::from_row_slice(first);
     let mut v2 = OMatrix::<Ts, Dyn, Dyn>::from_element(m, m, Ts::from(0.0));
     for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
-        v2[(i, j)] = pairs[p].clone();
-        v2[(j, i)] = pairs[p].clone();
+        v2[(i, j)] = pairs[p];
+        v2[(j, i)] = pairs[p];
     }
     Jet::new(value, Derivative::some(v1), Derivative::some(v2))
 }
@@ -172,9 +179,9 @@ pub fn free_energy(traces: &[BlockTrace], shift: &ShiftJet, t: f64, dirs: &Direc
     let mut z_first = vec![Ts::from(0.0); m];
     let mut z_pairs = vec![0.0; dirs.pairs().len()];
     for tr in traces {
-        z += tr.z.clone();
+        z += tr.z;
         for (a, b) in z_first.iter_mut().zip(&tr.z_first) {
-            *a += b.clone();
+            *a += *b;
         }
         for (a, b) in z_pairs.iter_mut().zip(&tr.z_pairs) {
             *a += b;
@@ -199,7 +206,7 @@ pub trait JetParts {
 
 impl JetParts for Jet {
     fn first(&self, i: usize) -> Ts {
-        self.v1.0.as_ref().map_or(Ts::from(0.0), |g| g[i].clone())
+        self.v1.0.as_ref().map_or(Ts::from(0.0), |g| g[i])
     }
     fn second(&self, i: usize, j: usize) -> f64 {
         self.v2.0.as_ref().map_or(0.0, |h| h[(i, j)].re)
@@ -216,7 +223,9 @@ mod tests {
     fn sym(n: usize, seed: u64) -> Mat<f64> {
         let mut s = seed;
         let mut next = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         };
         let mut m = Mat::zeros(n, n);
@@ -231,9 +240,19 @@ mod tests {
     }
 
     /// ln Tr e^(−H(θ)/T) for H(θ) = A + θ_a B + θ_b C + θ_a θ_b D by dense diagonalization.
-    fn ln_z(a: &Mat<f64>, b: &Mat<f64>, c: &Mat<f64>, d: &Mat<f64>, ta: f64, tb: f64, t: f64) -> f64 {
+    fn ln_z(
+        a: &Mat<f64>,
+        b: &Mat<f64>,
+        c: &Mat<f64>,
+        d: &Mat<f64>,
+        ta: f64,
+        tb: f64,
+        t: f64,
+    ) -> f64 {
         let n = a.nrows();
-        let h = Mat::<f64>::from_fn(n, n, |i, j| a[(i, j)] + ta * b[(i, j)] + tb * c[(i, j)] + ta * tb * d[(i, j)]);
+        let h = Mat::<f64>::from_fn(n, n, |i, j| {
+            a[(i, j)] + ta * b[(i, j)] + tb * c[(i, j)] + ta * tb * d[(i, j)]
+        });
         let (e, _) = crate::linalg::eigh(h.as_ref());
         e.iter().map(|&x| (-x / t).exp()).sum::<f64>().ln()
     }
@@ -263,9 +282,20 @@ mod tests {
         // central differences: O(step²) ≈ 1e-8 truncation error
         let da = (lnz(step, 0.0) - lnz(-step, 0.0)) / (2.0 * step);
         assert!((f.first(0).re + t * da).abs() < 1e-8);
-        let dab = (lnz(step, step) - lnz(step, -step) - lnz(-step, step) + lnz(-step, -step)) / (4.0 * step * step);
-        assert!((f.second(0, 1) + t * dab).abs() < 1e-6, "{} vs {}", f.second(0, 1), -t * dab);
+        let dab = (lnz(step, step) - lnz(step, -step) - lnz(-step, step) + lnz(-step, -step))
+            / (4.0 * step * step);
+        assert!(
+            (f.second(0, 1) + t * dab).abs() < 1e-6,
+            "{} vs {}",
+            f.second(0, 1),
+            -t * dab
+        );
         let daa = (lnz(step, 0.0) - 2.0 * lnz(0.0, 0.0) + lnz(-step, 0.0)) / (step * step);
-        assert!((f.second(0, 0) + t * daa).abs() < 1e-6, "{} vs {}", f.second(0, 0), -t * daa);
+        assert!(
+            (f.second(0, 0) + t * daa).abs() < 1e-6,
+            "{} vs {}",
+            f.second(0, 0),
+            -t * daa
+        );
     }
 }

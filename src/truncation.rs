@@ -4,6 +4,15 @@
 //! moved up, within a window of `gap_window·nominal` further states, to the largest gap. This
 //! never splits a degenerate multiplet (the truncated algorithm is not differentiable there)
 //! and keeps the kept–discarded denominators of the decoupling as large as possible.
+//!
+//! Early shells can be quasi-continuous (a weakly coupled impurity multiplies every level), and
+//! then the window holds no gap worth the name: measured at Λ = 3, 150 kept, the best gap among
+//! states 150–180 of shell 3 was 0.002 ω_N, and a field step of 1e-3 ω_N already reordered
+//! states across it. If the window's best gap is below [`WANTED_GAP`], the search goes on
+//! upwards, up to twice the nominal count, for the first gap that is large enough.
+
+/// Gaps below this (in units of ω_N) are worth keeping extra states to avoid.
+pub const WANTED_GAP: f64 = 1e-2;
 
 /// The decision for one shell.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,44 +23,84 @@ pub struct Cut {
     pub total: usize,
     /// E(first discarded) − E(last kept), rescaled; `None` when everything is kept.
     pub gap: Option<f64>,
+    /// Energy of the highest kept state, rescaled (the effective energy cutoff).
+    pub e_max: f64,
 }
 
-/// Choose the cut from the ascending energies of every block.
-pub fn choose_cut(blocks: &[&[f64]], keep: usize, e_cut: f64, gap_window: f64) -> Cut {
+/// All energies with their block, ascending; ties broken by block index so that every cut
+/// is deterministic.
+fn sorted(blocks: &[&[f64]]) -> Vec<(f64, usize)> {
     let mut all: Vec<(f64, usize)> = blocks
         .iter()
         .enumerate()
         .flat_map(|(b, es)| es.iter().map(move |&e| (e, b)))
         .collect();
-    // ties broken by block index so the cut is deterministic
     all.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+    all
+}
+
+fn per_block(all: &[(f64, usize)], blocks: usize, total: usize, gap: Option<f64>) -> Cut {
+    let mut kept = vec![0; blocks];
+    for &(_, b) in &all[..total] {
+        kept[b] += 1;
+    }
+    let e_max = if total > 0 {
+        all[total - 1].0 - all[0].0
+    } else {
+        0.0
+    };
+    Cut {
+        kept,
+        total,
+        gap,
+        e_max,
+    }
+}
+
+/// Keep exactly the `total` lowest states (clamped to what exists).
+pub fn cut_at(blocks: &[&[f64]], total: usize) -> Cut {
+    let all = sorted(blocks);
+    let total = total.min(all.len());
+    let gap = (total > 0 && total < all.len()).then(|| all[total].0 - all[total - 1].0);
+    per_block(&all, blocks.len(), total, gap)
+}
+
+/// Choose the cut from the ascending energies of every block.
+pub fn choose_cut(blocks: &[&[f64]], keep: usize, e_cut: f64, gap_window: f64) -> Cut {
+    let all = sorted(blocks);
     let n = all.len();
     let mut nominal = keep.min(n);
     if e_cut > 0.0 {
         let e0 = all.first().map_or(0.0, |x| x.0);
-        nominal = nominal.min(all.iter().filter(|x| x.0 - e0 <= e_cut).count()).max(1);
+        nominal = nominal
+            .min(all.iter().filter(|x| x.0 - e0 <= e_cut).count())
+            .max(1);
     }
     let upper = nominal + (gap_window * nominal as f64).floor() as usize;
     let (total, gap) = if upper >= n {
         (n, None)
     } else {
         // keep p states, p ∈ [nominal, upper]: the gap above state p−1
+        let gap_above = |p: usize| all[p].0 - all[p - 1].0;
         let mut best = nominal;
         let mut best_gap = f64::NEG_INFINITY;
         for p in nominal..=upper {
-            let g = all[p].0 - all[p - 1].0;
-            if g > best_gap {
-                best_gap = g;
+            if gap_above(p) > best_gap {
+                best_gap = gap_above(p);
                 best = p;
+            }
+        }
+        if best_gap < WANTED_GAP {
+            // no real gap in the window: take the first acceptable one further up
+            let limit = (2 * nominal).min(n - 1);
+            if let Some(p) = (upper + 1..=limit).find(|&p| gap_above(p) >= WANTED_GAP) {
+                best = p;
+                best_gap = gap_above(p);
             }
         }
         (best, Some(best_gap))
     };
-    let mut kept = vec![0; blocks.len()];
-    for &(_, b) in &all[..total] {
-        kept[b] += 1;
-    }
-    Cut { kept, total, gap }
+    per_block(&all, blocks.len(), total, gap)
 }
 
 #[cfg(test)]
@@ -70,10 +119,28 @@ mod tests {
     }
 
     #[test]
+    fn window_without_gap_is_extended() {
+        // a quasi-continuum (spacing 1e-3) up to state 14, then a gap of 0.5
+        let mut a: Vec<f64> = (0..14).map(|i| i as f64 * 1e-3).collect();
+        a.extend([1.0, 1.1, 1.2]);
+        let cut = choose_cut(&[&a], 10, 0.0, 0.2);
+        assert_eq!(cut.total, 14);
+        assert!(cut.gap.unwrap() > 0.9);
+    }
+
+    #[test]
     fn everything_kept_when_small() {
         let a = [0.0, 1.0];
         let cut = choose_cut(&[&a], 10, 0.0, 0.2);
-        assert_eq!(cut, Cut { kept: vec![2], total: 2, gap: None });
+        assert_eq!(
+            cut,
+            Cut {
+                kept: vec![2],
+                total: 2,
+                gap: None,
+                e_max: 1.0
+            }
+        );
     }
 
     #[test]

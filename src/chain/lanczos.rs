@@ -47,7 +47,11 @@ pub fn tridiagonalize(star: &Star, hops: usize, bits: usize) -> Tridiagonal {
         .chain(star.energy.iter().map(|e| -to_prec(e)))
         .collect();
     let zero = big(0.0, bits);
-    let total: Big = star.weight.iter().fold(zero.clone(), |acc, w| acc + to_prec(w)) * big(2.0, bits);
+    let total: Big = star
+        .weight
+        .iter()
+        .fold(zero.clone(), |acc, w| acc + to_prec(w))
+        * big(2.0, bits);
     let norm = total.sqrt();
     let mut q: Vec<Big> = star
         .weight
@@ -66,7 +70,10 @@ pub fn tridiagonalize(star: &Star, hops: usize, bits: usize) -> Tridiagonal {
             .zip(&q_prev)
             .map(|((e, qi), qp)| e * qi - &beta_prev * qp)
             .collect();
-        let alpha = r.iter().zip(&q).fold(zero.clone(), |acc, (ri, qi)| acc + ri * qi);
+        let alpha = r
+            .iter()
+            .zip(&q)
+            .fold(zero.clone(), |acc, (ri, qi)| acc + ri * qi);
         for (ri, qi) in r.iter_mut().zip(&q) {
             *ri -= &alpha * qi;
         }

@@ -173,7 +173,13 @@ mod tests {
     }
 
     /// Lanczos chain of a star with enough intervals that its end does not matter.
-    fn lanczos_chain(disc: Discretization, lambda: f64, z: f64, hops: usize, bits: usize) -> Vec<f64> {
+    fn lanczos_chain(
+        disc: Discretization,
+        lambda: f64,
+        z: f64,
+        hops: usize,
+        bits: usize,
+    ) -> Vec<f64> {
         let star = star_with_bits(disc, lambda, z, hops / 2 + 40, bits);
         lanczos::tridiagonalize(&star, hops, bits).hopping
     }
@@ -184,10 +190,19 @@ mod tests {
         // round-off (1e-14 allows a few ulps from the closed form's own pow/sqrt).
         let lambda = 2.0;
         let hops = 60;
-        let chain = lanczos_chain(Discretization::Wilson, lambda, 1.0, hops, lanczos::bits_for(hops, lambda));
+        let chain = lanczos_chain(
+            Discretization::Wilson,
+            lambda,
+            1.0,
+            hops,
+            lanczos::bits_for(hops, lambda),
+        );
         for (n, t) in chain.iter().enumerate() {
             let exact = wilson_hopping(lambda, n);
-            assert!((t / exact - 1.0).abs() < 1e-14, "n = {n}: lanczos {t} vs {exact}");
+            assert!(
+                (t / exact - 1.0).abs() < 1e-14,
+                "n = {n}: lanczos {t} vs {exact}"
+            );
         }
     }
 
@@ -195,12 +210,21 @@ mod tests {
     fn campo_oliveira_z1_is_scaled_wilson() {
         let lambda = 3.0;
         let hops = 50;
-        let chain = lanczos_chain(Discretization::CampoOliveira, lambda, 1.0, hops, lanczos::bits_for(hops, lambda));
+        let chain = lanczos_chain(
+            Discretization::CampoOliveira,
+            lambda,
+            1.0,
+            hops,
+            lanczos::bits_for(hops, lambda),
+        );
         let p = params(lambda, Discretization::CampoOliveira, 1.0);
         let closed = WilsonChain::new(&p, hops + 1);
         for n in 0..hops {
             // same round-off allowance as above
-            assert!((chain[n] / closed.hopping[n] - 1.0).abs() < 1e-14, "n = {n}");
+            assert!(
+                (chain[n] / closed.hopping[n] - 1.0).abs() < 1e-14,
+                "n = {n}"
+            );
         }
     }
 
@@ -211,9 +235,15 @@ mod tests {
             for z in [0.25, 0.5, 0.75] {
                 let p = params(2.0, disc, z);
                 let chain = WilsonChain::new(&p, 61);
-                let xi: Vec<f64> = (0..60).map(|n| chain.hopping[n] / chain.omega[n + 1]).collect();
+                let xi: Vec<f64> = (0..60)
+                    .map(|n| chain.hopping[n] / chain.omega[n + 1])
+                    .collect();
                 assert!((xi[59] / xi[57] - 1.0).abs() < 1e-8, "{disc:?} z={z}");
-                assert!(xi[59] > 0.5 && xi[59] < 2.0, "{disc:?} z={z}: ξ = {}", xi[59]);
+                assert!(
+                    xi[59] > 0.5 && xi[59] < 2.0,
+                    "{disc:?} z={z}: ξ = {}",
+                    xi[59]
+                );
             }
         }
     }

@@ -34,7 +34,10 @@ impl LocalSpace {
     pub fn restricted(orbitals: usize, keep: impl Fn(&[u32]) -> bool) -> LocalSpace {
         let states = (0..1u32 << (2 * orbitals))
             .filter(|&bits| {
-                let occ: Vec<u32> = (0..orbitals).map(|o| (bits >> (2 * o)) & 3).map(u32::count_ones).collect();
+                let occ: Vec<u32> = (0..orbitals)
+                    .map(|o| (bits >> (2 * o)) & 3)
+                    .map(u32::count_ones)
+                    .collect();
                 keep(&occ)
             })
             .collect();
@@ -146,7 +149,11 @@ mod tests {
             for m2 in 0..4 {
                 let (a, b) = (space.c(m1 / 2, m1 % 2), space.cdag(m2 / 2, m2 % 2));
                 let anti = &a * &b + &b * &a;
-                let expected = if m1 == m2 { id.clone() } else { DMatrix::zeros(16, 16) };
+                let expected = if m1 == m2 {
+                    id.clone()
+                } else {
+                    DMatrix::zeros(16, 16)
+                };
                 assert_eq!(anti, expected, "modes {m1} {m2}");
                 let cc = &a * space.c(m2 / 2, m2 % 2) + space.c(m2 / 2, m2 % 2) * &a;
                 assert_eq!(cc, DMatrix::zeros(16, 16));

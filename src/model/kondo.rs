@@ -43,9 +43,18 @@ impl ImpurityModel for Kondo {
         let scale = 2.0 * site0.coupling_factor;
         let n0_minus_1 = s.occupation(SITE0) - DMatrix::identity(s.dim(), s.dim());
         vec![
-            Term { coef: j.clone() * scale, op: s.spin_dot(IMPURITY, SITE0) },
-            Term { coef: k.clone() * scale, op: n0_minus_1 },
-            Term { coef: -(h_imp.clone() + site0.h_total), op: s.sz(IMPURITY) },
+            Term {
+                coef: j.clone() * scale,
+                op: s.spin_dot(IMPURITY, SITE0),
+            },
+            Term {
+                coef: k.clone() * scale,
+                op: n0_minus_1,
+            },
+            Term {
+                coef: -(h_imp.clone() + site0.h_total),
+                op: s.sz(IMPURITY),
+            },
         ]
     }
 

@@ -45,10 +45,19 @@ impl ImpurityModel for Siam {
         let mut hyb = s.cdag(IMPURITY, 0) * s.c(SITE0, 0) + s.cdag(IMPURITY, 1) * s.c(SITE0, 1);
         hyb += hyb.transpose();
         vec![
-            Term { coef: eps_d.clone(), op: s.occupation(IMPURITY) },
-            Term { coef: u.clone(), op: s.number(IMPURITY, 0) * s.number(IMPURITY, 1) },
+            Term {
+                coef: eps_d.clone(),
+                op: s.occupation(IMPURITY),
+            },
+            Term {
+                coef: u.clone(),
+                op: s.number(IMPURITY, 0) * s.number(IMPURITY, 1),
+            },
             Term { coef: v, op: hyb },
-            Term { coef: -(h_imp.clone() + site0.h_total), op: s.sz(IMPURITY) },
+            Term {
+                coef: -(h_imp.clone() + site0.h_total),
+                op: s.sz(IMPURITY),
+            },
         ]
     }
 

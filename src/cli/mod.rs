@@ -1,0 +1,124 @@
+//! Command-line interface: argument definitions and dispatch.
+//!
+//! Exit codes: 0 success, 1 explorer unavailable, 2 bad input or any other error (clap's own
+//! usage errors exit 2 as well), 130 interrupted by Ctrl-C.
+
+mod presets;
+mod run;
+mod tui;
+
+use clap::{Args, Parser, Subcommand};
+use dnrg::preset::{self, LoadedPreset, Override, PresetError};
+use std::fmt;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "dnrg",
+    version,
+    about = "Differentiable numerical renormalization group for quantum impurity models",
+    long_about = "Differentiable numerical renormalization group for quantum impurity models.\n\n\
+        Without a subcommand, starts the interactive explorer."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Explore a preset interactively (the default command)
+    Tui(tui::TuiArgs),
+    /// Run NRG and write the records (JSON Lines or CSV) to stdout or a file
+    Run(run::RunArgs),
+    /// List the shipped and user presets
+    #[command(after_help = USER_PRESETS_HELP)]
+    Presets,
+    /// Print a preset, with overrides applied, as TOML (a starting point for your own presets)
+    #[command(after_help = USER_PRESETS_HELP)]
+    Show(PresetArgs),
+}
+
+const USER_PRESETS_HELP: &str = "User presets are the files <config dir>/presets/<name>.toml, \
+    where <config dir> is $DNRG_CONFIG_DIR if set, else the platform's configuration directory \
+    (e.g. ~/.config/dnrg on Linux). A user preset takes precedence over a shipped one of the \
+    same name.";
+
+/// Which preset to use and how to change it; shared by `run` and `show`.
+#[derive(Args, Debug, Clone)]
+pub struct PresetArgs {
+    /// Preset name (see `dnrg presets`) or path to a .toml file [default: kondo-symmetric]
+    pub preset: Option<String>,
+    /// Override one parameter, e.g. --set model.U=0.2 or --set nrg.discretization=zitko-pruschke
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Parameters to differentiate with respect to, comma separated ("none" clears the preset's list)
+    #[arg(long, value_name = "P1,P2,...")]
+    pub derive: Option<String>,
+    /// Plain NRG: skip the impurity observables obtained by differentiation (n_d, docc, χ_loc, χ_c)
+    #[arg(long)]
+    pub plain: bool,
+}
+
+impl PresetArgs {
+    /// The preset with `--set` (in order), then `--derive`, then `--plain` applied.
+    pub fn load(&self) -> Result<LoadedPreset, PresetError> {
+        let mut overrides = self
+            .set
+            .iter()
+            .map(|arg| Override::set(arg))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(list) = &self.derive {
+            overrides.push(Override::derive(list));
+        }
+        if self.plain {
+            overrides.push(Override::flag(
+                "--plain",
+                "output.impurity_observables",
+                false,
+            ));
+        }
+        let name = self
+            .preset
+            .as_deref()
+            .unwrap_or(preset::default_preset_name());
+        preset::load(name, &overrides)
+    }
+}
+
+/// A failure reported as `error: …` with exit code 2.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<PresetError> for CliError {
+    fn from(e: PresetError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError(message.into())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => tui::tui(tui::TuiArgs::default()),
+        Some(Command::Tui(args)) => tui::tui(args),
+        Some(Command::Run(args)) => run::run(args),
+        Some(Command::Presets) => presets::list(),
+        Some(Command::Show(args)) => presets::show(&args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
