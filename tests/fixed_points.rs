@@ -1,0 +1,217 @@
+//! Known fixed points and exact identities of the Anderson and Kondo models.
+
+mod common;
+
+use dnrg::params::{FieldKind, Param};
+use dnrg::record::ShellRecord;
+use dnrg::solver::Run;
+use std::f64::consts::LN_2;
+
+const LN_4: f64 = 2.0 * LN_2;
+
+/// The symmetric Anderson model in the Kondo regime of the issue: U = 0.1, Γ = 0.005, Λ = 2.5
+/// (T_K ≈ 3e-6), down to T = 1e-9, with derivatives in ε_d, U and the total field.
+fn kondo_regime() -> (Vec<ShellRecord>, dnrg::record::Summary) {
+    let c = common::with_derive(
+        common::siam(0.1, -0.05, 0.005, 2.5, 300, 1e-9),
+        &[Param::EpsD, Param::U, Param::H],
+    );
+    let mut run = Run::new(&c).unwrap();
+    let records: Vec<ShellRecord> = run.by_ref().collect();
+    (records, run.summary(false))
+}
+
+#[test]
+fn symmetric_anderson_model_crosses_three_fixed_points() {
+    let (r, summary) = kondo_regime();
+    let first = &r[0];
+    let last = r.last().unwrap();
+    // free orbital at T ≈ 1.5 ≫ U: corrections of order U/T and Γ/T ≈ 0.07 to the *energies*
+    // enter S and Tχ only quadratically
+    assert!(
+        (first.obs.s_imp - LN_4).abs() < 0.01,
+        "S_imp = {}",
+        first.obs.s_imp
+    );
+    assert!(
+        (first.obs.tchi_imp - 0.125).abs() < 0.005,
+        "Tχ = {}",
+        first.obs.tchi_imp
+    );
+    // local moment, T_K ≪ T ≪ U: the plateau approaches ln 2 and 1/4 only logarithmically
+    // (corrections ~ 1/ln(T/T_K) ≈ 0.1 at ρJ = 8Γ/πU = 0.13), so the closest shell is within 0.05
+    let moment = r
+        .iter()
+        .min_by(|a, b| {
+            (a.obs.s_imp - LN_2)
+                .abs()
+                .total_cmp(&(b.obs.s_imp - LN_2).abs())
+        })
+        .unwrap();
+    assert!(
+        moment.t < 1e-2 && moment.t > 1e-4,
+        "plateau at T = {}",
+        moment.t
+    );
+    assert!((moment.obs.s_imp - LN_2).abs() < 0.05);
+    let chi_max = r.iter().map(|s| s.obs.tchi_imp).fold(0.0, f64::max);
+    assert!((chi_max - 0.25).abs() < 0.05, "max Tχ = {chi_max}");
+    // strong coupling: both vanish up to the even/odd discretization ripple (~5e-3 at Λ = 2.5)
+    for s in &r[r.len() - 4..] {
+        assert!(s.obs.s_imp.abs() < 0.01, "N = {}: S = {}", s.n, s.obs.s_imp);
+        assert!(
+            s.obs.tchi_imp.abs() < 0.002,
+            "N = {}: Tχ = {}",
+            s.n,
+            s.obs.tchi_imp
+        );
+    }
+    assert!(last.t < 1e-8);
+    // Kondo scale: the Haldane estimate sqrt(UΓ/2) exp(−πU/8Γ + πΓ/2U) = 6.7e-6; Wilson's
+    // definition differs by an O(1) factor
+    let t_k = summary.t_k.expect("Tχ crosses 0.07");
+    assert!(t_k > 1e-6 && t_k < 1e-5, "T_K = {t_k}");
+}
+
+#[test]
+fn particle_hole_symmetry_and_odd_field_derivatives() {
+    let (r, _) = kondo_regime();
+    for s in &r {
+        // ⟨n_d⟩ = 1 exactly at ε_d = −U/2; round-off of sums over ~1000 states
+        let n_d = s.obs.n_d.unwrap();
+        assert!(
+            (n_d - 1.0).abs() < 1e-10,
+            "N = {}: n_d − 1 = {:e}",
+            s.n,
+            n_d - 1.0
+        );
+        // odd derivatives in the field vanish at h = 0
+        let scale = s.hess["h,h"].abs().max(1.0);
+        assert!(
+            s.grad["h"].abs() < 1e-12 * scale,
+            "N = {}: ∂F/∂h = {}",
+            s.n,
+            s.grad["h"]
+        );
+        assert!(s.hess["eps_d,h"].abs() < 1e-12 * scale);
+        assert!(s.hess["U,h"].abs() < 1e-12 * scale);
+        // ∂S/∂h has the natural scale 1/T; the ±S_z blocks are diagonalized separately, so their
+        // spectra agree only to round-off, which grows from 1e-15 to ~1e-11 of that scale
+        assert!((s.t * s.obs_grad["S_imp"]["h"]).abs() < 1e-9, "N = {}", s.n);
+        // the two lowest levels of a doublet respond oppositely to the field
+        for l in s.levels.iter().filter(|l| l.sz != 0.0) {
+            let mirror = s
+                .levels
+                .iter()
+                .find(|m| m.q == l.q && m.sz == -l.sz && (m.e - l.e).abs() < 1e-9);
+            if let Some(m) = mirror {
+                assert!((l.de["h"][0] + m.de["h"][0]).abs() < 1e-9 * l.de["h"][0].abs().max(1.0));
+            }
+        }
+    }
+}
+
+#[test]
+fn wilson_ratio_is_two_in_the_kondo_regime() {
+    // R = 8χ_s/(4χ_s + χ_c) from the last shell (T ≈ 1e-9 ≪ T_K), both susceptibilities by AD.
+    // Measured 1.99998; 10% is the issue's tolerance (charge fluctuations give R < 2 by O(Γ/U)).
+    let (_, summary) = kondo_regime();
+    let r = summary.wilson_ratio.unwrap();
+    assert!((r - 2.0).abs() < 0.2, "R = {r}");
+}
+
+#[test]
+fn wilson_ratio_is_one_without_interaction() {
+    // At U = 0 the spin species decouple, F = Σ_σ F_σ(ε_d ∓ h/2), so χ_c = 4χ_s and R = 1 at
+    // every shell; only truncation (which acts on the many-body space, not per spin) breaks
+    // this, by 2.8e-6 here. Asserted at 1e-4, far inside the issue's 2%: it checks two
+    // independent second derivatives against each other.
+    let c = common::siam(0.0, 0.003, 0.01, 2.5, 200, 1e-8);
+    let mut run = Run::new(&c).unwrap();
+    let records: Vec<ShellRecord> = run.by_ref().collect();
+    let r = run.summary(false).wilson_ratio.unwrap();
+    assert!((r - 1.0).abs() < 1e-4, "R = {r}");
+    // shell by shell at finite T the truncation error is larger (max 5e-4 at N = 12 here)
+    for s in &records {
+        let (chi_s, chi_c) = (s.obs.chi_loc.unwrap(), s.obs.chi_c.unwrap());
+        let dev = 8.0 * chi_s / (4.0 * chi_s + chi_c) - 1.0;
+        assert!(dev.abs() < 2e-3, "N = {}: R − 1 = {dev:e}", s.n);
+    }
+}
+
+#[test]
+fn kondo_model_goes_from_local_moment_to_strong_coupling() {
+    let c = common::kondo(0.25, 2.5, 300, 1e-8);
+    let records = common::run(&c);
+    let first = &records[0];
+    // at T ≈ 1.5 a weakly coupled spin: S = ln 2 up to O((J/T)²); Tχ = 1/4 up to the first-order
+    // reduction ~J_phys/(4T)·… ≈ 0.1 relative (measured 0.226 with J_phys = 2·ρJ·A_Λ = 0.53)
+    assert!(
+        (first.obs.s_imp - LN_2).abs() < 0.02,
+        "S = {}",
+        first.obs.s_imp
+    );
+    assert!(
+        (first.obs.tchi_imp - 0.25).abs() < 0.03,
+        "Tχ = {}",
+        first.obs.tchi_imp
+    );
+    for s in &records[records.len() - 4..] {
+        assert!(
+            s.obs.s_imp.abs() < 0.01 && s.obs.tchi_imp.abs() < 0.002,
+            "N = {}",
+            s.n
+        );
+    }
+    // no charge observables for the Kondo model
+    assert!(first.obs.n_d.is_none() && first.obs.docc.is_none());
+}
+
+/// Tχ from the spectrum of a shell: ⟨S_z²⟩ − ⟨S_z⟩² of the full system minus that of the
+/// bare chain (exact free fermions: each level contributes 2·¼·f(1−f)).
+fn fluctuation_tchi(s: &ShellRecord, beta_bar: f64, chain_levels: &[f64]) -> f64 {
+    let (mut z, mut m1, mut m2) = (0.0, 0.0, 0.0);
+    for l in &s.levels {
+        let w = l.deg as f64 * (-beta_bar * l.e).exp();
+        z += w;
+        m1 += w * l.sz;
+        m2 += w * l.sz * l.sz;
+    }
+    let full = m2 / z - (m1 / z).powi(2);
+    let chain: f64 = chain_levels
+        .iter()
+        .map(|&e| {
+            let f = dnrg::free_chain::fermi(e, s.t);
+            0.5 * f * (1.0 - f)
+        })
+        .sum();
+    full - chain
+}
+
+#[test]
+fn total_field_susceptibility_equals_fluctuation_formula() {
+    // A field on the total spin commutes with H, so χ = (⟨S_z²⟩ − ⟨S_z⟩²)/T exactly. Here the
+    // whole spectrum of every shell is listed (levels = 1000 ≥ states) and the formula is
+    // evaluated independently of the solver's traces. 1e-9: round-off of sums of ~500 terms,
+    // and degenerate clusters listed at the energy of their first state (spread ≲ 1e-13).
+    let mut c = common::with_derive(common::siam(0.05, -0.01, 0.008, 3.0, 80, 1e-8), &[Param::H]);
+    c.model.field = FieldKind::Total;
+    c.output.levels = 1000;
+    let run = Run::new(&c).unwrap();
+    let chain = run.header().chain.clone();
+    for s in run {
+        assert!(
+            s.levels.iter().map(|l| l.deg).sum::<usize>() == s.states,
+            "all states listed"
+        );
+        let bare = dnrg::free_chain::eigenvalues(&chain.onsite[..=s.n], &chain.hopping[..s.n]);
+        let formula = fluctuation_tchi(&s, c.nrg.beta_bar, &bare);
+        let ad = -s.t * s.hess["h,h"];
+        assert!(
+            (ad - formula).abs() < 1e-9,
+            "N = {}: AD {ad} vs fluctuations {formula}",
+            s.n
+        );
+        assert_eq!(ad, s.obs.tchi_imp);
+    }
+}
