@@ -16,6 +16,7 @@ pub mod levels;
 pub mod linalg;
 pub mod model;
 pub mod output;
+pub mod parallel;
 pub mod params;
 pub mod preset;
 pub mod record;

@@ -356,11 +356,11 @@ impl RunConfig {
                 "must lie in [0, 1]",
             );
         }
-        if self.output.levels > 1000 {
+        if self.output.levels > 100_000 {
             return bad(
                 "output.levels",
                 self.output.levels.to_string(),
-                "at most 1000",
+                "at most 100000",
             );
         }
         let shells = crate::chain::shells_needed(n);

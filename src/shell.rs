@@ -11,6 +11,7 @@
 
 use crate::jet::Directions;
 use crate::model::{ImpurityModel, LocalSpace, SITE0, SiteZero, Term};
+use crate::parallel::map_largest_first;
 use crate::symmetry::{Qn, SITE_STATES, SPINS, creation_qn, fermion_sign, site_creation, site_qn};
 use faer::Mat;
 use num_dual::Dual2DVec64;
@@ -260,7 +261,7 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
         .map(|(i, b)| (b.qn, i))
         .collect();
     // new blocks: sub-block s of block qn holds kept block qn − site_qn(s)
-    let mut layout: BTreeMap<Qn, [Option<(usize, usize)>; SITE_STATES]> = BTreeMap::new();
+    let mut layout: BTreeMap<Qn, SubBlocks> = BTreeMap::new();
     for b in &kept.blocks {
         for s in 0..SITE_STATES {
             layout
@@ -281,9 +282,32 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
     }
     let new_index: BTreeMap<Qn, usize> = layout.keys().enumerate().map(|(i, &q)| (q, i)).collect();
 
-    let mut blocks: Vec<ProductBlock> = layout
+    // hopping: ⟨β′ s|f†_Nσ f_{N+1,σ}|β s′⟩ = ⟨β′|f†_Nσ|β⟩ (−1)^{n_β} ⟨s|c_σ|s′⟩, plus h.c.;
+    // collected per new block first so that the blocks can be assembled in parallel
+    let mut hops: Vec<Vec<Hop>> = vec![Vec::new(); layout.len()];
+    for op in &kept.fdag {
+        let left_qn = kept.blocks[op.left].qn; // β′
+        let right_qn = kept.blocks[op.right].qn; // β
+        let jw = fermion_sign(right_qn.q, kept.orbitals);
+        for (s_dag, s_from, sign) in site_creation(op.sigma) {
+            // c_σ|s_dag⟩ = sign |s_from⟩: the block is β′ + s_from = β + s_dag
+            let qn = left_qn.plus(site_qn(s_from));
+            debug_assert_eq!(qn, right_qn.plus(site_qn(s_dag)));
+            let subs = layout[&qn];
+            let (_, row) = subs[s_from].expect("sub-block of β′");
+            let (_, col) = subs[s_dag].expect("sub-block of β");
+            hops[new_index[&qn]].push((op, row, col, step.hopping * jw * sign));
+        }
+    }
+    let specs: Vec<(Qn, &SubBlocks, &[Hop])> = layout
         .iter()
-        .map(|(&qn, subs)| {
+        .zip(&hops)
+        .map(|((&qn, subs), h)| (qn, subs, h.as_slice()))
+        .collect();
+    let blocks = map_largest_first(
+        &specs,
+        |&(qn, _, _)| dims[&qn],
+        |&(qn, subs, hops)| {
             let dim = dims[&qn];
             let mut h = Mat::<f64>::zeros(dim, dim);
             let mut dh: Vec<Mat<f64>> = (0..dirs.parts()).map(|_| Mat::zeros(dim, dim)).collect();
@@ -304,31 +328,15 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
                     }
                 }
             }
-            ProductBlock { qn, h, dh }
-        })
-        .collect();
-
-    // hopping: ⟨β′ s|f†_Nσ f_{N+1,σ}|β s′⟩ = ⟨β′|f†_Nσ|β⟩ (−1)^{n_β} ⟨s|c_σ|s′⟩, plus h.c.
-    for op in &kept.fdag {
-        let left_qn = kept.blocks[op.left].qn; // β′
-        let right_qn = kept.blocks[op.right].qn; // β
-        let jw = fermion_sign(right_qn.q, kept.orbitals);
-        for (s_dag, s_from, sign) in site_creation(op.sigma) {
-            // c_σ|s_dag⟩ = sign |s_from⟩: the block is β′ + s_from = β + s_dag
-            let qn = left_qn.plus(site_qn(s_from));
-            debug_assert_eq!(qn, right_qn.plus(site_qn(s_dag)));
-            let bi = new_index[&qn];
-            let subs = layout[&qn];
-            let (_, row) = subs[s_from].expect("sub-block of β′");
-            let (_, col) = subs[s_dag].expect("sub-block of β");
-            let c = step.hopping * jw * sign;
-            let block = &mut blocks[bi];
-            add_symmetric(&mut block.h, row, col, &op.value, c);
-            for (part, m) in block.dh.iter_mut().enumerate() {
-                add_symmetric(m, row, col, &op.parts[part], c);
+            for &(op, row, col, c) in hops {
+                add_symmetric(&mut h, row, col, &op.value, c);
+                for (m, part) in dh.iter_mut().zip(&op.parts) {
+                    add_symmetric(m, row, col, part, c);
+                }
             }
-        }
-    }
+            ProductBlock { qn, h, dh }
+        },
+    );
 
     // f†_{N+1,σ}: identity between sub-blocks with the same kept state, signed by JW
     let mut fdag = Vec::new();
@@ -367,6 +375,12 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
         orbitals: kept.orbitals + 1,
     }
 }
+
+/// For each site state: the kept block it is paired with and the offset of that sub-block.
+type SubBlocks = [Option<(usize, usize)>; SITE_STATES];
+
+/// A hopping term of a new block: c·f†_N between rows `row..` and columns `col..` (plus h.c.).
+type Hop<'a> = (&'a KeptOp, usize, usize, f64);
 
 /// m[row.., col..] += c·x and m[col.., row..] += c·xᵀ.
 fn add_symmetric(m: &mut Mat<f64>, row: usize, col: usize, x: &Mat<f64>, c: f64) {

@@ -11,6 +11,7 @@ use crate::free_chain;
 use crate::jet::Directions;
 use crate::levels::{self, DEGENERACY_TOL, Sensitivity};
 use crate::model::{self, ImpurityModel, SiteZero, Variable};
+use crate::parallel::map_largest_first;
 use crate::params::{FieldKind, InvalidParam, ModelKind, Param, RunConfig};
 use crate::record::{ChainInfo, Header, Observables, ShellRecord, Summary};
 use crate::shell::{self, KeptShell, ProductShell, SiteAddition};
@@ -18,7 +19,27 @@ use crate::step::{self, EigenBlock};
 use crate::thermo::{self, Jet, JetParts, ShiftJet, Ts, TsParts};
 use crate::truncation;
 use indexmap::IndexMap;
-use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+/// Wall time spent in each stage of the shells computed so far: where a run's time goes
+/// (the benchmark prints it; records never contain times, so that output is deterministic).
+#[derive(Debug, Clone, Default)]
+pub struct StageTimes {
+    /// Eigendecompositions of the real parts and rotation of the first-order parts.
+    pub diagonalize: Duration,
+    /// Rotation of the second-order parts (kept rows) and their traces.
+    pub pairs: Duration,
+    /// Traces over all states and the free energy (including the bare chain).
+    pub thermodynamics: Duration,
+    /// Kept–discarded decoupling.
+    pub decouple: Duration,
+    /// Transformation of f† into the kept bases.
+    pub operators: Duration,
+    /// Assembly of the next shell's Hamiltonian.
+    pub add_site: Duration,
+    /// Everything in `next_shell`.
+    pub total: Duration,
+}
 
 /// Gaps at the cut below this (rescaled) are reported: derivatives scale like 1/Δ there.
 pub const SMALL_GAP: f64 = 1e-2;
@@ -60,80 +81,44 @@ pub struct Run {
     warnings: Vec<String>,
     /// Kept counts imposed per shell instead of the cut rule (finite-difference checks).
     frozen_kept: Option<Vec<usize>>,
+    times: StageTimes,
 }
 
 impl Run {
     /// Validate the parameters and prepare the chain and the impurity model.
     pub fn new(config: &RunConfig) -> Result<Run, InvalidParam> {
         config.validate()?;
-        let config = config.clone();
         let model = model::build(&config.model);
+        let plan = plan_directions(config, model.as_ref());
+        Ok(Run::assemble(config.clone(), model, plan))
+    }
+
+    /// A run that carries exactly the derivative parts `dirs` and reports none of them
+    /// (benchmarks compare the cost of derivative layouts with this).
+    #[doc(hidden)]
+    pub fn with_directions(config: &RunConfig, dirs: Directions) -> Result<Run, InvalidParam> {
+        config.validate()?;
+        let model = model::build(&config.model);
+        let plan = Plan {
+            dirs,
+            sources: Vec::new(),
+            obs_dirs: ObservableDirs::default(),
+        };
+        Ok(Run::assemble(config.clone(), model, plan))
+    }
+
+    fn assemble(config: RunConfig, model: Box<dyn ImpurityModel>, plan: Plan) -> Run {
+        let Plan {
+            dirs,
+            sources,
+            obs_dirs,
+        } = plan;
         let n_max = crate::chain::last_shell(&config.nrg);
         let chain = WilsonChain::new(&config.nrg, n_max + 1);
         let h_total = match config.model.field {
             FieldKind::Total => config.model.h,
             FieldKind::Impurity => 0.0,
         };
-
-        // directions: the user's parameters first, then what the observables need
-        let variable_of = |p: Param| match p {
-            Param::EpsD => Variable::EpsD,
-            Param::U => Variable::U,
-            Param::Gamma => Variable::Gamma,
-            Param::J => Variable::J,
-            Param::K => Variable::K,
-            Param::H => Variable::HImp,
-        };
-        let mut vars: Vec<Variable> = Vec::new();
-        let mut add = |v: Variable| match vars.iter().position(|&w| w == v) {
-            Some(i) => i,
-            None => {
-                vars.push(v);
-                vars.len() - 1
-            }
-        };
-        let mut sources = Vec::new();
-        for &p in &config.derive {
-            if sources.iter().any(|&(q, _)| q == p) {
-                continue;
-            }
-            let src = if p == Param::H && config.model.field == FieldKind::Total {
-                Source::TotalField
-            } else {
-                Source::Matrix(add(variable_of(p)))
-            };
-            sources.push((p, src));
-        }
-        let has = |v: Variable| model.variables().iter().any(|&(w, _)| w == v);
-        let mut obs_dirs = ObservableDirs::default();
-        if config.output.impurity_observables {
-            obs_dirs.eps_d = has(Variable::EpsD).then(|| add(Variable::EpsD));
-            obs_dirs.u = has(Variable::U).then(|| add(Variable::U));
-            obs_dirs.h_imp = Some(add(Variable::HImp));
-        }
-        let user: Vec<usize> = sources
-            .iter()
-            .filter_map(|&(_, s)| match s {
-                Source::Matrix(i) => Some(i),
-                Source::TotalField => None,
-            })
-            .collect();
-        let mut pairs = Vec::new();
-        for (a, &i) in user.iter().enumerate() {
-            for &j in &user[a..] {
-                pairs.push((i, j));
-            }
-            for o in [obs_dirs.eps_d, obs_dirs.u].into_iter().flatten() {
-                pairs.push((o, i));
-            }
-        }
-        if let Some(e) = obs_dirs.eps_d {
-            pairs.push((e, e));
-        }
-        if let Some(h) = obs_dirs.h_imp {
-            pairs.push((h, h));
-        }
-        let dirs = Directions::new(vars, pairs);
         let var_index: Vec<usize> = dirs
             .vars()
             .iter()
@@ -171,7 +156,7 @@ impl Run {
             },
             n_max,
         };
-        Ok(Run {
+        Run {
             shift: ShiftJet::zero(&dirs),
             config,
             header,
@@ -188,7 +173,13 @@ impl Run {
             min_gap: None,
             warnings: Vec::new(),
             frozen_kept: None,
-        })
+            times: StageTimes::default(),
+        }
+    }
+
+    /// Where the time of the shells computed so far went.
+    pub fn stage_times(&self) -> &StageTimes {
+        &self.times
     }
 
     /// Resolved parameters and the Wilson chain (preset/description left for the caller).
@@ -199,6 +190,16 @@ impl Run {
     /// Index of the last shell.
     pub fn n_max(&self) -> usize {
         self.header.n_max
+    }
+
+    /// Real parts of the blocks the next shell will diagonalize: benchmarks time the
+    /// eigensolver alone on exactly these matrices.
+    #[doc(hidden)]
+    pub fn pending_blocks(&self) -> Vec<faer::Mat<f64>> {
+        self.pending
+            .as_ref()
+            .map(|p| p.blocks.iter().map(|b| b.h.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// The derivative directions this run carries (for benchmarks and diagnostics).
@@ -212,17 +213,32 @@ impl Run {
         let n = self.next;
         let omega = self.chain.omega[n];
         let t = omega / self.config.nrg.beta_bar;
+        let last = n == self.header.n_max;
+        let started = Instant::now();
 
-        let mut eig: Vec<EigenBlock> = product.blocks.par_iter().map(step::diagonalize).collect();
-        self.shift_to_ground(&mut eig, omega);
         let dirs = &self.dirs;
+        let mut eig: Vec<EigenBlock> =
+            map_largest_first(&product.blocks, |b| b.dim(), |b| step::diagonalize(b, dirs));
+        self.shift_to_ground(&mut eig, omega);
+        let mut clock = Instant::now();
+        self.times.diagonalize += clock - started;
+        // The cut is decided on the real energies alone; only then are the second-order parts
+        // rotated, and only the rows that are kept (at the last shell: the ground cluster,
+        // which fixes their shift).
+        let cut = (!last).then(|| self.choose_cut(&eig));
+        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), omega, t);
+        self.times.pairs += lap(&mut clock);
 
-        let traces: Vec<_> = eig
-            .par_iter()
-            .map(|eb| thermo::block_trace(eb, eb.qn.sz(), omega, t, dirs))
-            .collect();
+        let dirs = &self.dirs;
+        let indices: Vec<usize> = (0..eig.len()).collect();
+        let traces = map_largest_first(
+            &indices,
+            |&b| eig[b].dim(),
+            |&b| thermo::block_trace(&eig[b], eig[b].qn.sz(), omega, t, dirs, &pair_sums[b]),
+        );
         let f = thermo::free_energy(&traces, &self.shift, t, dirs);
         let f_chain = free_chain::free_energy(&self.bare_chain_levels(n), t, self.h_total);
+        self.times.thermodynamics += lap(&mut clock);
 
         let sens: Vec<(String, Sensitivity)> = self
             .sources
@@ -239,22 +255,26 @@ impl Run {
         let states = product.states();
 
         let mut warnings = Vec::new();
-        let (kept, gap, e_cut) = if n < self.header.n_max {
-            let (kept_shell, cut) = self.truncate(&product, &eig);
-            let step = SiteAddition {
-                scale: omega / self.chain.omega[n + 1],
-                hopping: self.chain.hopping[n] / self.chain.omega[n + 1],
-                onsite: self.chain.onsite[n + 1] / self.chain.omega[n + 1],
-                field: self.h_total / self.chain.omega[n + 1],
-            };
-            self.pending = Some(shell::add_site(&kept_shell, step, &self.dirs));
-            (cut.total, cut.gap, cut.e_max)
-        } else {
-            let highest = eig
-                .iter()
-                .filter_map(|eb| eb.energies.last().copied())
-                .fold(0.0, f64::max);
-            (states, None, highest)
+        let (kept, gap, e_cut) = match cut {
+            Some(cut) => {
+                let kept_shell = self.truncate(&product, &eig, &cut, &mut clock);
+                let step = SiteAddition {
+                    scale: omega / self.chain.omega[n + 1],
+                    hopping: self.chain.hopping[n] / self.chain.omega[n + 1],
+                    onsite: self.chain.onsite[n + 1] / self.chain.omega[n + 1],
+                    field: self.h_total / self.chain.omega[n + 1],
+                };
+                self.pending = Some(shell::add_site(&kept_shell, step, &self.dirs));
+                self.times.add_site += lap(&mut clock);
+                (cut.total, cut.gap, cut.e_max)
+            }
+            None => {
+                let highest = eig
+                    .iter()
+                    .filter_map(|eb| eb.energies.last().copied())
+                    .fold(0.0, f64::max);
+                (states, None, highest)
+            }
         };
         if let Some(g) = gap {
             self.min_gap = Some(self.min_gap.map_or(g, |m: f64| m.min(g)));
@@ -271,6 +291,7 @@ impl Run {
         self.tchi_history.push((t, obs.tchi_imp));
         self.last_obs = Some(obs.clone());
         self.next += 1;
+        self.times.total += started.elapsed();
         Some(ShellRecord {
             kind: "shell",
             n,
@@ -289,14 +310,27 @@ impl Run {
         })
     }
 
-    /// Subtract the ground energy and the mean derivative parts of the ground cluster, so
+    /// States of the ground cluster (within [`DEGENERACY_TOL`] of the lowest energy, which
+    /// the shift has put at zero) in every block.
+    fn ground_cluster(eig: &[EigenBlock]) -> Vec<usize> {
+        eig.iter()
+            .map(|eb| {
+                eb.energies
+                    .iter()
+                    .take_while(|&&e| e <= DEGENERACY_TOL)
+                    .count()
+            })
+            .collect()
+    }
+
+    /// Subtract the ground energy and the mean first-order parts of the ground cluster, so
     /// that derivative parts stay of order one; accumulate the shift in physical units.
     fn shift_to_ground(&mut self, eig: &mut [EigenBlock], omega: f64) {
         let e0 = eig
             .iter()
             .filter_map(|eb| eb.energies.first().copied())
             .fold(f64::INFINITY, f64::min);
-        let mut mean = vec![0.0; self.dirs.parts()];
+        let mut mean = vec![0.0; self.dirs.first()];
         let mut count = 0usize;
         for eb in eig.iter() {
             for (k, &e) in eb.energies.iter().enumerate() {
@@ -315,27 +349,101 @@ impl Run {
         for eb in eig.iter_mut() {
             eb.shift(e0, &mean);
         }
-        self.shift.add_scaled(omega, e0, &mean);
+        let mut parts = mean;
+        parts.resize(self.dirs.parts(), 0.0);
+        self.shift.add_scaled(omega, e0, &parts);
     }
 
-    /// Cut, decouple, transform f†: everything shell N+1 needs.
+    /// Rotate the second-order parts (the kept rows, or the ground cluster at the last shell),
+    /// shift them like the first-order ones, and return per block Σ_k g′(ωE_k) B^ij_kk over
+    /// all states for every pair.
+    fn rotate_pairs(
+        &mut self,
+        product: &ProductShell,
+        eig: &mut [EigenBlock],
+        cut: Option<&truncation::Cut>,
+        omega: f64,
+        t: f64,
+    ) -> Vec<Vec<f64>> {
+        let pairs = self.dirs.pairs().len();
+        if pairs == 0 {
+            return vec![Vec::new(); eig.len()];
+        }
+        let ground = Self::ground_cluster(eig);
+        let rows = cut.map_or_else(|| ground.clone(), |c| c.kept.clone());
+        let dirs = &self.dirs;
+        let indices: Vec<usize> = (0..eig.len()).collect();
+        let eig_ref: &[EigenBlock] = eig;
+        let rotated = map_largest_first(
+            &indices,
+            |&b| eig_ref[b].dim(),
+            |&b| {
+                let (eb, block) = (&eig_ref[b], &product.blocks[b]);
+                let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b]);
+                let w = thermo::pair_weights(eb, omega, t);
+                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
+                (b_pairs, sums, w.iter().sum::<f64>())
+            },
+        );
+        // the pair parts' shift: their mean over the ground cluster, like the first-order ones
+        let mut mean = vec![0.0; pairs];
+        let mut count = 0usize;
+        for ((b_pairs, _, _), &g) in rotated.iter().zip(&ground) {
+            for k in 0..g {
+                for (x, bp) in mean.iter_mut().zip(b_pairs) {
+                    *x += bp[(k, k)];
+                }
+            }
+            count += g;
+        }
+        for x in &mut mean {
+            *x /= count as f64;
+        }
+        let mut parts = vec![0.0; self.dirs.first()];
+        parts.extend_from_slice(&mean);
+        self.shift.add_scaled(omega, 0.0, &parts);
+        rotated
+            .into_iter()
+            .zip(eig.iter_mut())
+            .map(|((b_pairs, sums, w_total), eb)| {
+                eb.b_pairs = b_pairs;
+                eb.shift_pairs(&mean);
+                // Σ_k w_k (B^ij_kk − s^ij)
+                sums.iter()
+                    .zip(&mean)
+                    .map(|(s, m)| s - m * w_total)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The cut of this shell (or the frozen one).
+    fn choose_cut(&self, eig: &[EigenBlock]) -> truncation::Cut {
+        let nrg = &self.config.nrg;
+        let energies: Vec<&[f64]> = eig.iter().map(|eb| eb.energies.as_slice()).collect();
+        match self.frozen_kept.as_ref().and_then(|k| k.get(self.next)) {
+            Some(&total) => truncation::cut_at(&energies, total),
+            None => truncation::choose_cut(&energies, nrg.keep, nrg.e_cut, nrg.gap_window),
+        }
+    }
+
+    /// Decouple, transform f†: everything shell N+1 needs.
     fn truncate(
         &mut self,
         product: &ProductShell,
         eig: &[EigenBlock],
-    ) -> (KeptShell, truncation::Cut) {
-        let nrg = &self.config.nrg;
-        let energies: Vec<&[f64]> = eig.iter().map(|eb| eb.energies.as_slice()).collect();
-        let cut = match self.frozen_kept.as_ref().and_then(|k| k.get(self.next)) {
-            Some(&total) => truncation::cut_at(&energies, total),
-            None => truncation::choose_cut(&energies, nrg.keep, nrg.e_cut, nrg.gap_window),
-        };
+        cut: &truncation::Cut,
+        clock: &mut Instant,
+    ) -> KeptShell {
         let dirs = &self.dirs;
-        let decoupled: Vec<_> = eig
-            .par_iter()
-            .zip(&cut.kept)
-            .map(|(eb, &k)| step::decouple(eb, k, dirs))
-            .collect();
+        let with_kept: Vec<(&EigenBlock, usize)> =
+            eig.iter().zip(cut.kept.iter().copied()).collect();
+        let decoupled = map_largest_first(
+            &with_kept,
+            |(eb, _)| eb.dim(),
+            |&(eb, k)| step::decouple(eb, k, dirs),
+        );
+        self.times.decouple += lap(clock);
         // kept blocks lose the empty ones; remember where each went
         let mut new_index = vec![None; eig.len()];
         let mut next = 0;
@@ -345,32 +453,36 @@ impl Run {
                 next += 1;
             }
         }
-        let fdag = product
+        let live: Vec<_> = product
             .fdag
-            .par_iter()
-            .filter_map(|op| {
-                let (l, r) = (new_index[op.left]?, new_index[op.right]?);
-                Some(step::transform_op(
+            .iter()
+            .filter_map(|op| Some((op, new_index[op.left]?, new_index[op.right]?)))
+            .collect();
+        let fdag = map_largest_first(
+            &live,
+            |(op, _, _)| eig[op.left].dim() * eig[op.right].dim(),
+            |&(op, l, r)| {
+                step::transform_op(
                     op,
                     (&eig[op.left], &decoupled[op.left].1),
                     (&eig[op.right], &decoupled[op.right].1),
                     dirs,
                     l,
                     r,
-                ))
-            })
-            .collect();
+                )
+            },
+        );
+        self.times.operators += lap(clock);
         let blocks = decoupled
             .into_iter()
             .filter(|(kb, _)| !kb.energies.is_empty())
             .map(|(kb, _)| kb)
             .collect();
-        let kept = KeptShell {
+        KeptShell {
             blocks,
             fdag,
             orbitals: product.orbitals,
-        };
-        (kept, cut)
+        }
     }
 
     /// Single-particle levels of the bare chain, sites 0..=n (physical units).
@@ -490,6 +602,89 @@ impl Iterator for Run {
     type Item = ShellRecord;
     fn next(&mut self) -> Option<ShellRecord> {
         self.next_shell()
+    }
+}
+
+/// Time since `clock`, which is reset to now.
+fn lap(clock: &mut Instant) -> Duration {
+    let now = Instant::now();
+    let d = now - *clock;
+    *clock = now;
+    d
+}
+
+/// Which derivative parts a run carries and what each is for.
+struct Plan {
+    dirs: Directions,
+    sources: Vec<(Param, Source)>,
+    obs_dirs: ObservableDirs,
+}
+
+/// Directions: the user's parameters first (their full Hessian), then what the impurity
+/// observables need (first order in ε_d and U, the pairs (ε_d, θ) and (U, θ) for ∂n_d/∂θ and
+/// ∂docc/∂θ, and (ε_d, ε_d), (h_imp, h_imp) for χ_c and χ_loc).
+fn plan_directions(config: &RunConfig, model: &dyn ImpurityModel) -> Plan {
+    let variable_of = |p: Param| match p {
+        Param::EpsD => Variable::EpsD,
+        Param::U => Variable::U,
+        Param::Gamma => Variable::Gamma,
+        Param::J => Variable::J,
+        Param::K => Variable::K,
+        Param::H => Variable::HImp,
+    };
+    let mut vars: Vec<Variable> = Vec::new();
+    let mut add = |v: Variable| match vars.iter().position(|&w| w == v) {
+        Some(i) => i,
+        None => {
+            vars.push(v);
+            vars.len() - 1
+        }
+    };
+    let mut sources = Vec::new();
+    for &p in &config.derive {
+        if sources.iter().any(|&(q, _)| q == p) {
+            continue;
+        }
+        let src = if p == Param::H && config.model.field == FieldKind::Total {
+            Source::TotalField
+        } else {
+            Source::Matrix(add(variable_of(p)))
+        };
+        sources.push((p, src));
+    }
+    let has = |v: Variable| model.variables().iter().any(|&(w, _)| w == v);
+    let mut obs_dirs = ObservableDirs::default();
+    if config.output.impurity_observables {
+        obs_dirs.eps_d = has(Variable::EpsD).then(|| add(Variable::EpsD));
+        obs_dirs.u = has(Variable::U).then(|| add(Variable::U));
+        obs_dirs.h_imp = Some(add(Variable::HImp));
+    }
+    let user: Vec<usize> = sources
+        .iter()
+        .filter_map(|&(_, s)| match s {
+            Source::Matrix(i) => Some(i),
+            Source::TotalField => None,
+        })
+        .collect();
+    let mut pairs = Vec::new();
+    for (a, &i) in user.iter().enumerate() {
+        for &j in &user[a..] {
+            pairs.push((i, j));
+        }
+        for o in [obs_dirs.eps_d, obs_dirs.u].into_iter().flatten() {
+            pairs.push((o, i));
+        }
+    }
+    if let Some(e) = obs_dirs.eps_d {
+        pairs.push((e, e));
+    }
+    if let Some(h) = obs_dirs.h_imp {
+        pairs.push((h, h));
+    }
+    Plan {
+        dirs: Directions::new(vars, pairs),
+        sources,
+        obs_dirs,
     }
 }
 

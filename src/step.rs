@@ -1,8 +1,10 @@
 //! One NRG step on hyper-dual matrices (design note `differentiable-nrg.md`, §3).
 //!
-//! 1. [`diagonalize`]: only the real part A⁰ = U E Uᵀ is diagonalized; the derivative parts are
-//!    rotated, B^x = Uᵀ A^x U.
-//! 2. The caller picks the kept states (a cut at a gap, see `truncation`).
+//! 1. [`diagonalize`]: only the real part A⁰ = U E Uᵀ is diagonalized; the first-order parts
+//!    are rotated in full, B^i = Uᵀ A^i U (every block of them is needed).
+//! 2. The caller picks the kept states (a cut at a gap, see `truncation`); then
+//!    [`rotate_pairs`] rotates the second-order parts, of which only the kept rows B^ij_K· are
+//!    ever needed (plus their diagonal in traces, see [`pair_traces`]): 4kn² instead of 4n³.
 //! 3. [`decouple`]: the orthogonal W = exp(S), S antisymmetric with only kept–discarded (K–D)
 //!    blocks and no real part, removes the K–D coupling order by order:
 //!    S^a_kd = B^a_kd/(E_d − E_k);  S^ab_kd = (B^ab + X)_kd/(E_d − E_k),
@@ -15,7 +17,7 @@
 //! Here S^x denotes the k×d block S^x_KD (S^x_DK = −S^xᵀ).
 
 use crate::jet::Directions;
-use crate::linalg::{eigh, gemm, mul, sandwich};
+use crate::linalg::{eigh, gemm, mul, rows_sandwich, sym_sandwich, trace_sym, weighted_gram_lower};
 use crate::shell::{KeptBlock, KeptOp, ProductBlock, ProductOp};
 use crate::symmetry::Qn;
 use faer::{Mat, MatRef};
@@ -26,8 +28,11 @@ pub struct EigenBlock {
     /// Eigenvalues in ascending order (rescaled units).
     pub energies: Vec<f64>,
     pub u: Mat<f64>,
-    /// B^x = Uᵀ A^x U for every derivative part.
+    /// B^i = Uᵀ A^i U for every first-order direction, n×n.
     pub b: Vec<Mat<f64>>,
+    /// Rows 0..r of B^ij = Uᵀ A^ij U for every pair, r×n (empty until rotated, see
+    /// [`rotate_pairs`]).
+    pub b_pairs: Vec<Mat<f64>>,
 }
 
 impl EigenBlock {
@@ -35,13 +40,22 @@ impl EigenBlock {
         self.energies.len()
     }
 
-    /// Subtract a constant from H: `value` from the eigenvalues and `parts[x]` from the
-    /// diagonal of derivative part x (a multiple of the identity commutes with everything).
-    pub fn shift(&mut self, value: f64, parts: &[f64]) {
+    /// Subtract a constant from H: `value` from the eigenvalues and `first[i]` from the
+    /// diagonal of first-order part i (a multiple of the identity commutes with everything).
+    pub fn shift(&mut self, value: f64, first: &[f64]) {
         for e in &mut self.energies {
             *e -= value;
         }
-        for (b, &d) in self.b.iter_mut().zip(parts) {
+        for (b, &d) in self.b.iter_mut().zip(first) {
+            for i in 0..b.nrows() {
+                b[(i, i)] -= d;
+            }
+        }
+    }
+
+    /// Subtract `pairs[p]` from the diagonal of pair part p (its rotated rows).
+    pub fn shift_pairs(&mut self, pairs: &[f64]) {
+        for (b, &d) in self.b_pairs.iter_mut().zip(pairs) {
             for i in 0..b.nrows() {
                 b[(i, i)] -= d;
             }
@@ -49,26 +63,68 @@ impl EigenBlock {
     }
 }
 
-/// Diagonalize the real part and rotate the derivative parts into the eigenbasis.
-pub fn diagonalize(block: &ProductBlock) -> EigenBlock {
+/// Diagonalize the real part and rotate the first-order parts into the eigenbasis.
+pub fn diagonalize(block: &ProductBlock, dirs: &Directions) -> EigenBlock {
     let (energies, u) = eigh(block.h.as_ref());
-    let b = block
-        .dh
+    let b = block.dh[..dirs.first()]
         .iter()
-        .map(|a| sandwich(u.as_ref(), a.as_ref(), u.as_ref()))
+        .map(|a| sym_sandwich(u.as_ref(), a.as_ref()))
         .collect();
     EigenBlock {
         qn: block.qn,
         energies,
         u,
         b,
+        b_pairs: Vec::new(),
     }
+}
+
+/// The pair parts of `block` in the eigenbasis of `eb`, rows 0..rows only.
+pub fn rotate_pairs(
+    eb: &EigenBlock,
+    block: &ProductBlock,
+    dirs: &Directions,
+    rows: usize,
+) -> Vec<Mat<f64>> {
+    let u = eb.u.as_ref();
+    block.dh[dirs.first()..]
+        .iter()
+        .map(|a| rows_sandwich(u.subcols(0, rows), a.as_ref(), u))
+        .collect()
+}
+
+/// Σ_k w_k B^ij_kk over *all* states of the block for every pair part: the rotated rows give
+/// the first terms, the rest is Tr(U_R diag(w) U_Rᵀ A^ij) with one Gram matrix shared by all
+/// pairs, so the discarded rows are never rotated.
+pub fn pair_traces(
+    eb: &EigenBlock,
+    b_pairs: &[Mat<f64>],
+    block: &ProductBlock,
+    dirs: &Directions,
+    w: &[f64],
+) -> Vec<f64> {
+    let rows = b_pairs.first().map_or(0, |b| b.nrows());
+    let n = eb.dim();
+    let rest = (rows < n && !b_pairs.is_empty())
+        .then(|| weighted_gram_lower(eb.u.as_ref().subcols(rows, n - rows), &w[rows..]));
+    b_pairs
+        .iter()
+        .zip(&block.dh[dirs.first()..])
+        .map(|(b, a)| {
+            let kept: f64 = (0..rows).map(|k| w[k] * b[(k, k)]).sum();
+            kept + rest
+                .as_ref()
+                .map_or(0.0, |g| trace_sym(g.as_ref(), a.as_ref()))
+        })
+        .collect()
 }
 
 /// The generators S^x (k×d) of the kept–discarded decoupling of one block.
 pub struct Decoupling {
     pub kept: usize,
     pub s: Vec<Mat<f64>>,
+    /// S^i S^jᵀ + S^j S^iᵀ (k×k) for every pair.
+    pub anticommutators: Vec<Mat<f64>>,
 }
 
 /// Decouple the lowest `kept` states of `eb` from the rest, to the orders in `dirs`.
@@ -94,29 +150,51 @@ pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, 
     let m = dirs.first();
     let mut s: Vec<Mat<f64>> = Vec::with_capacity(dirs.parts());
     let mut dh: Vec<Mat<f64>> = Vec::with_capacity(dirs.parts());
+    let mut anticommutators = Vec::with_capacity(dirs.pairs().len());
     for i in 0..m {
         s.push(hadamard(kd(&eb.b[i], k, d)));
         dh.push(kk(&eb.b[i]));
     }
     for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
-        let part = m + p;
+        let bp = &eb.b_pairs[p];
+        debug_assert_eq!(bp.nrows(), k, "pair parts rotated for the kept rows");
         // X = B^i_KK S^j − S^j B^i_DD + B^j_KK S^i − S^i B^j_DD, added to B^ij_KD
-        let mut x = kd(&eb.b[part], k, d).to_owned();
+        let mut x = bp.as_ref().submatrix(0, k, k, d).to_owned();
+        // for i = j the two halves of X, Y and {S^i, S^j} coincide: compute one, weight 2
+        let (halves, w): (&[(usize, usize)], f64) = if i == j {
+            (&[(i, i)], 2.0)
+        } else {
+            (&[(i, j), (j, i)], 1.0)
+        };
         if d > 0 && k > 0 {
-            let bi_kk = eb.b[i].as_ref().submatrix(0, 0, k, k);
-            let bj_kk = eb.b[j].as_ref().submatrix(0, 0, k, k);
-            gemm(x.as_mut(), true, bi_kk, s[j].as_ref(), 1.0);
-            gemm(x.as_mut(), true, s[j].as_ref(), dd(&eb.b[i], k, d), -1.0);
-            gemm(x.as_mut(), true, bj_kk, s[i].as_ref(), 1.0);
-            gemm(x.as_mut(), true, s[i].as_ref(), dd(&eb.b[j], k, d), -1.0);
+            for &(a, b) in halves {
+                gemm(
+                    x.as_mut(),
+                    true,
+                    eb.b[a].as_ref().submatrix(0, 0, k, k),
+                    s[b].as_ref(),
+                    w,
+                );
+                gemm(x.as_mut(), true, s[b].as_ref(), dd(&eb.b[a], k, d), -w);
+            }
         }
         s.push(hadamard(x.as_ref()));
         // kept part: B^ij_KK − ½(Y + Yᵀ), Y = S^i B^j_DK + S^j B^i_DK
-        let mut h = kk(&eb.b[part]);
+        let mut h = bp.as_ref().submatrix(0, 0, k, k).to_owned();
+        // {S^i, S^j}_KK = −(S^i S^jᵀ + S^j S^iᵀ), needed by every operator touching this block
+        let mut anti = Mat::<f64>::zeros(k, k);
         if d > 0 && k > 0 {
             let mut y = Mat::<f64>::zeros(k, k);
-            gemm(y.as_mut(), true, s[i].as_ref(), dk(&eb.b[j], k, d), 1.0);
-            gemm(y.as_mut(), true, s[j].as_ref(), dk(&eb.b[i], k, d), 1.0);
+            for &(a, b) in halves {
+                gemm(y.as_mut(), true, s[a].as_ref(), dk(&eb.b[b], k, d), w);
+                gemm(
+                    anti.as_mut(),
+                    true,
+                    s[a].as_ref(),
+                    s[b].as_ref().transpose(),
+                    w,
+                );
+            }
             for c in 0..k {
                 for r in 0..k {
                     h[(r, c)] -= 0.5 * (y[(r, c)] + y[(c, r)]);
@@ -124,13 +202,21 @@ pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, 
             }
         }
         dh.push(h);
+        anticommutators.push(anti);
     }
     let block = KeptBlock {
         qn: eb.qn,
         energies: e[..k].to_vec(),
         dh,
     };
-    (block, Decoupling { kept: k, s })
+    (
+        block,
+        Decoupling {
+            kept: k,
+            s,
+            anticommutators,
+        },
+    )
 }
 
 /// Σ_pieces sign · U_L[rows, cols_l]ᵀ U_R[rows, cols_r], the rotated product-basis operator
@@ -194,47 +280,54 @@ pub fn transform_op(
         for i in 0..m {
             parts.push(first_order(&dl.s[i], &dr.s[i]));
         }
+        // S^i_L O_DD once per direction, shared by every pair that contains i
+        let s_o_dd: Vec<Option<Mat<f64>>> = (0..m)
+            .map(|i| {
+                let o_dd = o_dd.as_ref().filter(|_| dirs.in_pair(i))?;
+                Some(mul(dl.s[i].as_ref(), o_dd.as_ref()))
+            })
+            .collect();
+        let s_o_dd = |i: usize| s_o_dd[i].as_ref().expect("direction in a pair").as_ref();
         for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
-            let part = m + p;
-            let mut o = first_order(&dl.s[part], &dr.s[part]);
-            let anti = |s: &Decoupling, size: usize| {
-                let mut a = Mat::<f64>::zeros(size, size);
-                gemm(
-                    a.as_mut(),
-                    true,
-                    s.s[i].as_ref(),
-                    s.s[j].as_ref().transpose(),
-                    1.0,
-                );
-                gemm(
-                    a.as_mut(),
-                    true,
-                    s.s[j].as_ref(),
-                    s.s[i].as_ref().transpose(),
-                    1.0,
-                );
-                a
-            };
-            let (al, ar) = (anti(dl, kl), anti(dr, kr));
-            gemm(o.as_mut(), true, o_kk.as_ref(), ar.as_ref(), -0.5);
-            gemm(o.as_mut(), true, al.as_ref(), o_kk.as_ref(), -0.5);
-            let o_dd = o_dd.as_ref().expect("computed when pairs exist");
-            let t = mul(dl.s[i].as_ref(), o_dd.as_ref());
+            let mut o = first_order(&dl.s[m + p], &dr.s[m + p]);
             gemm(
                 o.as_mut(),
                 true,
-                t.as_ref(),
-                dr.s[j].as_ref().transpose(),
-                1.0,
+                o_kk.as_ref(),
+                dr.anticommutators[p].as_ref(),
+                -0.5,
             );
-            let t = mul(dl.s[j].as_ref(), o_dd.as_ref());
             gemm(
                 o.as_mut(),
                 true,
-                t.as_ref(),
-                dr.s[i].as_ref().transpose(),
-                1.0,
+                dl.anticommutators[p].as_ref(),
+                o_kk.as_ref(),
+                -0.5,
             );
+            if i == j {
+                gemm(
+                    o.as_mut(),
+                    true,
+                    s_o_dd(i),
+                    dr.s[i].as_ref().transpose(),
+                    2.0,
+                );
+            } else {
+                gemm(
+                    o.as_mut(),
+                    true,
+                    s_o_dd(i),
+                    dr.s[j].as_ref().transpose(),
+                    1.0,
+                );
+                gemm(
+                    o.as_mut(),
+                    true,
+                    s_o_dd(j),
+                    dr.s[i].as_ref().transpose(),
+                    1.0,
+                );
+            }
             parts.push(o);
         }
     }
@@ -251,6 +344,7 @@ pub fn transform_op(
 mod tests {
     //! The closed forms above against brute-force hyper-dual products in the eigenbasis.
     use super::*;
+    use crate::linalg::sandwich;
     use crate::model::Variable;
     use crate::shell::Piece;
 
@@ -326,17 +420,30 @@ mod tests {
         Directions::new(vec![Variable::EpsD, Variable::U], [(0, 1)])
     }
 
+    /// Diagonalize with the pair parts rotated for the kept rows, as the solver does, and
+    /// return every part in full for the brute-force side.
+    fn eigen(block: &ProductBlock, dirs: &Directions, k: usize) -> (EigenBlock, Vec<Mat<f64>>) {
+        let mut eb = diagonalize(block, dirs);
+        eb.b_pairs = rotate_pairs(&eb, block, dirs, k);
+        let full = block
+            .dh
+            .iter()
+            .map(|a| sandwich(eb.u.as_ref(), a.as_ref(), eb.u.as_ref()))
+            .collect();
+        (eb, full)
+    }
+
     #[test]
     fn decoupling_removes_kept_discarded_blocks() {
         let mut seed = 7;
         let (n, k) = (9, 4);
-        let eb = diagonalize(&block(n, &mut seed));
+        let (eb, b) = eigen(&block(n, &mut seed), &dirs(), k);
         let (kept, dec) = decouple(&eb, k, &dirs());
         let h: Hd = [
             Mat::from_fn(n, n, |i, j| if i == j { eb.energies[i] } else { 0.0 }),
-            eb.b[0].clone(),
-            eb.b[1].clone(),
-            eb.b[2].clone(),
+            b[0].clone(),
+            b[1].clone(),
+            b[2].clone(),
         ];
         let w = w_of(n, k, &dec.s[0], &dec.s[1], &dec.s[2]);
         let hp = hd_mul(&hd_mul(&hd_transpose(&w), &h), &w);
@@ -353,11 +460,12 @@ mod tests {
         }
         // a diagonal pair (a, a) is the same algebra with b = a
         let diag = Directions::new(vec![Variable::EpsD], [(0, 0)]);
-        let mut eb2 = diagonalize(&block(n, &mut seed));
-        eb2.b.truncate(2);
+        let mut blk2 = block(n, &mut seed);
+        blk2.dh.truncate(2);
+        let (eb2, b2) = eigen(&blk2, &diag, k);
         let (kept2, dec2) = decouple(&eb2, k, &diag);
         let e2 = Mat::from_fn(n, n, |i, j| if i == j { eb2.energies[i] } else { 0.0 });
-        let h2: Hd = [e2, eb2.b[0].clone(), eb2.b[0].clone(), eb2.b[1].clone()];
+        let h2: Hd = [e2, b2[0].clone(), b2[0].clone(), b2[1].clone()];
         let w2 = w_of(n, k, &dec2.s[0], &dec2.s[0], &dec2.s[1]);
         let hp2 = hd_mul(&hd_mul(&hd_transpose(&w2), &h2), &w2);
         assert!(max_abs(hp2[3].as_ref().submatrix(0, k, k, n - k)) < 1e-12);
@@ -375,7 +483,7 @@ mod tests {
         let mut seed = 11;
         let (nl, nr, kl, kr) = (7, 6, 3, 2);
         let (bl, br) = (block(nl, &mut seed), block(nr, &mut seed));
-        let (el, er) = (diagonalize(&bl), diagonalize(&br));
+        let ((el, _), (er, _)) = (eigen(&bl, &dirs(), kl), eigen(&br, &dirs(), kr));
         let (_, dl) = decouple(&el, kl, &dirs());
         let (_, dr) = decouple(&er, kr, &dirs());
         // a dense product-basis operator written as unit pieces

@@ -73,15 +73,32 @@ pub struct BlockTrace {
     pub z_pairs: Vec<f64>,
 }
 
+/// Weights g′(ω E_k) = −(ω/T) e^(−ωE_k/T) of the diagonal second-order term Σ_k g′ B^ij_kk
+/// (real part), for [`crate::step::pair_traces`].
+pub fn pair_weights(eb: &EigenBlock, omega: f64, t: f64) -> Vec<f64> {
+    eb.energies
+        .iter()
+        .map(|&e| -(omega / t) * (-omega * e / t).exp())
+        .collect()
+}
+
 /// Trace of e^(−(H − δh·S_z)/T) over one diagonalized block, in physical units:
 /// energies ω·E_k (already shifted so that the ground state of the shell is at zero).
-pub fn block_trace(eb: &EigenBlock, sz: f64, omega: f64, t: f64, dirs: &Directions) -> BlockTrace {
+/// `pair_diagonal[p]` is Σ_k g′(ωE_k) B^ij_kk for pair p (see [`pair_weights`]).
+pub fn block_trace(
+    eb: &EigenBlock,
+    sz: f64,
+    omega: f64,
+    t: f64,
+    dirs: &Directions,
+    pair_diagonal: &[f64],
+) -> BlockTrace {
     let (tv, dh) = thermo_variables(t);
     let n = eb.dim();
     let m = dirs.first();
     let mut z = Ts::from(0.0);
     let mut z_first = vec![Ts::from(0.0); m];
-    let mut z_pairs = vec![0.0; dirs.pairs().len()];
+    let mut z_pairs = pair_diagonal.to_vec();
     let x: Vec<f64> = eb.energies.iter().map(|&e| omega * e).collect();
     for k in 0..n {
         let w = (-(dh * (-sz) + x[k]) / tv).exp();
@@ -89,9 +106,6 @@ pub fn block_trace(eb: &EigenBlock, sz: f64, omega: f64, t: f64, dirs: &Directio
         let gp = -(w / tv) * omega;
         for (i, zi) in z_first.iter_mut().enumerate() {
             *zi += gp * eb.b[i][(k, k)];
-        }
-        for (p, zp) in z_pairs.iter_mut().enumerate() {
-            *zp += gp.re * eb.b[m + p][(k, k)];
         }
         z += w;
     }
@@ -272,10 +286,17 @@ mod tests {
             qn: crate::symmetry::Qn::new(0, 0),
             energies: (0..n).map(|i| a[(i, i)]).collect(),
             u: Mat::identity(n, n),
-            // parts: θ_a, θ_b, pair (a, a) = 0, pair (a, b) = D
-            b: vec![b.clone(), c.clone(), Mat::zeros(n, n), d.clone()],
+            b: vec![b.clone(), c.clone()],
+            // pairs (a, a) = 0 and (a, b) = D
+            b_pairs: vec![Mat::zeros(n, n), d.clone()],
         };
-        let tr = block_trace(&eb, 0.0, 1.0, t, &dirs);
+        let w = pair_weights(&eb, 1.0, t);
+        let diag: Vec<f64> = eb
+            .b_pairs
+            .iter()
+            .map(|bp| (0..n).map(|k| w[k] * bp[(k, k)]).sum())
+            .collect();
+        let tr = block_trace(&eb, 0.0, 1.0, t, &dirs, &diag);
         let f = free_energy(&[tr], &ShiftJet::zero(&dirs), t, &dirs);
         let lnz = |x: f64, y: f64| ln_z(&a, &b, &c, &d, x, y, t);
         let step = 1e-4;

@@ -11,6 +11,8 @@
 //! states across it. If the window's best gap is below [`WANTED_GAP`], the search goes on
 //! upwards, up to twice the nominal count, for the first gap that is large enough.
 
+use crate::levels::DEGENERACY_TOL;
+
 /// Gaps below this (in units of ω_N) are worth keeping extra states to avoid.
 pub const WANTED_GAP: f64 = 1e-2;
 
@@ -95,10 +97,17 @@ pub fn choose_cut(blocks: &[&[f64]], keep: usize, e_cut: f64, gap_window: f64) -
             let limit = (2 * nominal).min(n - 1);
             if let Some(p) = (upper + 1..=limit).find(|&p| gap_above(p) >= WANTED_GAP) {
                 best = p;
-                best_gap = gap_above(p);
             }
         }
-        (best, Some(best_gap))
+        // whatever happens, never cut through a degenerate cluster
+        while best < n && gap_above(best) <= DEGENERACY_TOL {
+            best += 1;
+        }
+        if best == n {
+            (n, None)
+        } else {
+            (best, Some(gap_above(best)))
+        }
     };
     per_block(&all, blocks.len(), total, gap)
 }
@@ -126,6 +135,15 @@ mod tests {
         let cut = choose_cut(&[&a], 10, 0.0, 0.2);
         assert_eq!(cut.total, 14);
         assert!(cut.gap.unwrap() > 0.9);
+    }
+
+    #[test]
+    fn degenerate_clusters_are_never_split() {
+        // keep = 1 with a four-fold ground state: the cut must move past the quartet
+        let a = [0.0, 0.0, 0.0, 0.0, 2.0, 3.0];
+        let cut = choose_cut(&[&a], 1, 0.0, 0.2);
+        assert_eq!(cut.total, 4);
+        assert_eq!(cut.gap, Some(2.0));
     }
 
     #[test]

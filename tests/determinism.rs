@@ -30,7 +30,12 @@ fn real_part_of_a_dual_run_is_the_plain_run() {
             "N = {}",
             p.n
         );
-        let energies = |r: &ShellRecord| r.levels.iter().map(|l| (l.e, l.q, l.sz, l.deg)).collect::<Vec<_>>();
+        let energies = |r: &ShellRecord| {
+            r.levels
+                .iter()
+                .map(|l| (l.e, l.q, l.sz, l.deg))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(energies(p), energies(d), "N = {}", p.n);
     }
 }

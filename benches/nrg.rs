@@ -1,0 +1,307 @@
+//! The performance harness of dnrg: `cargo bench --bench nrg` (add `-- --quick` for a smoke
+//! run on fewer shells).
+//!
+//! Every phase runs in a child process of this binary so that its peak memory (VmHWM) is its
+//! own; the parent prints seconds, ratios and peak memory in one table. The runs take seconds
+//! to minutes each, so a statistics harness like criterion would only multiply the wait;
+//! ratios measured in one process on one machine are what matter here. No test asserts a
+//! wall-clock time.
+//!
+//! Workloads (issue #4):
+//! - W-prod: SIAM, (Q, S_z) blocks, Λ = 2, U = 0.1, Γ = 0.01, ε_d = −U/2, 1000 kept states,
+//!   T_min = 1e-10 (69 shells).
+//! - W-live: the explorer's default preset, as the explorer runs it.
+
+use dnrg::jet::Directions;
+use dnrg::model::Variable;
+use dnrg::parallel::map_largest_first;
+use dnrg::params::{FieldKind, Param, RunConfig};
+use dnrg::solver::Run;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn w_prod(keep: usize) -> RunConfig {
+    let mut c = RunConfig::default();
+    c.model.u = 0.1;
+    c.model.gamma = 0.01;
+    c.model.eps_d = -0.05;
+    c.nrg.lambda = 2.0;
+    c.nrg.keep = keep;
+    c.nrg.t_min = 1e-10;
+    c.output.impurity_observables = false;
+    c
+}
+
+/// Peak resident memory of this process in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Time a run shell by shell; returns (total, per-shell durations) and prints the stage
+/// breakdown as a `stages …` line.
+fn time_run(mut run: Run, shells: usize) -> (Duration, Vec<Duration>) {
+    let mut per_shell = Vec::new();
+    let start = Instant::now();
+    for _ in 0..shells {
+        let t = Instant::now();
+        if run.next_shell().is_none() {
+            break;
+        }
+        per_shell.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    let s = run.stage_times();
+    println!(
+        "stages {} {} {} {} {} {} {}",
+        s.diagonalize.as_secs_f64(),
+        s.pairs.as_secs_f64(),
+        s.thermodynamics.as_secs_f64(),
+        s.decouple.as_secs_f64(),
+        s.operators.as_secs_f64(),
+        s.add_site.as_secs_f64(),
+        s.total.as_secs_f64()
+    );
+    (elapsed, per_shell)
+}
+
+/// One phase in this process; prints `seconds shells peak_mib` on stdout.
+fn phase(name: &str, keep: usize, shells: usize) {
+    let (elapsed, count) = match name {
+        "plain" => {
+            let (t, s) = time_run(Run::new(&w_prod(keep)).unwrap(), shells);
+            (t, s.len())
+        }
+        "floor" => {
+            // the eigendecompositions of exactly the blocks the plain run diagonalizes,
+            // scheduled the same way, timed alone
+            let mut run = Run::new(&w_prod(keep)).unwrap();
+            let mut total = Duration::ZERO;
+            let mut count = 0;
+            for _ in 0..shells {
+                let blocks = run.pending_blocks();
+                if blocks.is_empty() {
+                    break;
+                }
+                let t = Instant::now();
+                let out =
+                    map_largest_first(&blocks, |b| b.nrows(), |b| dnrg::linalg::eigh(b.as_ref()));
+                total += t.elapsed();
+                drop(out);
+                run.next_shell();
+                count += 1;
+            }
+            (total, count)
+        }
+        "hyperdual" => {
+            // a hyper-dual number in two directions: parts ε_a, ε_b, ε_aε_b
+            let dirs = Directions::new(vec![Variable::EpsD, Variable::U], [(0, 1)]);
+            let (t, s) = time_run(Run::with_directions(&w_prod(keep), dirs).unwrap(), shells);
+            (t, s.len())
+        }
+        "grad_hess4" => {
+            let mut c = w_prod(keep);
+            c.model.field = FieldKind::Impurity;
+            c.derive = vec![Param::EpsD, Param::U, Param::Gamma, Param::H];
+            let (t, s) = time_run(Run::new(&c).unwrap(), shells);
+            (t, s.len())
+        }
+        "observables" => {
+            let mut c = w_prod(keep);
+            c.output.impurity_observables = true;
+            let (t, s) = time_run(Run::new(&c).unwrap(), shells);
+            (t, s.len())
+        }
+        "live" => {
+            let preset = dnrg::preset::load(dnrg::preset::default_preset_name(), &[]).unwrap();
+            let (t, s) = time_run(Run::new(&preset.config).unwrap(), usize::MAX);
+            (t, s.len())
+        }
+        "scaling" => {
+            // mean time per shell once the kept count has saturated (shells 12..)
+            let mut run = Run::new(&w_prod(keep)).unwrap();
+            let mut times = Vec::new();
+            for n in 0..shells {
+                let t = Instant::now();
+                if run.next_shell().is_none() {
+                    break;
+                }
+                if n >= 12 {
+                    times.push(t.elapsed());
+                }
+            }
+            let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
+            (mean, times.len())
+        }
+        other => panic!("unknown phase {other}"),
+    };
+    println!("{} {} {}", elapsed.as_secs_f64(), count, peak_rss_mib());
+}
+
+struct Measured {
+    seconds: f64,
+    shells: usize,
+    peak_mib: f64,
+    /// diagonalize, pairs, thermodynamics, decouple, operators, add_site, total
+    stages: Option<Vec<f64>>,
+}
+
+fn measure(name: &str, keep: usize, shells: usize) -> Measured {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args([
+            "--phase",
+            name,
+            "--keep",
+            &keep.to_string(),
+            "--shells",
+            &shells.to_string(),
+        ])
+        .output()
+        .expect("child process");
+    assert!(
+        out.status.success(),
+        "phase {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    let stages = text
+        .lines()
+        .find_map(|l| l.strip_prefix("stages "))
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect());
+    Measured {
+        seconds: v[0],
+        shells: v[1] as usize,
+        peak_mib: v[2],
+        stages,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    if let Some(name) = value("--phase") {
+        let keep = value("--keep").unwrap().parse().unwrap();
+        let shells = value("--shells").unwrap().parse().unwrap();
+        phase(&name, keep, shells);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let shells = if quick { 30 } else { usize::MAX };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "dnrg performance harness ({threads} threads{})",
+        if quick { ", quick: 30 shells" } else { "" }
+    );
+    println!();
+    println!("W-prod: SIAM, Λ = 2, U = 0.1, Γ = 0.01, ε_d = −U/2, 1000 kept, T_min = 1e-10");
+    let floor = measure("floor", 1000, shells);
+    let plain = measure("plain", 1000, shells);
+    let hyper = measure("hyperdual", 1000, shells);
+    let grad = measure("grad_hess4", 1000, shells);
+    let obs = measure("observables", 1000, shells);
+    let k = 4.0;
+    let fd_runs = 2.0 * k * k + 1.0;
+    println!(
+        "{:<44} {:>9} {:>7} {:>9} {:>8}  target",
+        "phase", "seconds", "shells", "× plain", "peak MiB"
+    );
+    let row = |label: &str, m: &Measured, target: &str| {
+        println!(
+            "{:<44} {:>9.3} {:>7} {:>9.2} {:>8.0}  {}",
+            label,
+            m.seconds,
+            m.shells,
+            m.seconds / plain.seconds,
+            m.peak_mib,
+            target
+        );
+    };
+    row("eigensolver floor (same blocks, eig only)", &floor, "");
+    row(
+        "plain run",
+        &plain,
+        &format!("≤ 1.3× floor: {:.2}×", plain.seconds / floor.seconds),
+    );
+    row("hyper-dual run (ε_a, ε_b, ε_aε_b)", &hyper, "≤ 2.5× plain");
+    row("gradient + Hessian in 4 parameters", &grad, "≤ 8× plain");
+    row("impurity observables (n_d, docc, χ_loc, χ_c)", &obs, "");
+    println!(
+        "{:<44} {:>9.3} {:>7} {:>9.2} {:>8}  AD is {:.1}× cheaper",
+        format!("finite differences, {fd_runs} plain runs (2k²+1)"),
+        fd_runs * plain.seconds,
+        plain.shells,
+        fd_runs,
+        "-",
+        fd_runs * plain.seconds / grad.seconds
+    );
+    let peak = [&floor, &plain, &hyper, &grad, &obs]
+        .iter()
+        .map(|m| m.peak_mib)
+        .fold(0.0, f64::max);
+    println!("peak memory {peak:.0} MiB (target < 2048 MiB)");
+    println!();
+    println!(
+        "where the time goes (seconds; the eigendecompositions alone take {:.3}):",
+        floor.seconds
+    );
+    println!(
+        "{:<12} {:>11} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8}",
+        "phase", "diag+rot¹", "pairs", "thermo", "decouple", "operators", "add site", "other"
+    );
+    for (label, m) in [
+        ("plain", &plain),
+        ("hyper-dual", &hyper),
+        ("grad+hess 4", &grad),
+        ("observables", &obs),
+    ] {
+        if let Some(s) = &m.stages {
+            let other = s[6] - s[..6].iter().sum::<f64>();
+            println!(
+                "{:<12} {:>11.3} {:>8.3} {:>8.3} {:>9.3} {:>10.3} {:>9.3} {:>8.3}",
+                label, s[0], s[1], s[2], s[3], s[4], s[5], other
+            );
+        }
+    }
+    println!("¹ eigendecomposition plus rotation of the first-order parts");
+    println!();
+    let live = measure("live", 0, usize::MAX);
+    println!(
+        "W-live (default preset, as the explorer runs it): {} shells in {:.3} s (target < 3 s), {:.1} ms/shell, peak {:.0} MiB",
+        live.shells,
+        live.seconds,
+        1e3 * live.seconds / live.shells as f64,
+        live.peak_mib
+    );
+    println!();
+    println!("scaling (W-prod plain, mean time per shell after shell 12):");
+    let scaling_shells = if quick { 20 } else { 30 };
+    let mut points = Vec::new();
+    for keep in [250, 500, 1000, 2000] {
+        let m = measure("scaling", keep, scaling_shells);
+        println!("  keep {keep:>5}: {:>9.4} s/shell", m.seconds);
+        points.push(((keep as f64).ln(), m.seconds.ln()));
+    }
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |a, p| (a.0 + p.0, a.1 + p.1));
+    let (sxx, sxy) = points
+        .iter()
+        .fold((0.0, 0.0), |a, p| (a.0 + p.0 * p.0, a.1 + p.0 * p.1));
+    let slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+    println!("  fitted exponent: time/shell ∝ keep^{slope:.2} (dense eigensolver: 3)");
+}

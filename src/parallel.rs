@@ -1,0 +1,74 @@
+//! Block-level parallelism on a dedicated thread pool.
+//!
+//! NRG work per shell is a few dozen independent blocks whose cost grows like n³: a handful of
+//! large blocks dominate. Handing them out largest first to whichever thread is free (greedy
+//! list scheduling) keeps both cores busy to the end of the shell. Every task runs sequentially
+//! inside (`Par::Seq` in [`crate::linalg`]), so results do not depend on scheduling and runs
+//! are bit-for-bit reproducible. The pool is created once per process and shared by all runs,
+//! so restarting runs (as the explorer does) never creates threads.
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The process-wide pool for block work, one thread per available core.
+pub fn pool() -> &'static ThreadPool {
+    static POOL: OnceLock<ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("dnrg-blocks-{i}"))
+            .build()
+            .expect("thread pool")
+    })
+}
+
+/// `f` applied to every item, largest `cost` first, on the block pool; results in input order.
+pub fn map_largest_first<T, R>(
+    items: &[T],
+    cost: impl Fn(&T) -> usize + Sync,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R>
+where
+    T: Sync,
+    R: Send + Sync,
+{
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(&items[i])));
+    let slots: Vec<OnceLock<R>> = (0..items.len()).map(|_| OnceLock::new()).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&i) = order.get(k) else { break };
+            let _ = slots[i].set(f(&items[i]));
+        }
+    };
+    let pool = pool();
+    if pool.current_num_threads() <= 1 || items.len() <= 1 {
+        work();
+    } else {
+        pool.scope(|s| {
+            for _ in 0..pool.current_num_threads() {
+                s.spawn(|_| work());
+            }
+        });
+    }
+    slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("every item was processed"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_keep_input_order() {
+        let items: Vec<usize> = (0..100).collect();
+        let out = map_largest_first(&items, |&x| x % 7, |&x| x * 2);
+        assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
+    }
+}
