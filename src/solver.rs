@@ -19,6 +19,8 @@ use crate::step::{self, EigenBlock};
 use crate::thermo::{self, Jet, JetParts, ShiftJet, Ts, TsParts};
 use crate::truncation;
 use indexmap::IndexMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Wall time spent in each stage of the shells computed so far: where a run's time goes
@@ -82,6 +84,8 @@ pub struct Run {
     /// Kept counts imposed per shell instead of the cut rule (finite-difference checks).
     frozen_kept: Option<Vec<usize>>,
     times: StageTimes,
+    /// Set by another thread to abandon the run, also in the middle of a shell.
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Run {
@@ -174,6 +178,32 @@ impl Run {
             warnings: Vec::new(),
             frozen_kept: None,
             times: StageTimes::default(),
+            cancel: None,
+        }
+    }
+
+    /// Abandon the run as soon as `flag` is set: the shell in progress stops at its next
+    /// stage (eigendecompositions, traces, decoupling, …) and `next_shell` returns `None` from
+    /// then on. Without a flag, a run can only be stopped between shells.
+    pub fn with_cancel_flag(mut self, flag: Arc<AtomicBool>) -> Run {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Whether the run was cancelled through its flag.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// `None` (and the run ended) if cancelled.
+    fn check_cancel(&mut self) -> Option<()> {
+        if self.is_cancelled() {
+            self.pending = None;
+            None
+        } else {
+            Some(())
         }
     }
 
@@ -209,6 +239,7 @@ impl Run {
 
     /// Compute the next shell, or `None` when the run is complete.
     pub fn next_shell(&mut self) -> Option<ShellRecord> {
+        self.check_cancel()?;
         let product = self.pending.take()?;
         let n = self.next;
         let omega = self.chain.omega[n];
@@ -222,12 +253,14 @@ impl Run {
         self.shift_to_ground(&mut eig, omega);
         let mut clock = Instant::now();
         self.times.diagonalize += clock - started;
+        self.check_cancel()?;
         // The cut is decided on the real energies alone; only then are the second-order parts
         // rotated, and only the rows that are kept (at the last shell: the ground cluster,
         // which fixes their shift).
         let cut = (!last).then(|| self.choose_cut(&eig));
         let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), omega, t);
         self.times.pairs += lap(&mut clock);
+        self.check_cancel()?;
 
         let dirs = &self.dirs;
         let indices: Vec<usize> = (0..eig.len()).collect();
@@ -239,6 +272,7 @@ impl Run {
         let f = thermo::free_energy(&traces, &self.shift, t, dirs);
         let f_chain = free_chain::free_energy(&self.bare_chain_levels(n), t, self.h_total);
         self.times.thermodynamics += lap(&mut clock);
+        self.check_cancel()?;
 
         let sens: Vec<(String, Sensitivity)> = self
             .sources
@@ -258,6 +292,7 @@ impl Run {
         let (kept, gap, e_cut) = match cut {
             Some(cut) => {
                 let kept_shell = self.truncate(&product, &eig, &cut, &mut clock);
+                self.check_cancel()?;
                 let step = SiteAddition {
                     scale: omega / self.chain.omega[n + 1],
                     hopping: self.chain.hopping[n] / self.chain.omega[n + 1],
