@@ -158,7 +158,7 @@ pub struct Summary {
     #[serde(rename = "T_K")]
     pub t_k: Option<f64>,
     /// Fermi-liquid Wilson ratio R = 8χ_s/(4χ_s + χ_c) from the last shell's local
-    /// susceptibilities (meaningful once T ≪ T_K; SIAM only).
+    /// susceptibilities (meaningful once T ≪ T_K; SIAM at zero field only).
     pub wilson_ratio: Option<f64>,
     /// Smallest gap at the truncation cut over the run, in units of ω_N.
     pub min_gap_cut: Option<f64>,

@@ -43,9 +43,6 @@ pub struct StageTimes {
     pub total: Duration,
 }
 
-/// Gaps at the cut below this (rescaled) are reported: derivatives scale like 1/Δ there.
-pub const SMALL_GAP: f64 = 1e-2;
-
 /// Where the derivative with respect to a user parameter comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Source {
@@ -313,7 +310,8 @@ impl Run {
         };
         if let Some(g) = gap {
             self.min_gap = Some(self.min_gap.map_or(g, |m: f64| m.min(g)));
-            if g < SMALL_GAP {
+            // the cut rule avoids such gaps when it can; report the shells where it could not
+            if g < truncation::WANTED_GAP {
                 let w = format!(
                     "N = {n}: small gap at the truncation cut, Δ = {g:.3e} ω_N (derivatives scale like 1/Δ)"
                 );
@@ -608,8 +606,10 @@ impl Run {
                 (t1.ln() + s * (t2.ln() - t1.ln())).exp()
             })
         });
+        // the Fermi-liquid relation holds at zero field
+        let zero_field = self.config.model.h == 0.0;
         let wilson_ratio = match (&self.last_obs, self.model.kind()) {
-            (Some(o), ModelKind::Siam) => match (o.chi_loc, o.chi_c) {
+            (Some(o), ModelKind::Siam) if zero_field => match (o.chi_loc, o.chi_c) {
                 (Some(s), Some(c)) => Some(8.0 * s / (4.0 * s + c)),
                 _ => None,
             },
