@@ -614,7 +614,7 @@ fn plain_runs_skip_the_impurity_observables() {
     let out = s.run(&[&QUICK[..], &["--plain"]].concat());
     assert_success(&out);
     let records = json_lines(&stdout(&out));
-    assert_eq!(records[0]["nrg"]["keep"], 300);
+    assert_eq!(records[0]["nrg"]["keep"], 400);
     assert!(records[1]["obs"]["n_d"].is_null());
 }
 

@@ -87,7 +87,7 @@ fn default_preset_is_the_kondo_symmetric_one() {
     );
     assert_eq!(c.nrg.lambda, 2.5);
     assert_eq!(c.nrg.discretization, Discretization::Wilson);
-    assert_eq!((c.nrg.keep, c.nrg.beta_bar, c.nrg.t_min), (300, 0.75, 1e-9));
+    assert_eq!((c.nrg.keep, c.nrg.beta_bar, c.nrg.t_min), (400, 1.0, 1e-9));
 }
 
 #[test]

@@ -19,11 +19,13 @@ pub fn siam(u: f64, eps_d: f64, gamma: f64, lambda: f64, keep: usize, t_min: f64
             field: FieldKind::Total,
             ..ModelParams::default()
         },
+        // β̄ pinned: the fixed-point tolerances were measured with it
         nrg: NrgParams {
             lambda,
             discretization: Discretization::Wilson,
             keep,
             t_min,
+            beta_bar: 0.75,
             ..NrgParams::default()
         },
         output: OutputParams::default(),
