@@ -50,6 +50,17 @@ fn clusters(blocks: &[EigenBlock]) -> Vec<Cluster> {
         }
     }
     out.sort_by(|a, b| a.energy.total_cmp(&b.energy).then(a.block.cmp(&b.block)));
+    // clusters degenerate across blocks (a doublet in S_z = ±1/2) differ in energy by round-off
+    // only; order them by their block so that the listing does not depend on that noise
+    let mut start = 0;
+    while start < out.len() {
+        let mut end = start + 1;
+        while end < out.len() && out[end].energy - out[start].energy <= DEGENERACY_TOL {
+            end += 1;
+        }
+        out[start..end].sort_by_key(|c| c.block);
+        start = end;
+    }
     out
 }
 
@@ -64,7 +75,8 @@ fn ground_sz(blocks: &[EigenBlock], all: &[Cluster]) -> f64 {
     if count == 0 { 0.0 } else { sum / count as f64 }
 }
 
-/// The `count` lowest clusters (energies already measured from the ground state).
+/// The `count` lowest clusters (energies already measured from the ground state), plus any
+/// that are degenerate with the last of them.
 pub fn lowest_levels(
     blocks: &[EigenBlock],
     count: usize,
@@ -73,8 +85,20 @@ pub fn lowest_levels(
 ) -> Vec<Level> {
     let all = clusters(blocks);
     let sz0 = ground_sz(blocks, &all);
+    // the count is a minimum: clusters degenerate with the last one listed are listed too, so a
+    // multiplet split over several (Q, S_z) blocks is never shown in part
+    let shown = match all.get(count.saturating_sub(1)) {
+        Some(last) if count > 0 => {
+            count
+                + all[count..]
+                    .iter()
+                    .take_while(|c| c.energy - last.energy <= DEGENERACY_TOL)
+                    .count()
+        }
+        _ => count.min(all.len()),
+    };
     all.iter()
-        .take(count)
+        .take(shown)
         .map(|c| {
             let eb = &blocks[c.block];
             let de: IndexMap<String, Vec<f64>> = sensitivities

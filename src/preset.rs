@@ -176,6 +176,20 @@ pub enum PresetError {
     Write { path: PathBuf, source: io::Error },
 }
 
+impl PresetError {
+    /// The message without its origin, for front ends whose edits have no file or flag to name
+    /// (the explorer's parameter panel): what the CLI prints after the origin.
+    pub fn reason(&self) -> String {
+        match self {
+            PresetError::Value { key, message, .. } => format!("{key}: {message}"),
+            PresetError::Invalid { error, .. } => error.to_string(),
+            PresetError::Derive { message, .. } => message.clone(),
+            PresetError::BadSet { arg, reason } => format!("{arg}: {reason}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 fn at_position(position: Option<(usize, usize)>) -> String {
     position
         .map(|(line, column)| format!(" at line {line}, column {column}"))
@@ -348,6 +362,22 @@ impl PresetStore {
     }
 
     /// Resolve a preset name or path, apply the overrides in order, check and validate.
+    /// Load the preset a listing entry describes: a shipped entry loads the shipped preset even
+    /// when a user preset of the same name shadows it.
+    pub fn load_listed(&self, info: &PresetInfo) -> Result<LoadedPreset, PresetError> {
+        match &info.source {
+            PresetSource::User(path) => load_file(&info.name, path, &[]),
+            PresetSource::Shipped => {
+                let text = shipped_text(&info.name).ok_or_else(|| PresetError::UnknownPreset {
+                    name: info.name.clone(),
+                    shipped: shipped_names().map(str::to_string).collect(),
+                    user: Vec::new(),
+                })?;
+                parse(&info.name, text, Origin::Shipped(info.name.clone()), &[])
+            }
+        }
+    }
+
     pub fn load(
         &self,
         name_or_path: &str,

@@ -30,6 +30,15 @@ pub struct Header {
     pub n_max: usize,
 }
 
+impl Header {
+    /// T_N = ω_N/β̄ of every shell of the run, N = 0..=N_max.
+    pub fn temperatures(&self) -> impl Iterator<Item = f64> + '_ {
+        self.chain.omega[..=self.n_max]
+            .iter()
+            .map(|w| w / self.nrg.beta_bar)
+    }
+}
+
 /// The Wilson chain in physical units (D = 1).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChainInfo {

@@ -486,17 +486,28 @@ fn user_presets_shadow_shipped_ones() {
 }
 
 #[test]
-fn explorer_is_not_built_yet() {
+fn explorer_needs_a_terminal_or_headless() {
     let s = Sandbox::new();
-    for args in [
-        &[][..],
-        &["tui"][..],
-        &["tui", "kondo-model", "--headless", "--size", "100x30"],
-    ] {
+    // `output()` gives no terminal: exit 1 and a pointer to the alternatives
+    for args in [&[][..], &["tui"][..]] {
         let out = s.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(stderr(&out).contains("the explorer is not built yet"));
+        assert!(stderr(&out).contains("the explorer needs a terminal"));
     }
+    let out = s.run(&[
+        "tui",
+        "kondo-model",
+        "--headless",
+        "--size",
+        "100x30",
+        "--set",
+        "nrg.T_min=1e-3",
+        "--keys",
+        "<wait>",
+    ]);
+    assert_success(&out);
+    assert_eq!(stdout(&out).lines().count(), 30);
+    assert!(stdout(&out).contains("done"));
 }
 
 // ---- runs ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-//! `dnrg tui`: the interactive explorer (not built yet; the arguments are already the contract).
+//! `dnrg tui`: the interactive explorer (see `crate::tui`).
 
-use super::CliError;
+use super::{CliError, PresetArgs};
 use clap::Args;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -15,9 +15,22 @@ pub struct TuiArgs {
     /// Size of the virtual terminal in headless mode
     #[arg(long, value_name = "WxH", default_value = "80x24")]
     pub size: Size,
-    /// Keys to feed the explorer, in order (headless mode)
-    #[arg(long)]
+    /// Keys to feed the explorer, in order (headless mode). Plain characters are key
+    /// presses; <Enter> <Esc> <Tab> <S-Tab> <BS> <Del> <Space> <Up> <Down> <Left> <Right>
+    /// <Home> <End> <PgUp> <PgDn> <C-x> <lt> are keys; <wait> waits until the current run is
+    /// complete, <wait:500ms> handles events for that long, <shells:N> waits until N shells
+    /// are shown, <resize:WxH> resizes the virtual terminal
+    #[arg(long, value_name = "KEYS", requires = "headless")]
     pub keys: Option<String>,
+    /// Override one parameter of the preset, e.g. --set model.U=0.2 (as for `dnrg run`)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Parameters to differentiate with respect to, comma separated ("none" clears the preset's list)
+    #[arg(long, value_name = "P1,P2,...")]
+    pub derive: Option<String>,
+    /// Plain NRG: skip the impurity observables obtained by differentiation
+    #[arg(long)]
+    pub plain: bool,
 }
 
 /// Terminal size in cells.
@@ -47,7 +60,24 @@ impl FromStr for Size {
     }
 }
 
-pub fn tui(_args: TuiArgs) -> Result<ExitCode, CliError> {
-    eprintln!("the explorer is not built yet; try `dnrg run` or `dnrg presets`");
-    Ok(ExitCode::from(1))
+pub fn tui(args: TuiArgs) -> Result<ExitCode, CliError> {
+    let preset = PresetArgs {
+        preset: args.preset,
+        set: args.set,
+        derive: args.derive,
+        plain: args.plain,
+    }
+    .load()?;
+    let headless = args.headless.then(|| crate::tui::Headless {
+        size: (args.size.width, args.size.height),
+        keys: args.keys.unwrap_or_default(),
+    });
+    match crate::tui::run(crate::tui::Options { preset, headless }) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(crate::tui::Error::Unavailable(reason)) => {
+            eprintln!("error: {reason}");
+            Ok(ExitCode::from(1))
+        }
+        Err(crate::tui::Error::Failed(reason)) => Err(CliError::new(reason)),
+    }
 }

@@ -1,0 +1,991 @@
+//! The explorer's state and its key handling. The UI thread owns the [`App`]; it changes only
+//! in [`App::handle`], which tells the loop whether anything visible changed.
+
+use super::event::{Event, JobId};
+use super::export::{self, ExportError};
+use super::fields::{self, Field};
+use super::flow;
+use super::input::{Input, Outcome};
+use super::sensitivities;
+use super::theme::Theme;
+use super::worker::Job;
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use dnrg::params::{ModelKind, Param, RunConfig};
+use dnrg::preset::{LoadedPreset, Origin, Override, PresetError, PresetInfo, PresetStore};
+use dnrg::record::{Header, ShellRecord, Summary};
+use std::path::Path;
+use std::time::Duration;
+
+/// The four panels; on small terminals one at a time (tabs), on large ones all of them, and
+/// this is then the focused one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Flow,
+    Thermo,
+    Sensitivities,
+    Parameters,
+}
+
+impl View {
+    pub const ALL: [View; 4] = [
+        View::Flow,
+        View::Thermo,
+        View::Sensitivities,
+        View::Parameters,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Flow => "Flow",
+            View::Thermo => "Thermo",
+            View::Sensitivities => "Sensitivities",
+            View::Parameters => "Parameters",
+        }
+    }
+
+    fn index(self) -> usize {
+        View::ALL.iter().position(|&v| v == self).unwrap_or(0)
+    }
+}
+
+/// Everything received for one job.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub job: JobId,
+    pub config: RunConfig,
+    pub header: Option<Header>,
+    pub shells: Vec<ShellRecord>,
+    pub elapsed: Vec<Duration>,
+    pub summary: Option<Summary>,
+    pub error: Option<String>,
+}
+
+impl RunData {
+    fn new(job: JobId, config: RunConfig) -> RunData {
+        RunData {
+            job,
+            config,
+            header: None,
+            shells: Vec::new(),
+            elapsed: Vec::new(),
+            summary: None,
+            error: None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.summary.is_none() && self.error.is_none()
+    }
+
+    pub fn n_max(&self) -> Option<usize> {
+        self.header.as_ref().map(|h| h.n_max)
+    }
+
+    /// Parameters to differentiate with respect to, in the run's order.
+    pub fn derive(&self) -> Vec<Param> {
+        match &self.header {
+            Some(h) => h.derive.clone(),
+            None => self.config.derive.clone(),
+        }
+    }
+}
+
+/// A run kept for comparison, with what differs from the current parameters.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    pub run: RunData,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Info,
+    Ok,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub kind: MessageKind,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    SavePreset,
+    Export,
+}
+
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub input: Input,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConfirmAction {
+    OverwritePreset(String),
+    OverwriteExport(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Confirm {
+    pub question: String,
+    pub action: ConfirmAction,
+}
+
+#[derive(Debug, Clone)]
+pub struct PresetPicker {
+    pub items: Vec<PresetInfo>,
+    pub selected: usize,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Overlay {
+    None,
+    Help { scroll: u16 },
+    Presets(PresetPicker),
+    Prompt(Prompt),
+    Confirm(Confirm),
+}
+
+/// Startup settings.
+pub struct AppInit {
+    pub theme: Theme,
+    /// Show wall-clock times (off in headless mode, so that screens are reproducible).
+    pub show_times: bool,
+    pub store: PresetStore,
+    pub preset: LoadedPreset,
+    /// `!` panics (set by [`PANIC_KEY_ENV`]): lets the terminal test check that a panic
+    /// restores the terminal.
+    pub panic_key: bool,
+    pub size: (u16, u16),
+}
+
+/// Environment variable that makes `!` panic, for testing the panic hook.
+pub const PANIC_KEY_ENV: &str = "DNRG_TUI_PANIC_KEY";
+
+pub struct App {
+    pub theme: Theme,
+    panic_key: bool,
+    pub show_times: bool,
+    pub store: PresetStore,
+    /// Name (or path) of the preset the parameters came from.
+    pub preset_name: String,
+    pub description: String,
+    /// The preset's own parameters, to mark edits with `*`.
+    pub pristine: Option<RunConfig>,
+    /// The parameters of the current job.
+    pub config: RunConfig,
+    pub run: RunData,
+    pub pinned: Option<Pinned>,
+    pub view: View,
+    /// Selected row of the parameters panel (index into [`fields::visible`]).
+    pub param_sel: usize,
+    /// The selected parameter's value being typed.
+    pub editing: Option<Input>,
+    /// Selected shell; `None` follows the newest one.
+    pub shell_cursor: Option<usize>,
+    /// Selected level of the cursor shell (index into [`flow::sorted_levels`]).
+    pub level_sel: usize,
+    /// Parity of the flow diagram shown on small terminals (0 even, 1 odd).
+    pub parity: usize,
+    /// Selected observable of the sensitivities panel.
+    pub sens_obs: usize,
+    /// Selected derivative parameter (index into the run's derive list).
+    pub sens_param: usize,
+    pub overlay: Overlay,
+    pub message: Option<Message>,
+    pub size: (u16, u16),
+    pub quit: bool,
+    next_id: JobId,
+    pending: Option<Job>,
+}
+
+impl App {
+    pub fn new(init: AppInit) -> App {
+        let pristine = init
+            .store
+            .load(&init.preset.name, &[])
+            .ok()
+            .map(|p| p.config);
+        let config = init.preset.config.clone();
+        let mut app = App {
+            theme: init.theme,
+            show_times: init.show_times,
+            panic_key: init.panic_key,
+            store: init.store,
+            preset_name: init.preset.name,
+            description: init.preset.description,
+            pristine,
+            config: config.clone(),
+            run: RunData::new(0, config),
+            pinned: None,
+            view: View::Flow,
+            // the first model parameter (U or J), so that +/− nudge it from any panel
+            param_sel: 1,
+            editing: None,
+            shell_cursor: None,
+            level_sel: 0,
+            parity: 0,
+            sens_obs: 0,
+            sens_param: 0,
+            overlay: Overlay::None,
+            message: None,
+            size: init.size,
+            quit: false,
+            next_id: 0,
+            pending: None,
+        };
+        app.restart();
+        app
+    }
+
+    /// The job to hand to the worker, if the parameters changed since the last call.
+    pub fn take_job(&mut self) -> Option<Job> {
+        self.pending.take()
+    }
+
+    /// Cancel the current job (the worker notices before its next shell) and start over.
+    pub fn restart(&mut self) {
+        self.next_id += 1;
+        self.run = RunData::new(self.next_id, self.config.clone());
+        self.pending = Some(Job {
+            id: self.next_id,
+            config: self.config.clone(),
+        });
+    }
+
+    /// Number of jobs started so far.
+    pub fn jobs_started(&self) -> JobId {
+        self.next_id
+    }
+
+    pub fn modified(&self) -> bool {
+        self.pristine.as_ref() != Some(&self.config)
+    }
+
+    pub fn is_large(&self) -> bool {
+        super::ui::is_large(self.size)
+    }
+
+    /// Apply an event; `true` if the screen needs redrawing.
+    pub fn handle(&mut self, event: Event) -> bool {
+        match event {
+            Event::Key(key) => {
+                if key.kind == KeyEventKind::Release {
+                    return false;
+                }
+                self.handle_key(key);
+                true
+            }
+            Event::Resize(w, h) => {
+                self.size = (w, h);
+                true
+            }
+            Event::Tick => false,
+            Event::Started { job, header } => {
+                if job != self.run.job {
+                    return false;
+                }
+                self.run.header = Some(*header);
+                true
+            }
+            Event::Shell {
+                job,
+                record,
+                elapsed,
+            } => {
+                if job != self.run.job {
+                    return false;
+                }
+                self.run.shells.push(*record);
+                self.run.elapsed.push(elapsed);
+                true
+            }
+            Event::Done { job, summary } => {
+                if job != self.run.job {
+                    return false;
+                }
+                self.run.summary = Some(*summary);
+                true
+            }
+            Event::Failed { job, error } => {
+                if job != self.run.job {
+                    return false;
+                }
+                self.set_message(MessageKind::Error, format!("run failed: {error}"));
+                self.run.error = Some(error);
+                true
+            }
+        }
+    }
+
+    fn set_message(&mut self, kind: MessageKind, text: impl Into<String>) {
+        self.message = Some(Message {
+            kind,
+            text: text.into(),
+        });
+    }
+
+    pub fn visible_fields(&self) -> Vec<Field> {
+        fields::visible(self.config.model.kind)
+    }
+
+    pub fn selected_field(&self) -> Field {
+        let rows = self.visible_fields();
+        rows[self.param_sel.min(rows.len() - 1)]
+    }
+
+    /// The shell under the cursor, if any shell arrived.
+    pub fn cursor_shell(&self) -> Option<usize> {
+        let len = self.run.shells.len();
+        if len == 0 {
+            return None;
+        }
+        Some(self.shell_cursor.map_or(len - 1, |c| c.min(len - 1)))
+    }
+
+    /// The derivative parameter picked for the sensitivities (and the dE column of the flow).
+    pub fn sens_param(&self) -> Option<Param> {
+        let derive = self.run.derive();
+        (!derive.is_empty()).then(|| derive[self.sens_param % derive.len()])
+    }
+
+    fn handle_key(&mut self, key: KeyEvent) {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && key.code == KeyCode::Char('c') && self.editing.is_none() {
+            self.quit = true;
+            return;
+        }
+        match std::mem::replace(&mut self.overlay, Overlay::None) {
+            Overlay::None => {}
+            Overlay::Help { scroll } => {
+                self.overlay = help_key(key, scroll);
+                if key.code == KeyCode::Char('q') {
+                    self.quit = true;
+                }
+                return;
+            }
+            Overlay::Presets(picker) => return self.presets_key(key, picker),
+            Overlay::Prompt(prompt) => return self.prompt_key(key, prompt),
+            Overlay::Confirm(confirm) => return self.confirm_key(key, confirm),
+        }
+        if let Some(input) = self.editing.take() {
+            return self.edit_key(key, input);
+        }
+        self.message = None;
+        if self.panic_key && key.code == KeyCode::Char('!') {
+            panic!("panic requested with {PANIC_KEY_ENV} (testing the terminal restore)");
+        }
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
+            KeyCode::Char('?') | KeyCode::F(1) => self.overlay = Overlay::Help { scroll: 0 },
+            KeyCode::Tab => self.view = View::ALL[(self.view.index() + 1) % 4],
+            KeyCode::BackTab => self.view = View::ALL[(self.view.index() + 3) % 4],
+            KeyCode::Char(c @ '1'..='4') => self.view = View::ALL[c as usize - '1' as usize],
+            KeyCode::Char('p') => self.open_presets(),
+            KeyCode::Char('s') => self.open_save(),
+            KeyCode::Char('e') => self.open_export(),
+            KeyCode::Char('P') => self.toggle_pin(),
+            KeyCode::Char('r') => {
+                self.restart();
+                self.set_message(MessageKind::Info, "restarted");
+            }
+            KeyCode::Char('+') | KeyCode::Char('=') => self.step_selected(true),
+            KeyCode::Char('-') | KeyCode::Char('_') => self.step_selected(false),
+            KeyCode::Char('d') => self.toggle_derive(),
+            KeyCode::Char('o') => self.toggle_parity(),
+            KeyCode::Char('t') => self.next_sens_param(),
+            KeyCode::Enter if self.view == View::Parameters => self.begin_edit(),
+            KeyCode::Up | KeyCode::Char('k') => self.vertical(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.vertical(1),
+            KeyCode::PageUp => self.vertical(-5),
+            KeyCode::PageDown => self.vertical(5),
+            KeyCode::Left | KeyCode::Char('h') => self.horizontal(-1),
+            KeyCode::Right | KeyCode::Char('l') => self.horizontal(1),
+            KeyCode::Home if self.view == View::Parameters => self.param_sel = 0,
+            KeyCode::End if self.view == View::Parameters => {
+                self.param_sel = self.visible_fields().len() - 1;
+            }
+            KeyCode::Home => self.shell_cursor = Some(0),
+            KeyCode::End => self.shell_cursor = None,
+            _ => {}
+        }
+    }
+
+    fn vertical(&mut self, delta: i64) {
+        let clamp = |v: usize, len: usize| -> usize {
+            (v as i64 + delta).clamp(0, len.saturating_sub(1) as i64) as usize
+        };
+        match self.view {
+            View::Parameters => {
+                self.param_sel = clamp(self.param_sel, self.visible_fields().len());
+            }
+            View::Flow => {
+                let n = flow::table_shell(self)
+                    .map_or(0, |s| flow::sorted_levels(&self.run.shells[s]).len());
+                self.level_sel = clamp(self.level_sel, n);
+            }
+            View::Thermo => {}
+            View::Sensitivities => {
+                let n = sensitivities::observables(&self.run).len();
+                self.sens_obs = clamp(self.sens_obs, n);
+            }
+        }
+    }
+
+    fn horizontal(&mut self, delta: i64) {
+        if self.view == View::Parameters {
+            return self.step_selected(delta > 0);
+        }
+        let len = self.run.shells.len();
+        if len == 0 {
+            return;
+        }
+        // a single flow diagram shows one parity: move within it, from the shell it shows
+        let single = self.view == View::Flow && !flow::both_parities(self);
+        let step = if single { 2 } else { 1 };
+        let current = if single {
+            flow::table_shell(self).or(self.cursor_shell())
+        } else {
+            self.cursor_shell()
+        }
+        .unwrap_or(0) as i64;
+        let mut next = current + delta * step;
+        if next < 0 {
+            next = current.rem_euclid(step);
+        }
+        let next = next as usize;
+        self.shell_cursor = if next >= len - 1 && self.run.is_running() {
+            None
+        } else {
+            Some(next.min(len - 1))
+        };
+        if let Some(c) = self.cursor_shell() {
+            self.parity = c % 2;
+        }
+    }
+
+    fn toggle_parity(&mut self) {
+        self.parity ^= 1;
+        if let Some(c) = self.shell_cursor {
+            let len = self.run.shells.len();
+            self.shell_cursor = Some(if c + 1 < len {
+                c + 1
+            } else {
+                c.saturating_sub(1)
+            });
+        }
+        let name = if self.parity == 0 { "even" } else { "odd" };
+        self.set_message(MessageKind::Info, format!("flow diagram: {name} shells"));
+    }
+
+    fn next_sens_param(&mut self) {
+        let derive = self.run.derive();
+        if derive.is_empty() {
+            self.set_message(
+                MessageKind::Info,
+                "no derivatives: select a parameter (4) and press d to differentiate",
+            );
+            return;
+        }
+        self.sens_param = (self.sens_param + 1) % derive.len();
+        let p = derive[self.sens_param];
+        self.set_message(MessageKind::Info, format!("sensitivities: d/d{p}"));
+    }
+
+    // ---- parameters ------------------------------------------------------------------
+
+    /// Apply overrides to the current parameters through the preset machinery (the same
+    /// parsing and validation as `--set`), restart if anything changed.
+    fn apply(&mut self, overrides: &[Override]) -> Result<bool, String> {
+        let text = dnrg::preset::to_toml(&self.config, &self.description);
+        let loaded = dnrg::preset::parse(
+            &self.preset_name,
+            &text,
+            Origin::Flag("explorer".into()),
+            overrides,
+        )
+        .map_err(|e| e.reason())?;
+        if loaded.config == self.config {
+            return Ok(false);
+        }
+        let kind_changed = loaded.config.model.kind != self.config.model.kind;
+        let selected = self.selected_field();
+        self.config = loaded.config;
+        if kind_changed {
+            let rows = self.visible_fields();
+            self.param_sel = rows.iter().position(|&f| f == selected).unwrap_or(0);
+        }
+        self.restart();
+        Ok(true)
+    }
+
+    fn set_value(&mut self, field: Field, value: &str) -> Result<bool, String> {
+        let mut overrides = vec![set_override(field, value)?];
+        if field == Field::Kind {
+            // keep only the derivatives the new model has
+            if let Some(kind) = ModelKind::ALL.into_iter().find(|k| k.name() == value) {
+                let kept: Vec<&str> = self
+                    .config
+                    .derive
+                    .iter()
+                    .filter(|p| kind.parameters().contains(p))
+                    .map(|p| p.name())
+                    .collect();
+                overrides.push(Override::derive(&kept.join(",")));
+            }
+        }
+        self.apply(&overrides)
+    }
+
+    fn changed_message(&mut self, field: Field) {
+        let text = format!(
+            "{} = {}  → restarted",
+            field.key(),
+            field.value(&self.config)
+        );
+        self.set_message(MessageKind::Info, text);
+    }
+
+    fn step_selected(&mut self, up: bool) {
+        let field = self.selected_field();
+        let result = field
+            .step(&self.config, up)
+            .and_then(|value| self.set_value(field, &value));
+        match result {
+            Ok(true) => self.changed_message(field),
+            Ok(false) => {}
+            Err(e) => self.set_message(MessageKind::Error, e),
+        }
+    }
+
+    fn begin_edit(&mut self) {
+        let field = self.selected_field();
+        if field.choices().is_some() {
+            return self.step_selected(true);
+        }
+        self.editing = Some(Input::new(&field.value(&self.config)));
+    }
+
+    fn edit_key(&mut self, key: KeyEvent, mut input: Input) {
+        match input.handle(key) {
+            Outcome::Editing => self.editing = Some(input),
+            Outcome::Cancel => self.message = None,
+            Outcome::Submit => {
+                let field = self.selected_field();
+                match self.set_value(field, input.text.trim()) {
+                    Ok(true) => self.changed_message(field),
+                    Ok(false) => self.message = None,
+                    Err(e) => {
+                        // refused: keep editing, show why
+                        self.set_message(MessageKind::Error, e);
+                        input.fresh = false;
+                        self.editing = Some(input);
+                    }
+                }
+            }
+        }
+    }
+
+    fn toggle_derive(&mut self) {
+        let field = self.selected_field();
+        let Some(param) = field.param() else {
+            self.set_message(
+                MessageKind::Error,
+                format!("{} cannot be differentiated", field.key()),
+            );
+            return;
+        };
+        let mut set = self.config.derive.clone();
+        if let Some(i) = set.iter().position(|&p| p == param) {
+            set.remove(i);
+        } else {
+            set.push(param);
+        }
+        // display order of the model's parameters
+        let list: Vec<&str> = self
+            .config
+            .model
+            .kind
+            .parameters()
+            .iter()
+            .filter(|p| set.contains(p))
+            .map(|p| p.name())
+            .collect();
+        match self.apply(&[Override::derive(&list.join(","))]) {
+            Ok(_) => {
+                let list = if list.is_empty() {
+                    "none".to_string()
+                } else {
+                    list.join(", ")
+                };
+                self.set_message(MessageKind::Info, format!("derive = {list}  → restarted"));
+            }
+            Err(e) => self.set_message(MessageKind::Error, e),
+        }
+    }
+
+    // ---- pin -------------------------------------------------------------------------
+
+    fn toggle_pin(&mut self) {
+        if self.pinned.take().is_some() {
+            self.set_message(MessageKind::Info, "comparison run unpinned");
+        } else if self.run.shells.is_empty() {
+            self.set_message(MessageKind::Error, "nothing to pin yet");
+        } else {
+            self.pinned = Some(Pinned {
+                run: self.run.clone(),
+            });
+            self.set_message(
+                MessageKind::Info,
+                "run pinned: change a parameter to compare (P unpins)",
+            );
+        }
+    }
+
+    /// What differs between the pinned run and the current parameters, e.g. `U 0.1→0.2`.
+    pub fn pinned_diff(&self) -> Option<String> {
+        let pinned = &self.pinned.as_ref()?.run.config;
+        let kind = self.config.model.kind;
+        let mut diffs: Vec<String> = Field::ALL
+            .into_iter()
+            .filter(|f| f.visible(kind) || f.visible(pinned.model.kind))
+            .filter_map(|f| {
+                let (a, b) = (f.value(pinned), f.value(&self.config));
+                (a != b).then(|| format!("{} {a}→{b}", f.name()))
+            })
+            .collect();
+        if pinned.derive != self.config.derive {
+            diffs.push("derive".into());
+        }
+        Some(if diffs.is_empty() {
+            "same parameters".into()
+        } else {
+            diffs.join(", ")
+        })
+    }
+
+    // ---- presets ---------------------------------------------------------------------
+
+    fn open_presets(&mut self) {
+        let items = self.store.list();
+        let selected = items
+            .iter()
+            .position(|p| p.name == self.preset_name)
+            .unwrap_or(0);
+        self.overlay = Overlay::Presets(PresetPicker {
+            items,
+            selected,
+            error: None,
+        });
+    }
+
+    fn presets_key(&mut self, key: KeyEvent, mut picker: PresetPicker) {
+        let n = picker.items.len();
+        match key.code {
+            KeyCode::Esc | KeyCode::Char('p') => return,
+            KeyCode::Char('q') => {
+                self.quit = true;
+                return;
+            }
+            KeyCode::Up | KeyCode::Char('k') => picker.selected = picker.selected.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => {
+                picker.selected = (picker.selected + 1).min(n.saturating_sub(1))
+            }
+            KeyCode::Home => picker.selected = 0,
+            KeyCode::End => picker.selected = n.saturating_sub(1),
+            KeyCode::Enter => {
+                let Some(item) = picker.items.get(picker.selected) else {
+                    return;
+                };
+                if let Some(error) = &item.error {
+                    picker.error = Some(format!("cannot load '{}': {error}", item.name));
+                } else {
+                    match self.store.load_listed(item) {
+                        Ok(loaded) => {
+                            self.load_preset(loaded);
+                            return;
+                        }
+                        Err(e) => picker.error = Some(e.to_string()),
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.overlay = Overlay::Presets(picker);
+    }
+
+    fn load_preset(&mut self, loaded: LoadedPreset) {
+        let selected = self.selected_field();
+        self.preset_name = loaded.name;
+        self.description = loaded.description;
+        self.pristine = Some(loaded.config.clone());
+        self.config = loaded.config;
+        let rows = self.visible_fields();
+        self.param_sel = rows.iter().position(|&f| f == selected).unwrap_or(0);
+        self.restart();
+        let text = format!("loaded preset '{}'", self.preset_name);
+        self.set_message(MessageKind::Ok, text);
+    }
+
+    // ---- save / export prompts -------------------------------------------------------
+
+    fn open_save(&mut self) {
+        let is_user = self
+            .store
+            .user_dir()
+            .is_some_and(|d| d.join(format!("{}.toml", self.preset_name)).is_file());
+        let default = if is_user {
+            self.preset_name.as_str()
+        } else {
+            ""
+        };
+        self.overlay = Overlay::Prompt(Prompt {
+            kind: PromptKind::SavePreset,
+            input: Input::new(default),
+            error: None,
+        });
+    }
+
+    fn open_export(&mut self) {
+        self.overlay = Overlay::Prompt(Prompt {
+            kind: PromptKind::Export,
+            input: Input::new("dnrg-export.jsonl"),
+            error: None,
+        });
+    }
+
+    fn prompt_key(&mut self, key: KeyEvent, mut prompt: Prompt) {
+        if prompt.kind == PromptKind::Export && key.code == KeyCode::Tab {
+            // switch the format by switching the extension
+            let text = &prompt.input.text;
+            let swapped = if let Some(stem) = text.strip_suffix(".jsonl") {
+                format!("{stem}.csv")
+            } else if let Some(stem) = text.strip_suffix(".csv") {
+                format!("{stem}.jsonl")
+            } else {
+                format!("{text}.csv")
+            };
+            prompt.input = Input::new(&swapped);
+            prompt.input.fresh = false;
+            self.overlay = Overlay::Prompt(prompt);
+            return;
+        }
+        match prompt.input.handle(key) {
+            Outcome::Editing => self.overlay = Overlay::Prompt(prompt),
+            Outcome::Cancel => {}
+            Outcome::Submit => {
+                let text = prompt.input.text.trim().to_string();
+                let result = match prompt.kind {
+                    PromptKind::SavePreset => self.save_preset(&text, false),
+                    PromptKind::Export => self.export(&text, false),
+                };
+                if let Err(error) = result {
+                    prompt.error = Some(error);
+                    prompt.input.fresh = false;
+                    self.overlay = Overlay::Prompt(prompt);
+                }
+            }
+        }
+    }
+
+    fn confirm_key(&mut self, key: KeyEvent, confirm: Confirm) {
+        match key.code {
+            KeyCode::Char('y') | KeyCode::Char('Y') => {
+                let result = match &confirm.action {
+                    ConfirmAction::OverwritePreset(name) => self.save_preset(name, true),
+                    ConfirmAction::OverwriteExport(path) => self.export(path, true),
+                };
+                if let Err(e) = result {
+                    self.set_message(MessageKind::Error, e);
+                }
+            }
+            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => {
+                self.set_message(MessageKind::Info, "not overwritten");
+            }
+            _ => self.overlay = Overlay::Confirm(confirm),
+        }
+    }
+
+    /// Save as a user preset; an existing one is only replaced after a confirmation.
+    fn save_preset(&mut self, name: &str, overwrite: bool) -> Result<(), String> {
+        match self
+            .store
+            .save(name, &self.description, &self.config, overwrite)
+        {
+            Ok(path) => {
+                self.preset_name = name.to_string();
+                self.pristine = Some(self.config.clone());
+                self.set_message(
+                    MessageKind::Ok,
+                    format!("saved preset '{name}' to {}", path.display()),
+                );
+                Ok(())
+            }
+            Err(PresetError::Exists { location, .. }) => {
+                self.overlay = Overlay::Confirm(Confirm {
+                    question: format!("Preset '{name}' already exists ({location}). Overwrite?"),
+                    action: ConfirmAction::OverwritePreset(name.to_string()),
+                });
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn export(&mut self, path: &str, overwrite: bool) -> Result<(), String> {
+        if self.run.is_running() {
+            return Err("the run is still computing; export it once it is complete".into());
+        }
+        let (Some(header), Some(summary)) = (&self.run.header, &self.run.summary) else {
+            return Err("nothing to export: the run failed".into());
+        };
+        let mut header = header.clone();
+        header.preset = Some(self.preset_name.clone());
+        header.description = Some(self.description.clone()).filter(|d| !d.is_empty());
+        match export::write(
+            Path::new(path),
+            &header,
+            &self.run.shells,
+            summary,
+            overwrite,
+        ) {
+            Ok(written) => {
+                let format = export::format_for(path);
+                self.set_message(
+                    MessageKind::Ok,
+                    format!(
+                        "exported {} shells as {format} to {}",
+                        self.run.shells.len(),
+                        written.display()
+                    ),
+                );
+                Ok(())
+            }
+            Err(ExportError::Exists(p)) => {
+                self.overlay = Overlay::Confirm(Confirm {
+                    question: format!("{} exists. Overwrite?", p.display()),
+                    action: ConfirmAction::OverwriteExport(path.to_string()),
+                });
+                Ok(())
+            }
+            Err(ExportError::Other(e)) => Err(e),
+        }
+    }
+}
+
+fn help_key(key: KeyEvent, scroll: u16) -> Overlay {
+    match key.code {
+        KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q') | KeyCode::Enter => Overlay::None,
+        KeyCode::Down | KeyCode::Char('j') => Overlay::Help {
+            scroll: scroll.saturating_add(1),
+        },
+        KeyCode::Up | KeyCode::Char('k') => Overlay::Help {
+            scroll: scroll.saturating_sub(1),
+        },
+        KeyCode::PageDown | KeyCode::Char(' ') => Overlay::Help {
+            scroll: scroll.saturating_add(10),
+        },
+        KeyCode::PageUp => Overlay::Help {
+            scroll: scroll.saturating_sub(10),
+        },
+        KeyCode::Home => Overlay::Help { scroll: 0 },
+        _ => Overlay::Help { scroll },
+    }
+}
+
+/// `--set`-style override of one field. Numbers typed loosely (`.5`, `1E-3`) are normalized
+/// for floating-point keys; integer keys get the text as typed, so that the preset
+/// machinery reports `300.5` exactly as it would in a file.
+fn set_override(field: Field, value: &str) -> Result<Override, String> {
+    if value.is_empty() {
+        return Err(format!("{}: no value given", field.key()));
+    }
+    let value = match value.parse::<f64>() {
+        Ok(v) if field.choices().is_none() && !field.is_integer() && v.is_finite() => {
+            super::plot::fmt_exact(v)
+        }
+        _ => value.to_string(),
+    };
+    Override::set(&format!("{}={value}", field.key())).map_err(|e| e.reason())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        let preset = dnrg::preset::PresetStore::with_config_dir("/nonexistent")
+            .load("resonant-level", &[])
+            .unwrap();
+        App::new(AppInit {
+            theme: Theme { mono: true },
+            show_times: false,
+            panic_key: false,
+            store: PresetStore::with_config_dir("/nonexistent"),
+            preset,
+            size: (80, 24),
+        })
+    }
+
+    fn press(app: &mut App, keys: &str) {
+        for step in super::super::script::parse(keys).unwrap() {
+            if let super::super::script::Step::Key(k) = step {
+                app.handle(Event::Key(k));
+            }
+        }
+    }
+
+    #[test]
+    fn edits_restart_with_a_new_job_and_stale_messages_are_dropped() {
+        let mut a = app();
+        let first = a.take_job().unwrap();
+        assert_eq!(first.id, 1);
+        press(&mut a, "4<Enter>0.2<Enter>");
+        assert_eq!(a.config.model.u, 0.2);
+        let job = a.take_job().unwrap();
+        assert_eq!(job.id, 2);
+        assert_eq!(job.config.model.u, 0.2);
+        assert!(a.message.as_ref().unwrap().text.contains("model.U = 0.2"));
+        // a message of the old job changes nothing
+        let stale = Event::Failed {
+            job: 1,
+            error: "x".into(),
+        };
+        assert!(!a.handle(stale));
+        assert!(a.run.error.is_none());
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_cli_reason() {
+        let mut a = app();
+        a.take_job();
+        // Gamma is two rows below U
+        press(&mut a, "4<Down><Down><Enter>-1<Enter>");
+        let message = a.message.clone().unwrap();
+        assert_eq!(message.kind, MessageKind::Error);
+        assert_eq!(message.text, "model.Gamma = -1.0: must be ≥ 0 (Γ = πρV²)");
+        assert!(a.editing.is_some(), "still editing");
+        assert!(a.take_job().is_none(), "no restart");
+        press(&mut a, "<Esc>");
+        assert!(a.editing.is_none());
+        press(&mut a, "<Up><Up><Enter>abc<Enter>");
+        assert_eq!(
+            a.message.clone().unwrap().text,
+            "model.U: expected a number, found string"
+        );
+    }
+
+    #[test]
+    fn switching_the_model_keeps_only_its_derivatives() {
+        let mut a = app();
+        press(&mut a, "4d<Down>d");
+        assert_eq!(a.config.derive, vec![Param::EpsD, Param::U]);
+        press(&mut a, "<Home>+");
+        assert_eq!(a.config.model.kind, ModelKind::Kondo);
+        assert!(a.config.derive.is_empty());
+    }
+}

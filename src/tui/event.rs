@@ -1,0 +1,39 @@
+//! Everything the UI thread reacts to arrives as one [`Event`] on one channel: keys and resizes
+//! from the terminal (or the headless key script), and the solver's messages from the worker.
+//! Solver messages carry the id of the job they belong to; the app drops stale ones.
+
+use crossterm::event::KeyEvent;
+use dnrg::record::{Header, ShellRecord, Summary};
+use std::time::Duration;
+
+/// Identifies one solver job; every parameter change starts a new one.
+pub type JobId = u64;
+
+#[derive(Debug)]
+pub enum Event {
+    Key(KeyEvent),
+    Resize(u16, u16),
+    /// The job's run was set up: resolved parameters and the chain.
+    Started {
+        job: JobId,
+        header: Box<Header>,
+    },
+    /// One more shell, with the time it took.
+    Shell {
+        job: JobId,
+        record: Box<ShellRecord>,
+        elapsed: Duration,
+    },
+    /// The job ran to the last shell.
+    Done {
+        job: JobId,
+        summary: Box<Summary>,
+    },
+    /// The job could not run (or the solver panicked).
+    Failed {
+        job: JobId,
+        error: String,
+    },
+    /// Time passed (the redraw throttle wakes the loop with this).
+    Tick,
+}

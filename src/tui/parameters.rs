@@ -1,0 +1,152 @@
+//! The parameters panel: every model, NRG and output parameter of the run with its value,
+//! the derive toggles ([x] = differentiated) and an inline editor. Edits are applied through
+//! the preset machinery; a refused value stays in the editor and the reason is shown below.
+
+use super::app::{App, MessageKind, View};
+use super::fields::Field;
+use super::ui::{self, fit, pad};
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+
+const SECTION_W: usize = 7;
+const MARK_W: usize = 4;
+const NAME_W: usize = 21;
+const VALUE_W: usize = 15;
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
+    let inner = ui::panel_inner(frame, area, app, View::Parameters, framed);
+    let theme = app.theme;
+    let rows = app.visible_fields();
+    let sel = app.param_sel.min(rows.len() - 1);
+    let w = inner.width as usize;
+    // narrow panels lose the section column, then the descriptions
+    let section_w = if w >= SECTION_W + MARK_W + NAME_W + VALUE_W + 20 {
+        SECTION_W
+    } else {
+        0
+    };
+    let name_w = if w >= MARK_W + NAME_W + VALUE_W {
+        NAME_W
+    } else {
+        15
+    };
+    let desc_w = w.saturating_sub(section_w + MARK_W + name_w + VALUE_W);
+    let compact = desc_w < 12;
+
+    let mut lines = Vec::new();
+    let head = format!(
+        "{}{}{}{}",
+        pad("", section_w),
+        pad("∂", MARK_W),
+        pad("parameter", name_w),
+        pad("value", VALUE_W)
+    );
+    let mut head_spans = vec![Span::styled(head, theme.dim())];
+    if !compact {
+        head_spans.push(Span::styled("meaning", theme.dim()));
+    }
+    lines.push(Line::from(head_spans));
+
+    // bottom: help for the selected row and the message (edit errors)
+    let footer = footer(app, rows[sel]);
+    let body_rows = (inner.height as usize).saturating_sub(1 + footer.len());
+    let first = sel.saturating_sub(body_rows.saturating_sub(1));
+    let mut last_section = "";
+    for (i, &field) in rows.iter().enumerate() {
+        let section = field.section();
+        let show_section = section != last_section;
+        last_section = section;
+        if i < first || i >= first + body_rows {
+            continue;
+        }
+        let selected = i == sel;
+        let mark = match field.param() {
+            Some(p) if app.config.derive.contains(&p) => "[x]",
+            Some(_) => "[ ]",
+            None => "",
+        };
+        let name = field.name();
+        let mut spans = vec![
+            Span::styled(
+                pad(if show_section { section } else { "" }, section_w),
+                theme.dim(),
+            ),
+            Span::styled(pad(mark, MARK_W), theme.text()),
+            Span::styled(
+                pad(name, name_w),
+                if selected {
+                    theme.selected()
+                } else {
+                    theme.text()
+                },
+            ),
+        ];
+        match (&app.editing, selected) {
+            (Some(input), true) => {
+                let (before, at, after) = input.parts();
+                let style = if input.fresh {
+                    theme.selected()
+                } else {
+                    theme.input()
+                };
+                spans.push(Span::styled(format!(" {before}"), style));
+                spans.push(Span::styled(at, theme.selected()));
+                let used = 1 + input.text.chars().count() + 1;
+                spans.push(Span::styled(after, style));
+                spans.push(Span::raw(" ".repeat(VALUE_W.saturating_sub(used))));
+            }
+            _ => {
+                let value = field.value(&app.config);
+                let style = if field.choices().is_some() {
+                    theme.key()
+                } else {
+                    theme.text()
+                };
+                spans.push(Span::styled(pad(&format!(" {value}"), VALUE_W), style));
+            }
+        }
+        if !compact {
+            spans.push(Span::styled(fit(field.description(), desc_w), theme.dim()));
+        }
+        lines.push(Line::from(spans));
+    }
+    let body = Rect {
+        height: inner.height.saturating_sub(footer.len() as u16),
+        ..inner
+    };
+    frame.render_widget(Paragraph::new(lines), body);
+    let foot = Rect {
+        y: inner.y + body.height,
+        height: inner.height - body.height,
+        ..inner
+    };
+    frame.render_widget(Paragraph::new(footer).wrap(Wrap { trim: true }), foot);
+}
+
+/// One or two lines under the table: the error of a refused edit, else how to change the
+/// selected parameter.
+fn footer(app: &App, field: Field) -> Vec<Line<'static>> {
+    let theme = app.theme;
+    if let Some(m) = &app.message
+        && m.kind == MessageKind::Error
+    {
+        return vec![Line::from(Span::styled(m.text.clone(), theme.error()))];
+    }
+    let mut spans = vec![Span::styled(format!("{}: ", field.key()), theme.title())];
+    if app.editing.is_some() {
+        spans.push(Span::raw("Enter applies, Esc cancels"));
+    } else if field.choices().is_some() {
+        spans.push(Span::raw("Enter or +/− cycles"));
+    } else {
+        spans.push(Span::raw(format!(
+            "Enter types a value, {}",
+            field.step_hint()
+        )));
+    }
+    if field.param().is_some() && app.editing.is_none() {
+        spans.push(Span::raw(", d toggles ∂"));
+    }
+    vec![Line::from(spans)]
+}

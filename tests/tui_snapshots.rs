@@ -1,0 +1,483 @@
+//! Snapshots of the explorer's screens, rendered by the real app loop in headless mode
+//! (`dnrg tui --headless`, ratatui's TestBackend) from real solver output.
+//!
+//! The run is small and deterministic (kondo-symmetric with keep = 120 down to T = 1e-6: 33
+//! shells, a fraction of a second); headless mode never shows wall-clock times, and every
+//! script waits for the run to complete before the screen is taken, so the screens are the
+//! same on every machine. Each test has its own working and configuration directory.
+//!
+//! Update after an intended change with `INSTA_UPDATE=always cargo test --release --test
+//! tui_snapshots` and review the diff of `tests/snapshots/`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+/// Small, fast and physically complete: free orbital → local moment → strong coupling begins
+/// (33 shells). Written out in full so that the snapshots do not depend on the shipped presets
+/// or on defaults.
+const PRESET_TOML: &str = r#"description = "Symmetric Anderson model in the Kondo regime, small (snapshot tests)"
+derive = ["eps_d", "U"]
+
+[model]
+kind = "siam"
+U = 0.1
+eps_d = -0.05
+Gamma = 0.005
+h = 0.0
+field = "total"
+
+[nrg]
+Lambda = 2.5
+discretization = "wilson"
+z = 1.0
+keep = 120
+e_cut = 0.0
+beta_bar = 0.75
+T_min = 1e-6
+gap_window = 0.2
+
+[output]
+levels = 16
+impurity_observables = true
+"#;
+
+const PRESET: &[&str] = &["snap.toml"];
+
+struct Sandbox {
+    root: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let root = TempDir::new().unwrap();
+        fs::create_dir(root.path().join("config")).unwrap();
+        fs::write(root.path().join("snap.toml"), PRESET_TOML).unwrap();
+        Sandbox { root }
+    }
+
+    fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Run `dnrg tui --headless` with the preset, a size, a key script and NO_COLOR or not.
+    /// The config dir is given relative to the working directory so that paths on screen
+    /// are the same on every machine.
+    fn headless(&self, size: &str, keys: &str, mono: bool, extra: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dnrg"));
+        cmd.arg("tui")
+            .arg("--headless")
+            .args(PRESET)
+            .args(extra)
+            .args(["--size", size, "--keys", keys])
+            .current_dir(self.path())
+            .env("DNRG_CONFIG_DIR", "config")
+            .env_remove("DNRG_TUI_STATS");
+        if mono {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        cmd.output().unwrap()
+    }
+
+    fn screen(&self, size: &str, keys: &str, mono: bool) -> String {
+        let out = self.headless(size, keys, mono, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "exit {:?}, stderr: {stderr}",
+            out.status.code()
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.path().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+fn screen(size: &str, keys: &str) -> String {
+    Sandbox::new().screen(size, keys, false)
+}
+
+fn assert_size(screen: &str, size: &str) {
+    let (w, h) = size.split_once('x').unwrap();
+    let (w, h): (usize, usize) = (w.parse().unwrap(), h.parse().unwrap());
+    assert_eq!(screen.lines().count(), h, "{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= w), "{screen}");
+}
+
+// ---- each view at 80×24 -------------------------------------------------------------------
+
+#[test]
+fn flow_80x24() {
+    let s = screen("80x24", "<wait>");
+    assert_size(&s, "80x24");
+    assert!(s.contains("[1 Flow]"));
+    assert!(s.contains("even N"));
+    assert!(s.contains("done"));
+    assert!(s.contains("shell  32/32"));
+    assert!(
+        !s.contains(" ms"),
+        "no wall-clock times in headless mode:\n{s}"
+    );
+    insta::assert_snapshot!("flow_80x24", s);
+}
+
+#[test]
+fn flow_odd_shells_with_a_level_cursor_80x24() {
+    let s = screen("80x24", "<wait>o<Left><Left><Down><Down><Down>");
+    assert!(s.contains("odd N"));
+    assert!(s.contains("N=27"), "{s}");
+    insta::assert_snapshot!("flow_odd_cursor_80x24", s);
+}
+
+#[test]
+fn thermo_80x24() {
+    let s = screen("80x24", "<wait>2");
+    assert!(s.contains("[2 Thermo]"));
+    for needle in [
+        "S_imp", "C_imp", "n_d", "Tχ_imp", "docc", "ln4", "ln2", "1/4", "1/8",
+    ] {
+        assert!(s.contains(needle), "{needle} missing:\n{s}");
+    }
+    assert!(s.contains("log10 T"));
+    assert!(s.contains("T_K 3.35e-6"), "{s}");
+    insta::assert_snapshot!("thermo_80x24", s);
+}
+
+#[test]
+fn sensitivities_80x24() {
+    let s = screen("80x24", "<wait>3<Down>");
+    assert!(s.contains("∂S_imp/∂eps_d"), "{s}");
+    assert!(s.contains("dE/deps_d"));
+    insta::assert_snapshot!("sensitivities_80x24", s);
+}
+
+#[test]
+fn sensitivities_second_parameter_80x24() {
+    let s = screen("80x24", "<wait>3<Down><Down><Down><Down>t");
+    assert!(s.contains("∂n_d/∂U"), "{s}");
+    insta::assert_snapshot!("sensitivities_dU_80x24", s);
+}
+
+#[test]
+fn parameters_80x24() {
+    let s = screen("80x24", "<wait>4");
+    assert!(s.contains("[4 Parameters]"));
+    for needle in [
+        "kind",
+        "Gamma",
+        "Lambda",
+        "discretization",
+        "T_min",
+        "[x] U",
+    ] {
+        assert!(s.contains(needle), "{needle} missing:\n{s}");
+    }
+    insta::assert_snapshot!("parameters_80x24", s);
+}
+
+#[test]
+fn help_80x24() {
+    let s = screen("80x24", "<wait>?");
+    assert!(s.contains("Help"));
+    insta::assert_snapshot!("help_80x24", s);
+}
+
+#[test]
+fn help_lists_every_key_and_the_script_syntax() {
+    let s = screen("120x60", "<wait>?");
+    for key in [
+        "q  Esc", "? ", "Tab", "Home", "+  -", "r ", "P ", "p ", "s ", "e ", "o ", "t ", "d ",
+        "Enter",
+    ] {
+        assert!(s.contains(key), "{key:?} missing from the help:\n{s}");
+    }
+    for token in ["<wait>", "<wait:500ms>", "<shells:N>", "<Enter>", "<C-x>"] {
+        assert!(s.contains(token), "{token} missing from the help:\n{s}");
+    }
+}
+
+// ---- the large layout -------------------------------------------------------------------
+
+#[test]
+fn all_panels_160x48() {
+    let s = screen("160x48", "<wait>");
+    assert_size(&s, "160x48");
+    for title in ["1 Flow", "2 Thermo", "3 Sensitivities", "4 Parameters"] {
+        assert!(s.contains(title), "{title} missing:\n{s}");
+    }
+    assert!(s.contains("even N") && s.contains("odd N"), "both parities");
+    insta::assert_snapshot!("all_panels_160x48", s);
+}
+
+#[test]
+fn sensitivities_focused_160x48() {
+    let s = screen("160x48", "<wait>3<Down><Down><Left><Left><Left>");
+    assert!(s.contains("∂C_imp/∂eps_d"), "{s}");
+    insta::assert_snapshot!("sensitivities_focused_160x48", s);
+}
+
+// ---- monochrome (NO_COLOR): series told apart by glyphs ---------------------------------
+
+#[test]
+fn flow_no_color_80x24() {
+    let s = Sandbox::new().screen("80x24", "<wait>", true);
+    // sectors Q = 0, ±1 as o, +, x in the legend and in the plot
+    assert!(s.contains("o0 ++1 x-1"), "{s}");
+    insta::assert_snapshot!("flow_no_color_80x24", s);
+}
+
+#[test]
+fn thermo_no_color_80x24() {
+    let s = Sandbox::new().screen("80x24", "<wait>2", true);
+    assert!(s.contains("• S_imp") && s.contains("+ C_imp"), "{s}");
+    insta::assert_snapshot!("thermo_no_color_80x24", s);
+}
+
+#[test]
+fn all_panels_no_color_160x48() {
+    let s = Sandbox::new().screen("160x48", "<wait>", true);
+    insta::assert_snapshot!("all_panels_no_color_160x48", s);
+}
+
+// ---- interactions -----------------------------------------------------------------------
+
+#[test]
+fn invalid_value_is_refused_inline_with_the_cli_reason() {
+    let s = screen("80x24", "<wait>4<Down><Down><Enter>-1<Enter>");
+    assert!(
+        s.contains("model.Gamma = -1.0: must be ≥ 0 (Γ = πρV²)"),
+        "{s}"
+    );
+    assert!(s.contains("done"), "the run was not restarted:\n{s}");
+    insta::assert_snapshot!("refused_value_80x24", s);
+}
+
+#[test]
+fn the_refusal_matches_the_cli() {
+    let sandbox = Sandbox::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args(["run", "snap.toml", "--set", "model.Gamma=-1"])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    let cli = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        cli.contains("model.Gamma = -1.0: must be ≥ 0 (Γ = πρV²)"),
+        "{cli}"
+    );
+    let s = screen("80x24", "<wait>4<Down><Down><Enter>abc<Enter>");
+    assert!(
+        s.contains("model.Gamma: expected a number, found string"),
+        "{s}"
+    );
+    let s = screen("80x24", "<wait>4<PgDn><PgDn><Up><Up><Enter>300.5<Enter>");
+    assert!(
+        s.contains("nrg.keep: expected a positive integer, found float"),
+        "{s}"
+    );
+}
+
+#[test]
+fn editing_restarts_and_the_new_run_replaces_the_old() {
+    let s = screen("80x24", "<wait>4<Enter>0.2<Enter><wait>");
+    assert!(s.contains("model.U = 0.2  → restarted"), "{s}");
+    assert!(s.contains("U                     0.2"), "{s}");
+    assert!(s.contains("done"));
+}
+
+#[test]
+fn stepping_and_the_derive_toggle() {
+    let s = screen("80x24", "<wait>4<Down><Down>++d<wait>");
+    assert!(s.contains("derive = eps_d, U, Gamma"), "{s}");
+    assert!(s.contains("[x] Gamma                 0.0078125"), "{s}");
+}
+
+#[test]
+fn pinned_comparison_160x48() {
+    let s = screen("160x48", "<wait>P4<Enter>0.15<Enter><wait>2");
+    assert!(s.contains("pinned: U 0.1→0.15"), "{s}");
+    assert!(s.contains("· pinned"), "{s}");
+    insta::assert_snapshot!("pinned_160x48", s);
+}
+
+#[test]
+fn preset_picker_shows_broken_presets_and_keeps_running() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "config/presets/broken.toml",
+        "description = \"x\"\n[nrg]\nLambda = = 2\n",
+    );
+    sandbox.write(
+        "config/presets/mine.toml",
+        "description = \"my own preset\"\n[model]\nU = 0.2\n[nrg]\nT_min = 1e-4\n",
+    );
+    // open the picker, try the broken one (error shown, still open)
+    let s = sandbox.screen("100x30", "<wait>p<End><Up><Enter>", false);
+    assert!(
+        s.contains("cannot load 'broken': config/presets/broken.toml: invalid TOML at line 3"),
+        "{s}"
+    );
+    assert!(s.contains("my own preset"));
+    for name in ["kondo-symmetric", "resonant-level", "broken", "mine"] {
+        assert!(s.contains(name), "{name} missing:\n{s}");
+    }
+    // then load the good one
+    let s = sandbox.screen("100x30", "<wait>p<End><Enter><wait>4", false);
+    assert!(
+        s.contains("loaded preset 'mine'") || s.contains(" mine "),
+        "{s}"
+    );
+    assert!(s.contains("U                     0.2"), "{s}");
+}
+
+#[test]
+fn save_refuses_to_overwrite_without_confirmation() {
+    let sandbox = Sandbox::new();
+    let s = sandbox.screen("80x24", "<wait>4<Enter>0.3<Enter>smine<Enter>", false);
+    assert!(s.contains("saved preset 'mine'"), "{s}");
+    let saved = sandbox.path().join("config/presets/mine.toml");
+    assert!(fs::read_to_string(&saved).unwrap().contains("U = 0.3"));
+    // saving again asks; n keeps the file
+    sandbox.write("config/presets/mine.toml", "description = \"keep me\"\n");
+    let s = sandbox.screen("80x24", "<wait>smine<Enter>", false);
+    assert!(s.contains("Overwrite?"), "{s}");
+    let s = sandbox.screen("80x24", "<wait>smine<Enter>n", false);
+    assert!(s.contains("not overwritten"), "{s}");
+    assert_eq!(
+        fs::read_to_string(&saved).unwrap(),
+        "description = \"keep me\"\n"
+    );
+    // y overwrites
+    let s = sandbox.screen("80x24", "<wait>smine<Enter>y", false);
+    assert!(s.contains("saved preset 'mine'"), "{s}");
+    assert!(fs::read_to_string(&saved).unwrap().contains("keep = 120"));
+    // a shipped name is refused the same way
+    let s = sandbox.screen("80x24", "<wait>skondo-symmetric<Enter>", false);
+    assert!(s.contains("already exists (shipped with dnrg)"), "{s}");
+}
+
+#[test]
+fn export_writes_the_same_records_as_dnrg_run() {
+    let sandbox = Sandbox::new();
+    let s = sandbox.screen("80x24", "<wait>e<Enter>", false);
+    assert!(
+        s.contains("exported 33 shells as jsonl to dnrg-export.jsonl"),
+        "{s}"
+    );
+    let s = sandbox.screen("80x24", "<wait>e<Tab><Enter>", false);
+    assert!(s.contains("as csv to dnrg-export.csv"), "{s}");
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+            .arg("run")
+            .args(PRESET)
+            .args(["--format", format, "--quiet"])
+            .current_dir(sandbox.path())
+            .env("DNRG_CONFIG_DIR", "config")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let exported = fs::read_to_string(sandbox.path().join("dnrg-export.jsonl")).unwrap();
+    assert_eq!(exported, run("jsonl"));
+    let exported = fs::read_to_string(sandbox.path().join("dnrg-export.csv")).unwrap();
+    assert_eq!(exported, run("csv"));
+    // an existing file needs a confirmation
+    let s = sandbox.screen("80x24", "<wait>e<Enter>", false);
+    assert!(s.contains("dnrg-export.jsonl exists. Overwrite?"), "{s}");
+    // and a running job cannot be exported
+    let s = sandbox.screen("80x24", "r<shells:1>e<Enter>", false);
+    assert!(
+        s.contains("still computing") || s.contains("exists. Overwrite?"),
+        "{s}"
+    );
+}
+
+#[test]
+fn resize_switches_layouts() {
+    let s = screen("80x24", "<wait><resize:160x48>");
+    assert_size(&s, "160x48");
+    assert!(s.contains("4 Parameters ─"), "framed panels:\n{s}");
+    let s = screen("160x48", "<wait><resize:50x12>");
+    assert!(s.contains("terminal too small: 50×12 (need 60×16"), "{s}");
+}
+
+// ---- the headless contract --------------------------------------------------------------
+
+#[test]
+fn bad_key_scripts_exit_2_with_the_syntax() {
+    let out = Sandbox::new().headless("80x24", "<Bogus>", false, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("error: key script: <Bogus>: unknown key"),
+        "{err}"
+    );
+    assert!(err.contains("<shells:N>"), "{err}");
+}
+
+#[test]
+fn a_wait_that_cannot_succeed_exits_2() {
+    let out = Sandbox::new().headless("80x24", "<shells:99>", false, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("<shells:99>: the run ended with 33 shells"),
+        "{err}"
+    );
+    // the screen is still printed
+    assert!(String::from_utf8(out.stdout).unwrap().contains("done"));
+}
+
+#[test]
+fn keys_need_headless_and_a_bad_preset_is_an_error() {
+    let sandbox = Sandbox::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args(["tui", "--keys", "q"])
+        .current_dir(sandbox.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args(["tui", "--headless", "no-such-preset"])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unknown preset 'no-such-preset'")
+    );
+}
+
+#[test]
+fn without_a_terminal_the_explorer_exits_1() {
+    let sandbox = Sandbox::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("needs a terminal"), "{err}");
+}
+
+#[test]
+fn quitting_ends_the_script() {
+    let s = screen("80x24", "<wait>q4");
+    assert!(s.contains("[1 Flow]"), "keys after q are not handled:\n{s}");
+}
