@@ -44,8 +44,8 @@ const USER_PRESETS_HELP: &str = "User presets are the files <config dir>/presets
     (e.g. ~/.config/dnrg on Linux). A user preset takes precedence over a shipped one of the \
     same name.";
 
-/// Which preset to use and how to change it; shared by `run` and `show`.
-#[derive(Args, Debug, Clone)]
+/// Which preset to use and how to change it; shared by `run`, `show` and `tui`.
+#[derive(Args, Debug, Clone, Default)]
 pub struct PresetArgs {
     /// Preset name (see `dnrg presets`) or path to a .toml file [default: kondo-symmetric]
     pub preset: Option<String>,

@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct TuiArgs {
-    /// Preset name (see `dnrg presets`) or path to a .toml file [default: kondo-symmetric]
-    pub preset: Option<String>,
+    #[command(flatten)]
+    pub preset: PresetArgs,
     /// Render to a virtual terminal instead of the real one (for scripted checks)
     #[arg(long)]
     pub headless: bool,
@@ -22,15 +22,6 @@ pub struct TuiArgs {
     /// are shown, <resize:WxH> resizes the virtual terminal
     #[arg(long, value_name = "KEYS", requires = "headless")]
     pub keys: Option<String>,
-    /// Override one parameter of the preset, e.g. --set model.U=0.2 (as for `dnrg run`)
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Parameters to differentiate with respect to, comma separated ("none" clears the preset's list)
-    #[arg(long, value_name = "P1,P2,...")]
-    pub derive: Option<String>,
-    /// Plain NRG: skip the impurity observables obtained by differentiation
-    #[arg(long)]
-    pub plain: bool,
 }
 
 /// Terminal size in cells.
@@ -61,13 +52,7 @@ impl FromStr for Size {
 }
 
 pub fn tui(args: TuiArgs) -> Result<ExitCode, CliError> {
-    let preset = PresetArgs {
-        preset: args.preset,
-        set: args.set,
-        derive: args.derive,
-        plain: args.plain,
-    }
-    .load()?;
+    let preset = args.preset.load()?;
     let headless = args.headless.then(|| crate::tui::Headless {
         size: (args.size.width, args.size.height),
         keys: args.keys.unwrap_or_default(),

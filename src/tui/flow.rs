@@ -140,12 +140,8 @@ fn tracks(shells: &[ShellRecord], parity: usize) -> BTreeMap<TrackKey, Vec<(f64,
 pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
     let inner = ui::panel_inner(frame, area, app, View::Flow, framed);
     let run = &app.run;
-    if run.shells.is_empty() {
-        let text = match &run.error {
-            Some(e) => format!("run failed: {e}"),
-            None => "waiting for the first shell…".into(),
-        };
-        return ui::placeholder(frame, inner, app, &text);
+    if ui::no_shells_yet(frame, inner, app) {
+        return;
     }
     let table_w = TABLE_WIDTH.min(inner.width / 2);
     let [diagrams, _, table] = Layout::horizontal([

@@ -57,12 +57,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
             "no derivatives in this run: select a parameter (4) and press d",
         );
     };
-    if run.shells.is_empty() {
-        let text = match &run.error {
-            Some(e) => format!("run failed: {e}"),
-            None => "waiting for the first shell…".into(),
-        };
-        return ui::placeholder(frame, inner, app, &text);
+    if ui::no_shells_yet(frame, inner, app) {
+        return;
     }
     let obs = observables(run);
     let selected = obs[app.sens_obs.min(obs.len() - 1)];

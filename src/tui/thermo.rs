@@ -49,13 +49,8 @@ const SUSCEPTIBILITY_CHART: [Quantity; 2] = [
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
     let inner = ui::panel_inner(frame, area, app, View::Thermo, framed);
-    let run = &app.run;
-    if run.shells.is_empty() {
-        let text = match &run.error {
-            Some(e) => format!("run failed: {e}"),
-            None => "waiting for the first shell…".into(),
-        };
-        return ui::placeholder(frame, inner, app, &text);
+    if ui::no_shells_yet(frame, inner, app) {
+        return;
     }
     let [summary, charts] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);

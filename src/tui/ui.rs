@@ -224,6 +224,19 @@ pub fn log_t_range(app: &App) -> Option<(f64, f64)> {
 }
 
 /// A one-line placeholder in the middle of an empty panel.
+/// Until the first shell arrives, a panel says so (or why it never will); `true` if it did.
+pub fn no_shells_yet(frame: &mut Frame, area: Rect, app: &App) -> bool {
+    if !app.run.shells.is_empty() {
+        return false;
+    }
+    let text = match &app.run.error {
+        Some(e) => format!("run failed: {e}"),
+        None => "waiting for the first shell…".into(),
+    };
+    placeholder(frame, area, app, &text);
+    true
+}
+
 pub fn placeholder(frame: &mut Frame, area: Rect, app: &App, text: &str) {
     if area.height == 0 {
         return;
