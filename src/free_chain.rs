@@ -29,40 +29,84 @@ fn count_below(diag: &[f64], off: &[f64], x: f64) -> usize {
     count
 }
 
+/// Below this an eigenvalue counts as zero: far below any temperature a run can reach
+/// (`nrg.T_min` ≥ 1e-100), and it stops bisection from crawling through subnormals towards the
+/// exact zero mode of a chain with an odd number of sites.
+const ZERO: f64 = 1e-200;
+
+/// Eigenvalues of a chain that grows one site at a time.
+///
+/// The eigenvalues of the chain with one more site interlace those of the shorter one (Cauchy),
+/// so each new eigenvalue is bisected inside the bracket its neighbours give: about 55 Sturm
+/// counts instead of the ~150 that a bracket [−‖H‖, ‖H‖] needs to reach 1e-30. A whole run
+/// costs Σ_N 55·N² operations.
+#[derive(Debug, Clone, Default)]
+pub struct GrowingChain {
+    levels: Vec<f64>,
+}
+
+impl GrowingChain {
+    pub fn new() -> GrowingChain {
+        GrowingChain::default()
+    }
+
+    /// Eigenvalues (ascending) of the chain so far.
+    pub fn levels(&self) -> &[f64] {
+        &self.levels
+    }
+
+    /// Add the next site: `diag` and `off` describe at least the grown chain (its first
+    /// `len + 1` diagonal and `len` off-diagonal entries are used).
+    pub fn grow(&mut self, diag: &[f64], off: &[f64]) {
+        let m = self.levels.len();
+        let (diag, off) = (&diag[..=m], &off[..m]);
+        let radius = (0..=m)
+            .map(|i| {
+                diag[i].abs()
+                    + if i > 0 { off[i - 1].abs() } else { 0.0 }
+                    + if i < m { off[i].abs() } else { 0.0 }
+            })
+            .fold(0.0, f64::max)
+            + 1.0;
+        let old = &self.levels;
+        self.levels = (0..=m)
+            .map(|k| {
+                let lo = if k == 0 { -radius } else { old[k - 1] };
+                let hi = if k == m { radius } else { old[k] };
+                bisect(diag, off, k, lo, hi)
+            })
+            .collect();
+    }
+}
+
+/// The k-th eigenvalue (from 0) inside [lo, hi], to a few ulps relative accuracy.
+fn bisect(diag: &[f64], off: &[f64], k: usize, mut lo: f64, mut hi: f64) -> f64 {
+    loop {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi || hi - lo < ZERO {
+            break;
+        }
+        if lo.signum() == hi.signum() && hi - lo <= 2.0 * f64::EPSILON * lo.abs().min(hi.abs()) {
+            break;
+        }
+        if count_below(diag, off, mid) > k {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
 /// All eigenvalues (ascending) of the symmetric tridiagonal matrix with diagonal `diag` and
 /// off-diagonal `off` (len = diag.len() − 1), each to a few ulps relative accuracy.
 pub fn eigenvalues(diag: &[f64], off: &[f64]) -> Vec<f64> {
-    let n = diag.len();
-    assert_eq!(off.len() + 1, n.max(1));
-    let radius = (0..n)
-        .map(|i| {
-            diag[i].abs()
-                + if i > 0 { off[i - 1].abs() } else { 0.0 }
-                + if i + 1 < n { off[i].abs() } else { 0.0 }
-        })
-        .fold(0.0, f64::max);
-    (0..n)
-        .map(|k| {
-            // find x with exactly k eigenvalues below it, bracketed in [lo, hi]
-            let (mut lo, mut hi) = (-radius - 1.0, radius + 1.0);
-            loop {
-                let mid = 0.5 * (lo + hi);
-                if mid <= lo || mid >= hi {
-                    break;
-                }
-                let small = lo.abs().min(hi.abs());
-                if lo.signum() == hi.signum() && hi - lo <= 2.0 * f64::EPSILON * small {
-                    break;
-                }
-                if count_below(diag, off, mid) > k {
-                    hi = mid;
-                } else {
-                    lo = mid;
-                }
-            }
-            0.5 * (lo + hi)
-        })
-        .collect()
+    assert_eq!(off.len() + 1, diag.len().max(1));
+    let mut chain = GrowingChain::new();
+    for _ in 0..diag.len() {
+        chain.grow(diag, off);
+    }
+    chain.levels
 }
 
 /// |φ_k(0)|², the weight of every eigenvector on the first site, from the eigenvalues λ of the

@@ -227,7 +227,7 @@ impl<W: Write> RecordWriter for CsvWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::NrgParams;
+    use crate::params::{NrgParams, OutputParams};
     use crate::record::{ChainInfo, Level};
     use indexmap::IndexMap;
     use serde_json::Value;
@@ -240,9 +240,10 @@ mod tests {
             description: None,
             model: IndexMap::from([("kind".to_string(), Value::from("siam"))]),
             nrg: NrgParams::default(),
+            output: OutputParams::default(),
             derive,
             chain: ChainInfo {
-                v0: 0.1,
+                v0: Some(0.1),
                 a_lambda: 1.0,
                 hopping: vec![0.5, 0.3],
                 onsite: vec![0.0, 0.0],

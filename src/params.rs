@@ -277,6 +277,9 @@ pub struct InvalidParam {
 /// Largest number of shells a run may need: beyond this T_min is unreasonably small for Λ.
 pub const MAX_SHELLS: usize = 400;
 
+/// Largest magnitude of an energy parameter (U, ε_d, Γ, J, K, h) in units of D.
+pub const MAX_ENERGY: f64 = 1e4;
+
 impl RunConfig {
     /// Check every value; the first problem found is reported with its dotted key.
     pub fn validate(&self) -> Result<(), InvalidParam> {
@@ -300,6 +303,15 @@ impl RunConfig {
             if !v.is_finite() {
                 return bad(key, format!("{v:?}"), "must be a finite number");
             }
+            // energies far beyond the band (D = 1) only produce round-off: 1e4 leaves room for
+            // every physical question and keeps the eigensolver's inputs sane
+            if v.abs() > MAX_ENERGY {
+                return bad(
+                    key,
+                    format!("{v:?}"),
+                    &format!("must lie within ±{MAX_ENERGY:e} (the band half-width is 1)"),
+                );
+            }
         }
         if m.gamma < 0.0 {
             return bad(
@@ -322,8 +334,8 @@ impl RunConfig {
                 "must be at most 100",
             );
         }
-        if !(n.z.is_finite() && n.z > 0.0 && n.z <= 1.0) {
-            return bad("nrg.z", format!("{:?}", n.z), "twist must lie in (0, 1]");
+        if !(n.z.is_finite() && n.z >= 0.01 && n.z <= 1.0) {
+            return bad("nrg.z", format!("{:?}", n.z), "twist must lie in [0.01, 1]");
         }
         if n.keep == 0 {
             return bad(
@@ -342,15 +354,22 @@ impl RunConfig {
                 "must be ≥ 0 (0 = no energy cutoff)",
             );
         }
-        if !(n.beta_bar.is_finite() && n.beta_bar > 0.0) {
+        if !(n.beta_bar.is_finite() && (0.01..=100.0).contains(&n.beta_bar)) {
             return bad(
                 "nrg.beta_bar",
                 format!("{:?}", n.beta_bar),
-                "must be positive",
+                "must lie in [0.01, 100] (T_N = ω_N/β̄; usual values 0.5–2)",
             );
         }
         if !(n.t_min.is_finite() && n.t_min > 0.0) {
             return bad("nrg.T_min", format!("{:?}", n.t_min), "must be positive");
+        }
+        if n.t_min < 1e-100 {
+            return bad(
+                "nrg.T_min",
+                format!("{:?}", n.t_min),
+                "must be at least 1e-100",
+            );
         }
         if !(n.gap_window.is_finite() && (0.0..=1.0).contains(&n.gap_window)) {
             return bad(
@@ -371,7 +390,16 @@ impl RunConfig {
             return bad(
                 "nrg.T_min",
                 format!("{:?}", n.t_min),
-                &format!("needs {shells} shells at this Λ (at most {MAX_SHELLS}); raise T_min"),
+                &format!(
+                    "needs {} shells with Λ = {:?}, β̄ = {:?} (at most {MAX_SHELLS}); raise T_min or Λ",
+                    if shells > 1_000_000_000 {
+                        "over 1e9".to_string()
+                    } else {
+                        shells.to_string()
+                    },
+                    n.lambda,
+                    n.beta_bar
+                ),
             );
         }
         let allowed = m.kind.parameters();

@@ -466,7 +466,9 @@ impl PresetStore {
                 return Err(exists(path.display().to_string()));
             }
             if shipped_text(name).is_some() {
-                return Err(exists("shipped with dnrg".into()));
+                return Err(exists(
+                    "shipped with dnrg; a user preset of that name would shadow it".into(),
+                ));
             }
         }
         let write_err = |source: io::Error| PresetError::Write {
@@ -474,7 +476,11 @@ impl PresetStore {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(write_err)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(write_err)?;
+        let mut builder = tempfile::Builder::new();
+        // like any file the user creates: readable by others unless the umask says otherwise
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let mut tmp = builder.tempfile_in(&dir).map_err(write_err)?;
         tmp.write_all(to_toml(config, description).as_bytes())
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(write_err)?;

@@ -4,7 +4,7 @@
 //! Records are deterministic: two runs with the same parameters serialize identically
 //! (no wall-clock times in here; front ends time shells themselves).
 
-use crate::params::{NrgParams, Param};
+use crate::params::{NrgParams, OutputParams, Param};
 use indexmap::IndexMap;
 use serde::Serialize;
 
@@ -23,6 +23,7 @@ pub struct Header {
     /// Only the parameters that belong to the model kind.
     pub model: IndexMap<String, serde_json::Value>,
     pub nrg: NrgParams,
+    pub output: OutputParams,
     pub derive: Vec<Param>,
     pub chain: ChainInfo,
     /// Index of the last shell (the chain has sites 0..=N_max).
@@ -42,9 +43,10 @@ impl Header {
 /// The Wilson chain in physical units (D = 1).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChainInfo {
-    /// Impurity–site-0 amplitude actually used (includes A_Λ for Wilson's discretization).
+    /// Impurity–site-0 amplitude actually used (includes A_Λ for Wilson's discretization);
+    /// null for the Kondo model, which couples by exchange.
     #[serde(rename = "V0")]
-    pub v0: f64,
+    pub v0: Option<f64>,
     /// Factor applied to every coupling to site 0 (A_Λ for Wilson's scheme, 1 otherwise).
     #[serde(rename = "A_Lambda")]
     pub a_lambda: f64,

@@ -83,6 +83,8 @@ pub struct Run {
     times: StageTimes,
     /// Set by another thread to abandon the run, also in the middle of a shell.
     cancel: Option<Arc<AtomicBool>>,
+    /// Levels of the bare chain (sites 0..=N) for the impurity subtraction.
+    bare: free_chain::GrowingChain,
 }
 
 impl Run {
@@ -147,9 +149,10 @@ impl Run {
             description: None,
             model: model_fields(&config),
             nrg: config.nrg.clone(),
+            output: config.output.clone(),
             derive: sources.iter().map(|&(p, _)| p).collect(),
             chain: ChainInfo {
-                v0: model.v0(site0).unwrap_or(0.0),
+                v0: model.v0(site0),
                 a_lambda: chain.coupling_factor,
                 hopping: chain.hopping.clone(),
                 onsite: chain.onsite.clone(),
@@ -176,6 +179,7 @@ impl Run {
             frozen_kept: None,
             times: StageTimes::default(),
             cancel: None,
+            bare: free_chain::GrowingChain::new(),
         }
     }
 
@@ -267,7 +271,8 @@ impl Run {
             |&b| thermo::block_trace(&eig[b], eig[b].qn.sz(), omega, t, dirs, &pair_sums[b]),
         );
         let f = thermo::free_energy(&traces, &self.shift, t, dirs);
-        let f_chain = free_chain::free_energy(&self.bare_chain_levels(n), t, self.h_total);
+        let h_total = self.h_total;
+        let f_chain = free_chain::free_energy(self.bare_chain_levels(n), t, h_total);
         self.times.thermodynamics += lap(&mut clock);
         self.check_cancel()?;
 
@@ -518,9 +523,13 @@ impl Run {
         }
     }
 
-    /// Single-particle levels of the bare chain, sites 0..=n (physical units).
-    fn bare_chain_levels(&self, n: usize) -> Vec<f64> {
-        free_chain::eigenvalues(&self.chain.onsite[..=n], &self.chain.hopping[..n])
+    /// Single-particle levels of the bare chain, sites 0..=n (physical units), grown by one
+    /// site per shell.
+    fn bare_chain_levels(&mut self, n: usize) -> &[f64] {
+        while self.bare.levels().len() <= n {
+            self.bare.grow(&self.chain.onsite, &self.chain.hopping);
+        }
+        self.bare.levels()
     }
 
     /// Observables, gradient, Hessian and observable derivatives from the free energy.
@@ -610,7 +619,7 @@ impl Run {
         let zero_field = self.config.model.h == 0.0;
         let wilson_ratio = match (&self.last_obs, self.model.kind()) {
             (Some(o), ModelKind::Siam) if zero_field => match (o.chi_loc, o.chi_c) {
-                (Some(s), Some(c)) => Some(8.0 * s / (4.0 * s + c)),
+                (Some(s), Some(c)) => Some(8.0 * s / (4.0 * s + c)).filter(|r| r.is_finite()),
                 _ => None,
             },
             _ => None,

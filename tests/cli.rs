@@ -254,7 +254,11 @@ fn twist_outside_zero_one() {
         let out = s.run(&["run", "--set", &arg]);
         assert_bad_input(
             &out,
-            &[&format!("--set {arg}"), "nrg.z", "twist must lie in (0, 1]"],
+            &[
+                &format!("--set {arg}"),
+                "nrg.z",
+                "twist must lie in [0.01, 1]",
+            ],
         );
     }
 }
@@ -314,16 +318,37 @@ fn bad_format() {
     assert_bad_input(&out, &["--format", "xml", "expected jsonl or csv"]);
 }
 
+#[cfg(unix)]
+#[test]
+fn out_through_a_link_writes_its_target_and_refuses_pipes() {
+    let s = Sandbox::new();
+    s.write("real.jsonl", "old\n");
+    std::os::unix::fs::symlink("real.jsonl", s.work().join("link.jsonl")).unwrap();
+    let out = s.run(&[&QUICK[..], &["--out", "link.jsonl"]].concat());
+    assert_success(&out);
+    let meta = fs::symlink_metadata(s.work().join("link.jsonl")).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link survives");
+    let text = fs::read_to_string(s.work().join("real.jsonl")).unwrap();
+    assert!(text.starts_with("{\"type\":\"header\""));
+    let fifo = s.work().join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = s.run(&[&QUICK[..], &["--out", "pipe"]].concat());
+    assert_bad_input(&out, &["--out pipe", "not a regular file"]);
+}
+
 #[test]
 fn out_into_a_missing_directory() {
     let s = Sandbox::new();
     let out = s.run(&["run", "--out", "missing/out.jsonl"]);
     assert_bad_input(
         &out,
-        &[
-            "--out missing/out.jsonl",
-            "directory 'missing' does not exist",
-        ],
+        &["--out missing/out.jsonl", "'missing' does not exist"],
     );
     assert!(!s.work().join("missing").exists());
     assert_eq!(s.files(&s.work()), Vec::<String>::new(), "nothing created");

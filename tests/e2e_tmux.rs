@@ -107,13 +107,23 @@ impl Drop for Tmux {
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// Without tmux the terminal tests are skipped, unless `DNRG_REQUIRE_TMUX` is set (CI sets it,
+/// so that a failed tmux install cannot turn them into tests that pass without running).
+fn skip_without_tmux(test: &str) -> bool {
+    if Tmux::available() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("DNRG_REQUIRE_TMUX").is_none(),
+        "{test}: tmux not found but DNRG_REQUIRE_TMUX is set"
+    );
+    eprintln!("SKIPPED {test}: tmux not found (install tmux to run the explorer's terminal test)");
+    true
+}
+
 #[test]
 fn explorer_in_a_real_terminal() {
-    if !Tmux::available() {
-        eprintln!(
-            "SKIPPED explorer_in_a_real_terminal: tmux not found (install tmux to run the \
-             explorer's terminal test; .ci/run does)"
-        );
+    if skip_without_tmux("explorer_in_a_real_terminal") {
         return;
     }
     let dir = TempDir::new().unwrap();
@@ -209,8 +219,7 @@ fn assert_restored(tmux: &Tmux, status: i32) {
 /// (`DNRG_TUI_PANIC_KEY` makes `!` panic).
 #[test]
 fn a_panic_restores_the_terminal() {
-    if !Tmux::available() {
-        eprintln!("SKIPPED a_panic_restores_the_terminal: tmux not found");
+    if skip_without_tmux("a_panic_restores_the_terminal") {
         return;
     }
     let dir = TempDir::new().unwrap();

@@ -438,9 +438,16 @@ fn out_of_range_values_name_origin_key_value_and_reason() {
         ("nrg.keep=0", "nrg.keep", "must keep at least one state"),
         ("nrg.T_min=0", "nrg.T_min", "must be positive"),
         ("nrg.T_min=-1e-9", "nrg.T_min", "must be positive"),
-        ("nrg.z=0", "nrg.z", "twist must lie in (0, 1]"),
-        ("nrg.z=1.5", "nrg.z", "twist must lie in (0, 1]"),
-        ("nrg.beta_bar=0", "nrg.beta_bar", "must be positive"),
+        ("nrg.z=0", "nrg.z", "twist must lie in [0.01, 1]"),
+        ("nrg.z=1.5", "nrg.z", "twist must lie in [0.01, 1]"),
+        ("nrg.beta_bar=0", "nrg.beta_bar", "must lie in [0.01, 100]"),
+        (
+            "nrg.beta_bar=1e-300",
+            "nrg.beta_bar",
+            "must lie in [0.01, 100]",
+        ),
+        ("nrg.T_min=1e-309", "nrg.T_min", "must be at least 1e-100"),
+        ("model.eps_d=-1e200", "model.eps_d", "must lie within ±1e4"),
         ("model.U=nan", "model.U", "must be a finite number"),
     ];
     for (arg, key, reason) in cases {

@@ -35,7 +35,7 @@ fn max_deviation(
     let c = &header.chain;
     let mut worst = (0.0f64, 0.0f64, 0.0f64);
     for r in records {
-        let (s, tchi, nd) = exact(eps_d, c.v0, &c.hopping, &c.onsite, r.n, r.t);
+        let (s, tchi, nd) = exact(eps_d, c.v0.unwrap(), &c.hopping, &c.onsite, r.n, r.t);
         worst.0 = worst.0.max((r.obs.s_imp - s).abs());
         worst.1 = worst.1.max((r.obs.tchi_imp - tchi).abs());
         worst.2 = worst.2.max((r.obs.n_d.unwrap() - nd).abs());

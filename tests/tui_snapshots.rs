@@ -361,9 +361,12 @@ fn save_refuses_to_overwrite_without_confirmation() {
     let s = sandbox.screen("80x24", "<wait>smine<Enter>y", false);
     assert!(s.contains("saved preset 'mine'"), "{s}");
     assert!(fs::read_to_string(&saved).unwrap().contains("keep = 120"));
-    // a shipped name is refused the same way
+    // a shipped name asks too: the user preset would shadow it
     let s = sandbox.screen("80x24", "<wait>skondo-symmetric<Enter>", false);
-    assert!(s.contains("already exists (shipped with dnrg)"), "{s}");
+    assert!(
+        s.contains("exists (shipped with dnrg; a user preset of that"),
+        "{s}"
+    );
 }
 
 #[test]

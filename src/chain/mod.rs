@@ -46,23 +46,34 @@ pub fn omega(p: &NrgParams, n: usize) -> f64 {
 }
 
 /// Index of the last shell: the first N with T_N = ω_N/β̄ ≤ T_min.
+///
+/// Computed in logarithms, so that no ratio can overflow; absurd parameters give a huge count
+/// (which validation refuses) rather than a long loop.
 pub fn last_shell(p: &NrgParams) -> usize {
-    // ω_N/β̄ ≤ T_min  ⇔  (N−1)/2 · ln Λ ≥ ln(prefactor/(β̄ T_min))
-    let x = (omega_prefactor(p) / (p.beta_bar * p.t_min)).ln() / p.lambda.ln();
-    let mut n = (2.0 * x + 1.0).ceil().max(0.0) as usize;
-    // guard against rounding at the boundary
-    while n > 0 && omega(p, n - 1) / p.beta_bar <= p.t_min {
-        n -= 1;
+    // ω_N/β̄ ≤ T_min  ⇔  (N−1)/2 · ln Λ ≥ ln(prefactor) − ln β̄ − ln T_min
+    let x = (omega_prefactor(p).ln() - p.beta_bar.ln() - p.t_min.ln()) / p.lambda.ln();
+    let estimate = 2.0 * x + 1.0;
+    if !estimate.is_finite() || estimate > 1e9 {
+        return usize::MAX / 2;
     }
-    while omega(p, n) / p.beta_bar > p.t_min {
-        n += 1;
+    let mut n = estimate.ceil().max(0.0) as usize;
+    // the estimate can be off by one at the boundary through rounding
+    for _ in 0..3 {
+        if n > 0 && omega(p, n - 1) / p.beta_bar <= p.t_min {
+            n -= 1;
+        }
+    }
+    for _ in 0..3 {
+        if omega(p, n) / p.beta_bar > p.t_min {
+            n += 1;
+        }
     }
     n
 }
 
 /// Number of shells a run computes (N = 0 ..= last_shell).
 pub fn shells_needed(p: &NrgParams) -> usize {
-    last_shell(p) + 1
+    last_shell(p).saturating_add(1)
 }
 
 /// A Wilson chain with enough sites for `n_sites` shells.
@@ -96,11 +107,7 @@ impl WilsonChain {
                 .map(|n| scale * wilson_hopping(lambda, n))
                 .collect()
         } else {
-            // 40 intervals beyond the last site used: the finite star then changes the hoppings
-            // by ~Λ^(−40) relative, far below round-off
-            let bits = lanczos::bits_for(hops, lambda);
-            let star = star_with_bits(p.discretization, lambda, p.z, hops / 2 + 40, bits);
-            lanczos::tridiagonalize(&star, hops, bits).hopping
+            twisted_hoppings(p, hops)
         };
         let coupling_factor = match p.discretization {
             Discretization::Wilson => a_lambda(lambda),
@@ -119,6 +126,37 @@ impl WilsonChain {
     pub fn sites(&self) -> usize {
         self.onsite.len()
     }
+}
+
+/// Hoppings of a twisted (z ≠ 1) chain: Lanczos in extended precision up to the site where the
+/// chain has become self-similar, t_{n+2} = t_n/Λ to f64 round-off, then that recursion.
+///
+/// Why: the precision Lanczos needs grows with the square of the chain length (see
+/// [`lanczos`]), so 130 sites (T ~ 1e-20 at Λ = 2) took 2 s and 200 sites minutes. The
+/// deviation from self-similarity falls like Λ^(−n) (measured: |t_{n+2}Λ/t_n − 1| = 1e-7,
+/// 5e-10, 2e-12 at n = 20, 28, 36 for Λ = 2), so it is below 1e-17 after
+/// n* = 17 ln 10/ln Λ + 8 sites; the recursion is checked there before it is used.
+fn twisted_hoppings(p: &NrgParams, hops: usize) -> Vec<f64> {
+    let lambda = p.lambda;
+    let self_similar_from = (17.0 * 10f64.ln() / lambda.ln()).ceil() as usize + 8;
+    let computed = hops.min(self_similar_from + 2);
+    // 40 intervals beyond the last site computed: the finite star then changes the hoppings
+    // by ~Λ^(−40) relative, far below round-off
+    let bits = lanczos::bits_for(computed, lambda);
+    let star = star_with_bits(p.discretization, lambda, p.z, computed / 2 + 40, bits);
+    let mut t = lanczos::tridiagonalize(&star, computed, bits).hopping;
+    if computed < hops {
+        let n = computed - 1;
+        let deviation = (t[n] * lambda / t[n - 2] - 1.0).abs();
+        assert!(
+            deviation < 1e-14,
+            "chain not self-similar at n = {n}: {deviation:e}"
+        );
+        for n in computed..hops {
+            t.push(t[n - 2] / lambda);
+        }
+    }
+    t
 }
 
 /// Wilson's closed form t_n = (1+Λ⁻¹)/2 · Λ^(−n/2) · ξ_n.
@@ -185,6 +223,24 @@ mod tests {
     }
 
     #[test]
+    fn absurd_parameters_do_not_loop() {
+        // ratios that overflow f64 used to drive a counting loop for ~1e19 steps
+        for (t_min, beta_bar, lambda) in [
+            (1e-309, 1.0, 2.0),
+            (1e-9, 1e-300, 2.0),
+            (1e-9, 1.0, 1.0000001),
+        ] {
+            let p = NrgParams {
+                t_min,
+                beta_bar,
+                lambda,
+                ..NrgParams::default()
+            };
+            assert!(shells_needed(&p) > 1000);
+        }
+    }
+
+    #[test]
     fn lanczos_reproduces_wilson_closed_form() {
         // Wilson's star at z = 1 tridiagonalized numerically must give the closed form to
         // round-off (1e-14 allows a few ulps from the closed form's own pow/sqrt).
@@ -245,6 +301,24 @@ mod tests {
                     xi[59]
                 );
             }
+        }
+    }
+
+    #[test]
+    fn self_similar_tail_matches_full_lanczos() {
+        // Λ = 3: the recursion takes over after 44 sites; full Lanczos to 90 sites must agree
+        // to round-off (a few ulps: both sides are correctly rounded from different paths)
+        let p = params(3.0, Discretization::ZitkoPruschke, 0.4);
+        let chain = WilsonChain::new(&p, 91);
+        let full = lanczos_chain(
+            Discretization::ZitkoPruschke,
+            3.0,
+            0.4,
+            90,
+            lanczos::bits_for(90, 3.0),
+        );
+        for n in 0..90 {
+            assert!((chain.hopping[n] / full[n] - 1.0).abs() < 1e-15, "n = {n}");
         }
     }
 

@@ -2,29 +2,41 @@
 
 use super::{CliError, PresetArgs};
 use dnrg::preset::{self, PresetSource};
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 /// One line per preset: name, source, description (or the error of a broken user preset).
 pub fn list() -> Result<ExitCode, CliError> {
     let presets = preset::list_presets();
     let width = presets.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let mut text = String::new();
     for p in &presets {
         let source = match p.source {
             PresetSource::Shipped => "shipped",
             PresetSource::User(_) => "user",
         };
-        let text = match &p.error {
+        let about = match &p.error {
             Some(error) => format!("error: {error}"),
             None => p.description.clone(),
         };
-        println!("{:width$}  {source:7}  {text}", p.name);
+        // a user's description is shown, never interpreted by the terminal
+        let about: String = about.chars().filter(|c| !c.is_control()).collect();
+        text.push_str(&format!("{:width$}  {source:7}  {about}\n", p.name));
     }
-    Ok(ExitCode::SUCCESS)
+    emit(&text)
 }
 
 /// The resolved preset as TOML.
 pub fn show(args: &PresetArgs) -> Result<ExitCode, CliError> {
     let loaded = args.load()?;
-    print!("{}", preset::to_toml(&loaded.config, &loaded.description));
-    Ok(ExitCode::SUCCESS)
+    emit(&preset::to_toml(&loaded.config, &loaded.description))
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error, a full disk is.
+fn emit(text: &str) -> Result<ExitCode, CliError> {
+    match io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(CliError::new(format!("writing to stdout: {e}"))),
+    }
 }

@@ -129,6 +129,22 @@ impl Sink {
         if path.is_dir() {
             return Err(fail("is a directory".into()));
         }
+        // The finished file replaces FILE by a rename. Through a symlink, replace its target
+        // (not the link); a pipe or device would be replaced by a regular file, so refuse it.
+        let resolved;
+        let path = match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                resolved = std::fs::canonicalize(path)
+                    .map_err(|e| fail(format!("cannot follow the link: {e}")))?;
+                resolved.as_path()
+            }
+            _ => path,
+        };
+        if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+            return Err(fail(
+                "not a regular file (for a pipe or device, redirect stdout instead)".into(),
+            ));
+        }
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -139,10 +155,12 @@ impl Sink {
         #[cfg(unix)]
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
         if !dir.is_dir() {
-            return Err(fail(format!(
-                "directory '{}' does not exist",
-                dir.display()
-            )));
+            let what = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(fail(format!("'{}' {what}", dir.display())));
         }
         let tmp = builder.tempfile_in(dir).map_err(|e| {
             // tempfile's message names the random temporary path; the OS error is enough.

@@ -43,11 +43,16 @@ impl Default for Size {
 impl FromStr for Size {
     type Err = String;
     fn from_str(s: &str) -> Result<Size, String> {
-        let parse = |n: &str| n.trim().parse::<u16>().ok().filter(|&n| n > 0);
+        let parse = |n: &str| {
+            let n = n.trim().parse::<u16>().ok()?;
+            (n > 0 && n <= crate::tui::MAX_SIDE).then_some(n)
+        };
         s.split_once(['x', 'X'])
             .and_then(|(w, h)| Some((parse(w)?, parse(h)?)))
             .map(|(width, height)| Size { width, height })
-            .ok_or_else(|| format!("expected WIDTHxHEIGHT such as 80x24, found '{s}'"))
+            .ok_or_else(|| {
+                format!("expected WIDTHxHEIGHT such as 80x24, each at most 1000, found '{s}'")
+            })
     }
 }
 

@@ -40,8 +40,14 @@ impl ImpurityModel for Siam {
         let [eps_d, u, gamma, h_imp] = x else {
             unreachable!("SIAM has four variables")
         };
-        // √Γ has an infinite derivative at Γ = 0: validation refuses derivatives there
-        let v = (gamma.clone() * (2.0 * site0.coupling_factor / PI)).sqrt();
+        // V = √(2ΓA/π). √Γ has an infinite derivative at Γ = 0 (validation refuses derivatives
+        // with respect to Γ there), and 0·∞ would poison every other direction: at Γ = 0 the
+        // impurity is simply decoupled, V = 0 with no derivative parts.
+        let v = if gamma.re > 0.0 {
+            (gamma.clone() * (2.0 * site0.coupling_factor / PI)).sqrt()
+        } else {
+            Dual2DVec64::from_re(0.0)
+        };
         let mut hyb = s.cdag(IMPURITY, 0) * s.c(SITE0, 0) + s.cdag(IMPURITY, 1) * s.c(SITE0, 1);
         hyb += hyb.transpose();
         vec![

@@ -827,7 +827,7 @@ impl App {
             }
             Err(PresetError::Exists { location, .. }) => {
                 self.overlay = Overlay::Confirm(Confirm {
-                    question: format!("Preset '{name}' already exists ({location}). Overwrite?"),
+                    question: format!("Preset '{name}' exists ({location}). Save anyway?"),
                     action: ConfirmAction::OverwritePreset(name.to_string()),
                 });
                 Ok(())

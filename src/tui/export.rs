@@ -51,9 +51,12 @@ pub fn write(
             dir.display()
         )));
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".dnrg-")
-        .suffix(".tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".dnrg-").suffix(".tmp");
+    // like any file the user creates: readable by others unless the umask says otherwise
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
         .tempfile_in(dir)
         .map_err(|e| fail(format!("cannot write in '{}': {}", dir.display(), e.kind())))?;
     let format = format_for(&path.to_string_lossy());

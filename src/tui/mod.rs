@@ -28,6 +28,8 @@ mod thermo;
 mod ui;
 mod worker;
 
+pub use script::MAX_SIDE;
+
 use app::{App, AppInit};
 use dnrg::preset::{LoadedPreset, PresetStore};
 use std::io::IsTerminal;

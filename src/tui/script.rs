@@ -17,6 +17,9 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::time::Duration;
 
+/// Largest width or height of the virtual terminal (a larger one only exhausts memory).
+pub const MAX_SIDE: u16 = 1000;
+
 /// One step of a key script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -90,11 +93,11 @@ fn token(name: &str) -> Result<Step, String> {
     if let Some(arg) = lower.strip_prefix("resize:") {
         let size = arg.split_once('x').and_then(|(w, h)| {
             let (w, h) = (w.parse::<u16>().ok()?, h.parse::<u16>().ok()?);
-            (w > 0 && h > 0).then_some((w, h))
+            (w > 0 && h > 0 && w <= MAX_SIDE && h <= MAX_SIDE).then_some((w, h))
         });
         return match size {
             Some((w, h)) => Ok(Step::Resize(w, h)),
-            None => bad("expected WIDTHxHEIGHT such as 120x40"),
+            None => bad("expected WIDTHxHEIGHT such as 120x40, each at most 1000"),
         };
     }
     if let Some(c) = lower.strip_prefix("c-") {

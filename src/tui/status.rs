@@ -70,11 +70,13 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         ("running", theme.warning())
     };
-    let mut spans = vec![Span::styled(format!(" {state:<8}"), state_style)];
+    // the state pads to 7 and the next field starts with a space, so even "starting" keeps
+    // its separator
+    let mut spans = vec![Span::styled(format!(" {state:<7}"), state_style)];
 
     let last_n = run.shells.last().map_or("—".into(), |s| s.n.to_string());
     let n_max = run.n_max().map_or("—".into(), |n| n.to_string());
-    spans.push(Span::raw(format!("shell {last_n:>3}/{n_max:<3} ")));
+    spans.push(Span::raw(format!(" shell {last_n:>3}/{n_max:<3} ")));
 
     // progress gauge: heavy line done, light line to do (readable without colour)
     let gauge_w = if area.width >= 100 { 20 } else { 10 };
