@@ -34,11 +34,6 @@ impl Directions {
         Directions { vars, pairs: p }
     }
 
-    /// No derivatives at all: a plain NRG run.
-    pub fn none() -> Directions {
-        Directions::default()
-    }
-
     pub fn vars(&self) -> &[Variable] {
         &self.vars
     }
@@ -64,11 +59,6 @@ impl Directions {
             .iter()
             .position(|&p| p == key)
             .map(|p| self.vars.len() + p)
-    }
-
-    /// Index of a variable among the first-order directions.
-    pub fn index_of(&self, v: Variable) -> Option<usize> {
-        self.vars.iter().position(|&w| w == v)
     }
 
     /// Whether direction `i` takes part in any pair (then its discarded–discarded block is

@@ -233,11 +233,6 @@ impl Run {
             .unwrap_or_default()
     }
 
-    /// The derivative directions this run carries (for benchmarks and diagnostics).
-    pub fn directions(&self) -> &Directions {
-        &self.dirs
-    }
-
     /// Compute the next shell, or `None` when the run is complete.
     pub fn next_shell(&mut self) -> Option<ShellRecord> {
         self.check_cancel()?;
@@ -251,7 +246,7 @@ impl Run {
         let dirs = &self.dirs;
         let mut eig: Vec<EigenBlock> =
             map_largest_first(&product.blocks, |b| b.dim(), |b| step::diagonalize(b, dirs));
-        self.shift_to_ground(&mut eig, omega);
+        let ground = self.shift_to_ground(&mut eig, omega);
         let mut clock = Instant::now();
         self.times.diagonalize += clock - started;
         self.check_cancel()?;
@@ -259,7 +254,7 @@ impl Run {
         // rotated, and only the rows that are kept (at the last shell: the ground cluster,
         // which fixes their shift).
         let cut = (!last).then(|| self.choose_cut(&eig));
-        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), omega, t);
+        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, t);
         self.times.pairs += lap(&mut clock);
         self.check_cancel()?;
 
@@ -348,48 +343,35 @@ impl Run {
         })
     }
 
-    /// States of the ground cluster (within [`DEGENERACY_TOL`] of the lowest energy, which
-    /// the shift has put at zero) in every block.
-    fn ground_cluster(eig: &[EigenBlock]) -> Vec<usize> {
-        eig.iter()
-            .map(|eb| {
-                eb.energies
-                    .iter()
-                    .take_while(|&&e| e <= DEGENERACY_TOL)
-                    .count()
-            })
-            .collect()
-    }
-
     /// Subtract the ground energy and the mean first-order parts of the ground cluster, so
     /// that derivative parts stay of order one; accumulate the shift in physical units.
-    fn shift_to_ground(&mut self, eig: &mut [EigenBlock], omega: f64) {
+    /// Returns the number of ground-cluster states in every block.
+    fn shift_to_ground(&mut self, eig: &mut [EigenBlock], omega: f64) -> Vec<usize> {
         let e0 = eig
             .iter()
             .filter_map(|eb| eb.energies.first().copied())
             .fold(f64::INFINITY, f64::min);
-        let mut mean = vec![0.0; self.dirs.first()];
-        let mut count = 0usize;
-        for eb in eig.iter() {
-            for (k, &e) in eb.energies.iter().enumerate() {
-                if e - e0 > DEGENERACY_TOL {
-                    break;
-                }
-                count += 1;
-                for (x, b) in mean.iter_mut().zip(&eb.b) {
-                    *x += b[(k, k)];
-                }
-            }
-        }
-        for x in &mut mean {
-            *x /= count as f64;
-        }
+        let ground: Vec<usize> = eig
+            .iter()
+            .map(|eb| {
+                eb.energies
+                    .iter()
+                    .take_while(|&&e| e - e0 <= DEGENERACY_TOL)
+                    .count()
+            })
+            .collect();
+        let mean = ground_mean(
+            &ground,
+            eig.iter().map(|eb| eb.b.as_slice()),
+            self.dirs.first(),
+        );
         for eb in eig.iter_mut() {
             eb.shift(e0, &mean);
         }
         let mut parts = mean;
         parts.resize(self.dirs.parts(), 0.0);
         self.shift.add_scaled(omega, e0, &parts);
+        ground
     }
 
     /// Rotate the second-order parts (the kept rows, or the ground cluster at the last shell),
@@ -400,6 +382,7 @@ impl Run {
         product: &ProductShell,
         eig: &mut [EigenBlock],
         cut: Option<&truncation::Cut>,
+        ground: &[usize],
         omega: f64,
         t: f64,
     ) -> Vec<Vec<f64>> {
@@ -407,8 +390,7 @@ impl Run {
         if pairs == 0 {
             return vec![Vec::new(); eig.len()];
         }
-        let ground = Self::ground_cluster(eig);
-        let rows = cut.map_or_else(|| ground.clone(), |c| c.kept.clone());
+        let rows = cut.map_or(ground, |c| c.kept.as_slice());
         let dirs = &self.dirs;
         let indices: Vec<usize> = (0..eig.len()).collect();
         let eig_ref: &[EigenBlock] = eig;
@@ -424,19 +406,7 @@ impl Run {
             },
         );
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
-        let mut mean = vec![0.0; pairs];
-        let mut count = 0usize;
-        for ((b_pairs, _, _), &g) in rotated.iter().zip(&ground) {
-            for k in 0..g {
-                for (x, bp) in mean.iter_mut().zip(b_pairs) {
-                    *x += bp[(k, k)];
-                }
-            }
-            count += g;
-        }
-        for x in &mut mean {
-            *x /= count as f64;
-        }
+        let mean = ground_mean(ground, rotated.iter().map(|(b, _, _)| b.as_slice()), pairs);
         let mut parts = vec![0.0; self.dirs.first()];
         parts.extend_from_slice(&mean);
         self.shift.add_scaled(omega, 0.0, &parts);
@@ -647,6 +617,24 @@ impl Iterator for Run {
     fn next(&mut self) -> Option<ShellRecord> {
         self.next_shell()
     }
+}
+
+/// Mean diagonal element over the ground cluster (`ground[b]` lowest states of block b) of
+/// each of `parts` matrices per block.
+fn ground_mean<'a>(
+    ground: &[usize],
+    blocks: impl Iterator<Item = &'a [faer::Mat<f64>]>,
+    parts: usize,
+) -> Vec<f64> {
+    let mut mean = vec![0.0; parts];
+    for (mats, &g) in blocks.zip(ground) {
+        for (x, m) in mean.iter_mut().zip(mats) {
+            *x += (0..g).map(|k| m[(k, k)]).sum::<f64>();
+        }
+    }
+    let count: usize = ground.iter().sum();
+    mean.iter_mut().for_each(|x| *x /= count as f64);
+    mean
 }
 
 /// Time since `clock`, which is reset to now.

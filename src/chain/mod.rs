@@ -122,10 +122,6 @@ impl WilsonChain {
             omega: (0..n_sites).map(|n| omega(p, n)).collect(),
         }
     }
-
-    pub fn sites(&self) -> usize {
-        self.onsite.len()
-    }
 }
 
 /// Hoppings of a twisted (z ≠ 1) chain: Lanczos in extended precision up to the site where the
