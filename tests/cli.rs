@@ -112,14 +112,10 @@ fn keys(v: &Value) -> Vec<&str> {
     v.as_object().unwrap().keys().map(String::as_str).collect()
 }
 
-const SHIPPED: [&str; 6] = [
-    "kondo-symmetric",
-    "mixed-valence",
-    "resonant-level",
-    "strong-field",
-    "kondo-model",
-    "zitko-pruschke",
-];
+/// The shipped presets (tests/presets.rs pins the list itself).
+fn shipped() -> Vec<&'static str> {
+    dnrg::preset::shipped_names().collect()
+}
 
 /// A fast run for the tests that need the solver.
 const QUICK: [&str; 5] = [
@@ -416,8 +412,8 @@ fn presets_lists_every_shipped_preset() {
     assert_success(&out);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), SHIPPED.len(), "{text}");
-    for (line, name) in lines.iter().zip(SHIPPED) {
+    assert_eq!(lines.len(), shipped().len(), "{text}");
+    for (line, name) in lines.iter().zip(shipped()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(fields[0], name);
         assert_eq!(fields[1], "shipped");
@@ -451,7 +447,7 @@ fn presets_lists_broken_user_presets_with_their_error() {
         "{broken}"
     );
     assert!(line("wrong").contains("nrg.keep = 0: must keep at least one state"));
-    assert_eq!(text.lines().count(), SHIPPED.len() + 3);
+    assert_eq!(text.lines().count(), shipped().len() + 3);
 }
 
 #[test]

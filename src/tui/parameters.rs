@@ -6,7 +6,7 @@ use super::app::{App, MessageKind, View};
 use super::fields::Field;
 use super::ui::{self, fit, pad};
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
@@ -112,16 +112,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
         }
         lines.push(Line::from(spans));
     }
-    let body = Rect {
-        height: inner.height.saturating_sub(footer.len() as u16),
-        ..inner
-    };
+    let [body, foot] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(footer.len() as u16)])
+            .areas(inner);
     frame.render_widget(Paragraph::new(lines), body);
-    let foot = Rect {
-        y: inner.y + body.height,
-        height: inner.height - body.height,
-        ..inner
-    };
     frame.render_widget(Paragraph::new(footer).wrap(Wrap { trim: true }), foot);
 }
 

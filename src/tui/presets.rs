@@ -5,7 +5,7 @@ use super::app::{App, PresetPicker};
 use super::ui::{self, fit, pad};
 use dnrg::preset::PresetSource;
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
@@ -54,16 +54,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, picker: &PresetPicker) {
         }
         lines.push(Line::from(spans));
     }
-    let body = Rect {
-        height: inner.height.saturating_sub(footer_h),
-        ..inner
-    };
+    let [body, foot] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(footer_h)]).areas(inner);
     frame.render_widget(Paragraph::new(lines), body);
-    let foot = Rect {
-        y: inner.y + body.height,
-        height: inner.height - body.height,
-        ..inner
-    };
     let footer = match &picker.error {
         Some(e) => Paragraph::new(Span::styled(e.clone(), theme.error())),
         None => {
