@@ -131,7 +131,7 @@ pub fn first_site_weights(lambda: &[f64], mu: &[f64]) -> Vec<f64> {
 
 /// Free energy −T Σ_σ Σ_k ln(1 + e^(−ε_kσ/T)) of spin-degenerate single-particle levels with
 /// ε_kσ = e_k ∓ (h0 + δh)/2 (a field on the total spin), as a num-dual number in
-/// (T, δh) at δh = 0.
+/// (T, δh) at δh = 0. Any consistent units (physical, or a shell's rescaled ones).
 pub fn free_energy(levels: &[f64], t: f64, h0: f64) -> Ts {
     let (tv, dh) = thermo_variables(t);
     let mut f = Ts::from(0.0);
@@ -139,12 +139,15 @@ pub fn free_energy(levels: &[f64], t: f64, h0: f64) -> Ts {
         for sign in [-1.0, 1.0] {
             // ε = e + sign·(h0 + δh)/2; −T ln(1 + e^(−ε/T)) = min(ε, 0) − T ln(1 + e^(−|ε|/T))
             let eps = (dh + h0) * (0.5 * sign) + e;
-            let term = if eps.re < 0.0 {
-                eps - tv * (eps / tv).exp().ln_1p()
-            } else {
-                -(tv * (-eps / tv).exp().ln_1p())
-            };
-            f += term;
+            let low = if eps.re < 0.0 { eps } else { Ts::from(0.0) };
+            // beyond |ε|/T = 745, e^(−|ε|/T) is zero in f64 and so are all its derivatives:
+            // evaluating them would only form 0·∞
+            if eps.re.abs() / t > 745.0 {
+                f += low;
+                continue;
+            }
+            let magnitude = if eps.re < 0.0 { -eps } else { eps };
+            f += low - tv * (-magnitude / tv).exp().ln_1p();
         }
     }
     f

@@ -4,13 +4,11 @@
 //! shifts of a cluster under a perturbation B^θ are the eigenvalues of B^θ restricted to the
 //! cluster (degenerate perturbation theory, design note §5); for display only.
 
+use crate::cluster;
 use crate::record::Level;
 use crate::step::EigenBlock;
 use indexmap::IndexMap;
 use nalgebra::DMatrix;
-
-/// Eigenvalues closer than this (rescaled units) belong to one cluster.
-pub const DEGENERACY_TOL: f64 = 1e-8;
 
 /// How the sensitivity to one parameter is read off.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,20 +31,13 @@ struct Cluster {
 fn clusters(blocks: &[EigenBlock]) -> Vec<Cluster> {
     let mut out = Vec::new();
     for (b, eb) in blocks.iter().enumerate() {
-        let e = &eb.energies;
-        let mut start = 0;
-        while start < e.len() {
-            let mut end = start + 1;
-            while end < e.len() && e[end] - e[start] <= DEGENERACY_TOL {
-                end += 1;
-            }
+        for r in cluster::split(&eb.energies) {
             out.push(Cluster {
                 block: b,
-                start,
-                len: end - start,
-                energy: e[start],
+                start: r.start,
+                len: r.len(),
+                energy: eb.energies[r.start],
             });
-            start = end;
         }
     }
     out.sort_by(|a, b| a.energy.total_cmp(&b.energy).then(a.block.cmp(&b.block)));
@@ -55,7 +46,7 @@ fn clusters(blocks: &[EigenBlock]) -> Vec<Cluster> {
     let mut start = 0;
     while start < out.len() {
         let mut end = start + 1;
-        while end < out.len() && out[end].energy - out[start].energy <= DEGENERACY_TOL {
+        while end < out.len() && cluster::joined(out[end - 1].energy, out[end].energy) {
             end += 1;
         }
         out[start..end].sort_by_key(|c| c.block);
@@ -68,7 +59,12 @@ fn clusters(blocks: &[EigenBlock]) -> Vec<Cluster> {
 fn ground_sz(blocks: &[EigenBlock], all: &[Cluster]) -> f64 {
     let e0 = all.first().map_or(0.0, |c| c.energy);
     let (mut sum, mut count) = (0.0, 0usize);
-    for c in all.iter().take_while(|c| c.energy - e0 <= DEGENERACY_TOL) {
+    let mut previous = e0;
+    for c in all.iter().take_while(|c| {
+        let near = cluster::joined(previous, c.energy);
+        previous = c.energy;
+        near
+    }) {
         sum += blocks[c.block].qn.sz() * c.len as f64;
         count += c.len;
     }
@@ -92,7 +88,11 @@ pub fn lowest_levels(
             count
                 + all[count..]
                     .iter()
-                    .take_while(|c| c.energy - last.energy <= DEGENERACY_TOL)
+                    .scan(last.energy, |previous, c| {
+                        let near = cluster::joined(*previous, c.energy);
+                        *previous = c.energy;
+                        near.then_some(())
+                    })
                     .count()
         }
         _ => count.min(all.len()),

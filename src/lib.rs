@@ -9,7 +9,10 @@
 // harder to check against the formulas they implement.
 #![allow(clippy::needless_range_loop)]
 
+pub mod bare;
 pub mod chain;
+pub mod cluster;
+pub mod diagnostics;
 pub mod free_chain;
 pub mod jet;
 pub mod levels;
@@ -19,6 +22,7 @@ pub mod output;
 pub mod parallel;
 pub mod params;
 pub mod preset;
+pub mod readout;
 pub mod record;
 pub mod shell;
 pub mod solver;

@@ -263,6 +263,7 @@ mod tests {
             states: 16,
             gap_cut: None,
             e_cut: 7.5,
+            discarded_weight: Some(1e-9),
             levels: vec![Level {
                 e: 0.0,
                 q: 0,
@@ -296,7 +297,9 @@ mod tests {
             status: "complete",
             shells: 2,
             t_k: None,
+            t_k_reason: Some("Tchi_imp never exceeds 0.07".into()),
             wilson_ratio: Some(2.0),
+            wilson_ratio_reason: None,
             min_gap_cut: None,
             warnings: vec![],
         }

@@ -83,6 +83,29 @@ impl Discretization {
     }
 }
 
+/// What the impurity contributions subtract: F_imp = F(impurity + chain) − F(bare chain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareChain {
+    /// The bare chain iterated and truncated by the same rules and kept count as the impurity
+    /// run, so that truncation errors cancel where the two spectra coincide (the strong-coupling
+    /// fixed point). What established NRG codes do.
+    Truncated,
+    /// The bare chain solved exactly (no truncation).
+    Exact,
+}
+
+impl BareChain {
+    pub const ALL: [BareChain; 2] = [BareChain::Truncated, BareChain::Exact];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BareChain::Truncated => "truncated",
+            BareChain::Exact => "exact",
+        }
+    }
+}
+
 /// A Hamiltonian parameter that derivatives can be taken with respect to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Param {
@@ -218,6 +241,13 @@ pub struct NrgParams {
     pub t_min: f64,
     /// Fraction above the nominal kept count in which the cut is moved to the largest gap.
     pub gap_window: f64,
+    /// How the bare chain is subtracted for impurity contributions.
+    #[serde(default = "default_bare_chain")]
+    pub bare_chain: BareChain,
+}
+
+fn default_bare_chain() -> BareChain {
+    BareChain::Truncated
 }
 
 impl Default for NrgParams {
@@ -231,6 +261,7 @@ impl Default for NrgParams {
             beta_bar: 1.0,
             t_min: 1e-8,
             gap_window: 0.2,
+            bare_chain: BareChain::Truncated,
         }
     }
 }

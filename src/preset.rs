@@ -32,7 +32,9 @@
 //! (the repository's `presets/` directory, embedded with `include_str!`). The config dir is
 //! `$DNRG_CONFIG_DIR` when set, else the platform's (e.g. `~/.config/dnrg` on Linux).
 
-use crate::params::{Discretization, FieldKind, InvalidParam, ModelKind, Param, RunConfig};
+use crate::params::{
+    BareChain, Discretization, FieldKind, InvalidParam, ModelKind, Param, RunConfig,
+};
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -83,6 +85,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "beta_bar",
             "T_min",
             "gap_window",
+            "bare_chain",
         ],
     ),
     ("output", &["levels", "impurity_observables"]),
@@ -744,6 +747,9 @@ impl Reader<'_> {
                 *slot = v;
             }
         }
+        if let Some(b) = self.choice("nrg", "bare_chain", &BareChain::ALL, BareChain::name)? {
+            n.bare_chain = b;
+        }
         if let Some(keep) = self.count("nrg", "keep", "a positive integer")? {
             n.keep = keep;
         }
@@ -1024,6 +1030,7 @@ pub fn to_toml(config: &RunConfig, description: &str) -> String {
     line(format!("beta_bar = {}", toml_float(n.beta_bar)));
     line(format!("T_min = {}", toml_float(n.t_min)));
     line(format!("gap_window = {}", toml_float(n.gap_window)));
+    line(format!("bare_chain = {}", toml_string(n.bare_chain.name())));
     line(String::new());
     line("[output]".into());
     line(format!("levels = {}", o.levels));

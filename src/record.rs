@@ -142,6 +142,9 @@ pub struct ShellRecord {
     /// effective energy cutoff, which bounds the truncation error (≈ e^(−β̄·√Λ·E_cut)).
     #[serde(rename = "E_cut")]
     pub e_cut: f64,
+    /// Fraction of the Boltzmann weight at T_{N+1} carried by the states discarded here: what
+    /// the next shell's trace misses (null when nothing was discarded).
+    pub discarded_weight: Option<f64>,
     pub levels: Vec<Level>,
     pub obs: Observables,
     /// ∂F_imp/∂θ.
@@ -165,12 +168,19 @@ pub struct Summary {
     pub status: &'static str,
     /// Number of shells computed.
     pub shells: usize,
-    /// Kondo temperature by Wilson's definition T_K χ_imp(T_K) = 0.07 (null if not crossed).
+    /// Kondo temperature by Wilson's definition T_K χ_imp(T_K) = 0.07, when Tχ_imp falls through
+    /// 0.07 from a local-moment regime (null otherwise, with the reason in `T_K_reason`).
     #[serde(rename = "T_K")]
     pub t_k: Option<f64>,
+    /// Why `T_K` is null (absent when it is not).
+    #[serde(rename = "T_K_reason", skip_serializing_if = "Option::is_none")]
+    pub t_k_reason: Option<String>,
     /// Fermi-liquid Wilson ratio R = 8χ_s/(4χ_s + χ_c) from the last shell's local
-    /// susceptibilities (meaningful once T ≪ T_K; SIAM at zero field only).
+    /// susceptibilities, when that shell lies well below the crossover (SIAM at zero field).
     pub wilson_ratio: Option<f64>,
+    /// Why `wilson_ratio` is null (absent when it is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wilson_ratio_reason: Option<String>,
     /// Smallest gap at the truncation cut over the run, in units of ω_N.
     pub min_gap_cut: Option<f64>,
     pub warnings: Vec<String>,

@@ -113,15 +113,44 @@ pub fn initial_shell(
         .enumerate()
         .map(|(i, &(_, v))| Dual2DVec64::from_re(v).derivative(nvars, i))
         .collect();
-    let mut terms = model.hamiltonian(&space, &x, site0);
-    // the chain's own part of site 0
+    let terms = model.hamiltonian(&space, &x, site0);
+    local_shell(
+        &space,
+        terms,
+        dirs,
+        var_index,
+        site0.h_total,
+        onsite0,
+        omega0,
+    )
+}
+
+/// Shell 0 of the bare chain: site 0 alone. (The impurity orbital of the local space is kept
+/// empty, so charges and fermionic signs count exactly as in the impurity run.)
+pub fn bare_site_zero(h_total: f64, onsite0: f64, omega0: f64) -> ProductShell {
+    let space = LocalSpace::restricted(2, |occ| occ[0] == 0);
+    let none = Directions::default();
+    local_shell(&space, Vec::new(), &none, &[], h_total, onsite0, omega0)
+}
+
+/// Shell 0 from the local space and the model's terms; the chain's own part of site 0 (on-site
+/// energy, total field) is added here.
+fn local_shell(
+    space: &LocalSpace,
+    mut terms: Vec<Term>,
+    dirs: &Directions,
+    var_index: &[usize],
+    h_total: f64,
+    onsite0: f64,
+    omega0: f64,
+) -> ProductShell {
     let constant = |c: f64| Dual2DVec64::from_re(c);
     terms.push(Term {
         coef: constant(onsite0),
         op: space.occupation(SITE0),
     });
     terms.push(Term {
-        coef: constant(-site0.h_total),
+        coef: constant(-h_total),
         op: space.sz(SITE0),
     });
 
@@ -141,7 +170,7 @@ pub fn initial_shell(
         }
     };
 
-    let (groups, position) = group_by_qn(&space);
+    let (groups, position) = group_by_qn(space);
     let blocks = groups
         .iter()
         .map(|(&qn, states)| {
@@ -170,7 +199,7 @@ pub fn initial_shell(
             }
         })
         .collect();
-    check_block_diagonal(&space, &terms);
+    check_block_diagonal(space, &terms);
 
     let block_index: BTreeMap<Qn, usize> =
         groups.keys().enumerate().map(|(i, &q)| (q, i)).collect();

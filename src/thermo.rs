@@ -1,9 +1,14 @@
 //! Thermodynamics of one shell from traces of functions of hyper-dual matrices
 //! (design note §4).
 //!
-//! F = E_shift − T ln Tr e^(−H/T) over all states of the shell before truncation, at
-//! T_N = ω_N/β̄. With H = E + Σ ε_i B^i + Σ ε_iε_j B^ij, the Daleckii–Krein formula gives the
-//! derivatives of the trace exactly, for degenerate and non-degenerate levels alike:
+//! Everything here is in the shell's rescaled units: energies E in units of ω_N, temperature
+//! τ = T/ω_N (= 1/β̄ at T_N) and a change of the field on the total spin η = δh/ω_N. The shell's
+//! dimensionless free energy is G = −τ ln Tr e^(−H/τ) over all states before truncation; the
+//! physical one is F = E_shift + ω_N·G (see [`ShellFreeEnergy`]). Working in rescaled units keeps
+//! every number of order one at any temperature: T_min = 1e-100 would otherwise need 1/T⁴ ≈ 1e400.
+//!
+//! With H = E + Σ ε_i B^i + Σ ε_iε_j B^ij, the Daleckii–Krein formula gives the derivatives of the
+//! trace exactly, for degenerate and non-degenerate levels alike:
 //!   ∂_i Tr g(H)    = Σ_k g′(E_k) B^i_kk
 //!   ∂_i∂_j Tr g(H) = Σ_k g′(E_k) B^ij_kk + Σ_kk′ B^i_kk′ B^j_k′k g′^[1](E_k, E_k′)
 //! with g′^[1] the divided difference of g′ (→ g″ on the diagonal), evaluated through
@@ -11,10 +16,10 @@
 //!
 //! Temperature and the field on the total spin enter only explicitly (the total S_z commutes
 //! with H and is constant on a block), so they need no propagation: they are the two
-//! variables of the num-dual scalar [`Ts`], second order in each. Matrix directions are the
-//! outer num-dual layer, `Dual2DVec<Ts>`. All scalar calculus (ln Z, products with T) is done
+//! variables (τ, η) of the num-dual scalar [`Ts`], second order in each. Matrix directions are the
+//! outer num-dual layer, `Dual2DVec<Ts>`. All scalar calculus (ln Z, products with τ) is done
 //! by num-dual. What is exact and what is not: value, gradient in the matrix directions, and
-//! their T/h derivatives to second order are exact; of a Hessian entry in matrix directions
+//! their τ/η derivatives to second order are exact; of a Hessian entry in matrix directions
 //! only the value is (its pair sum is computed in f64), and only that is ever read.
 
 use crate::jet::Directions;
@@ -22,16 +27,35 @@ use crate::step::EigenBlock;
 use nalgebra::{DMatrix, Dyn, OMatrix, U1};
 use num_dual::{Derivative, Dual2DVec, Dual2SVec64, DualNum};
 
-/// Scalar carrying derivatives in (T, δh_tot) up to second order: variable 0 is the
-/// temperature, variable 1 a change of the field on the total spin.
+/// Scalar carrying derivatives in (temperature, change of the total field) up to second order:
+/// variable 0 is the temperature, variable 1 the field change (both in the units of the energies
+/// they go with: τ and η for a shell, T and δh for physical levels).
 pub type Ts = Dual2SVec64<2>;
 
 /// A scalar with derivatives in the matrix directions, each coefficient a [`Ts`].
 pub type Jet = Dual2DVec<Ts>;
 
-/// T and δh as seeded variables at (T, 0).
+/// Temperature and field change as seeded variables at (t, 0).
 pub fn thermo_variables(t: f64) -> (Ts, Ts) {
     (Ts::from_re(t).derivative(0), Ts::from_re(0.0).derivative(1))
+}
+
+/// `x` with the components of the given total spin-flip parity set to exactly zero: the
+/// field-odd components (∂/∂η, ∂²/∂τ∂η) when `odd` is false, the others when it is true.
+pub fn ts_keep_parity(x: Ts, odd: bool) -> Ts {
+    let mut v1 = x.v1.0.unwrap_or_default();
+    let mut v2 = x.v2.0.unwrap_or_default();
+    let re = if odd { 0.0 } else { x.re };
+    if odd {
+        v1[0] = 0.0;
+        v2[(0, 0)] = 0.0;
+        v2[(1, 1)] = 0.0;
+    } else {
+        v1[1] = 0.0;
+        v2[(0, 1)] = 0.0;
+        v2[(1, 0)] = 0.0;
+    }
+    Ts::new(re, Derivative::some(v1), Derivative::some(v2))
 }
 
 /// Read-outs of a [`Ts`].
@@ -73,37 +97,37 @@ pub struct BlockTrace {
     pub z_pairs: Vec<f64>,
 }
 
-/// Weights g′(ω E_k) = −(ω/T) e^(−ωE_k/T) of the diagonal second-order term Σ_k g′ B^ij_kk
+/// Weights g′(E_k) = −e^(−E_k/τ)/τ of the diagonal second-order term Σ_k g′ B^ij_kk
 /// (real part), for [`crate::step::pair_traces`].
-pub fn pair_weights(eb: &EigenBlock, omega: f64, t: f64) -> Vec<f64> {
+pub fn pair_weights(eb: &EigenBlock, tau: f64) -> Vec<f64> {
     eb.energies
         .iter()
-        .map(|&e| -(omega / t) * (-omega * e / t).exp())
+        .map(|&e| -(-e / tau).exp() / tau)
         .collect()
 }
 
-/// Trace of e^(−(H − δh·S_z)/T) over one diagonalized block, in physical units:
-/// energies ω·E_k (already shifted so that the ground state of the shell is at zero).
-/// `pair_diagonal[p]` is Σ_k g′(ωE_k) B^ij_kk for pair p (see [`pair_weights`]).
+/// Trace of e^(−(H − η·S_z)/τ) over one diagonalized block, energies E_k already shifted so that
+/// the ground state of the shell is at zero. `pair_diagonal[p]` is Σ_k g′(E_k) B^ij_kk for pair
+/// p (see [`pair_weights`]).
 pub fn block_trace(
     eb: &EigenBlock,
     sz: f64,
-    omega: f64,
-    t: f64,
+    tau: f64,
     dirs: &Directions,
     pair_diagonal: &[f64],
 ) -> BlockTrace {
-    let (tv, dh) = thermo_variables(t);
+    let (tv, dh) = thermo_variables(tau);
     let n = eb.dim();
     let m = dirs.first();
     let mut z = Ts::from(0.0);
     let mut z_first = vec![Ts::from(0.0); m];
     let mut z_pairs = pair_diagonal.to_vec();
-    let x: Vec<f64> = eb.energies.iter().map(|&e| omega * e).collect();
+    let x = &eb.energies;
+    let t = tau;
     for k in 0..n {
         let w = (-(dh * (-sz) + x[k]) / tv).exp();
-        // g′ = −g/T in physical units; the derivative parts of the energy are ω·B
-        let gp = -(w / tv) * omega;
+        // g′ = −g/τ
+        let gp = -(w / tv);
         for (i, zi) in z_first.iter_mut().enumerate() {
             *zi += gp * eb.b[i][(k, k)];
         }
@@ -126,7 +150,6 @@ pub fn block_trace(
                 divided[(l, k)] = v;
             }
         }
-        let w2 = omega * omega;
         for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
             let (bi, bj) = (&eb.b[i], &eb.b[j]);
             let mut sum = 0.0;
@@ -135,7 +158,7 @@ pub fn block_trace(
                     sum += bi[(k, l)] * bj[(k, l)] * divided[(k, l)];
                 }
             }
-            z_pairs[p] += w2 * sum;
+            z_pairs[p] += sum;
         }
     }
     BlockTrace {
@@ -185,9 +208,9 @@ fn jet(value: Ts, first: &[Ts], pairs: &[Ts], dirs: &Directions) -> Jet {
     Jet::new(value, Derivative::some(v1), Derivative::some(v2))
 }
 
-/// F = E_shift − T ln Z of the whole shell, as a jet over the matrix directions with
-/// (T, δh) derivatives. `shift` is the accumulated ground-energy shift in physical units.
-pub fn free_energy(traces: &[BlockTrace], shift: &ShiftJet, t: f64, dirs: &Directions) -> Jet {
+/// G = −τ ln Z of the whole shell (rescaled, without the accumulated shift), as a jet over the
+/// matrix directions with (τ, η) derivatives.
+pub fn free_energy(traces: &[BlockTrace], tau: f64, dirs: &Directions) -> Jet {
     let m = dirs.first();
     let mut z = Ts::from(0.0);
     let mut z_first = vec![Ts::from(0.0); m];
@@ -203,11 +226,40 @@ pub fn free_energy(traces: &[BlockTrace], shift: &ShiftJet, t: f64, dirs: &Direc
     }
     let pairs_ts: Vec<Ts> = z_pairs.into_iter().map(Ts::from).collect();
     let z_jet = jet(z, &z_first, &pairs_ts, dirs);
-    let shift_first: Vec<Ts> = shift.parts[..m].iter().map(|&v| Ts::from(v)).collect();
-    let shift_pairs: Vec<Ts> = shift.parts[m..].iter().map(|&v| Ts::from(v)).collect();
-    let shift_jet = jet(Ts::from(shift.value), &shift_first, &shift_pairs, dirs);
-    let (tv, _) = thermo_variables(t);
-    shift_jet - Jet::from_re(tv) * z_jet.ln()
+    let (tv, _) = thermo_variables(tau);
+    -(Jet::from_re(tv) * z_jet.ln())
+}
+
+/// Set to exactly zero every component of `g` that is odd under the spin flip: the parity of a
+/// component is that of its matrix direction(s) (`odd[i]` for direction i) times that of its η
+/// order. At a spin-flip symmetric point these are the derivatives of an even function at its
+/// symmetric point, exactly zero.
+pub fn keep_even(g: &mut Jet, odd: &[bool]) {
+    g.re = ts_keep_parity(g.re, false);
+    if let Some(v1) = g.v1.0.as_mut() {
+        for (i, x) in v1.iter_mut().enumerate() {
+            *x = ts_keep_parity(*x, odd[i]);
+        }
+    }
+    if let Some(v2) = g.v2.0.as_mut() {
+        let m = v2.nrows();
+        for i in 0..m {
+            for j in 0..m {
+                v2[(i, j)] = ts_keep_parity(v2[(i, j)], odd[i] != odd[j]);
+            }
+        }
+    }
+}
+
+/// The free energy of one shell: F = shift + ω_N·G, with the accumulated shift in physical units
+/// and G in the shell's rescaled units (see the module documentation for the read-outs).
+#[derive(Debug, Clone)]
+pub struct ShellFreeEnergy {
+    pub omega: f64,
+    /// τ = T/ω_N.
+    pub tau: f64,
+    pub shift: ShiftJet,
+    pub g: Jet,
 }
 
 /// Read-outs of a [`Jet`].
@@ -290,14 +342,14 @@ mod tests {
             // pairs (a, a) = 0 and (a, b) = D
             b_pairs: vec![Mat::zeros(n, n), d.clone()],
         };
-        let w = pair_weights(&eb, 1.0, t);
+        let w = pair_weights(&eb, t);
         let diag: Vec<f64> = eb
             .b_pairs
             .iter()
             .map(|bp| (0..n).map(|k| w[k] * bp[(k, k)]).sum())
             .collect();
-        let tr = block_trace(&eb, 0.0, 1.0, t, &dirs, &diag);
-        let f = free_energy(&[tr], &ShiftJet::zero(&dirs), t, &dirs);
+        let tr = block_trace(&eb, 0.0, t, &dirs, &diag);
+        let f = free_energy(&[tr], t, &dirs);
         let lnz = |x: f64, y: f64| ln_z(&a, &b, &c, &d, x, y, t);
         let step = 1e-4;
         // central differences: O(step²) ≈ 1e-8 truncation error

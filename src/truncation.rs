@@ -11,7 +11,7 @@
 //! states across it. If the window's best gap is below [`WANTED_GAP`], the search goes on
 //! upwards, up to twice the nominal count, for the first gap that is large enough.
 
-use crate::levels::DEGENERACY_TOL;
+use crate::cluster;
 
 /// Gaps below this (in units of ω_N) are worth keeping extra states to avoid.
 pub const WANTED_GAP: f64 = 1e-2;
@@ -100,7 +100,7 @@ pub fn choose_cut(blocks: &[&[f64]], keep: usize, e_cut: f64, gap_window: f64) -
             }
         }
         // whatever happens, never cut through a degenerate cluster
-        while best < n && gap_above(best) <= DEGENERACY_TOL {
+        while best < n && cluster::joined(all[best - 1].0, all[best].0) {
             best += 1;
         }
         if best == n {

@@ -58,6 +58,10 @@ impl ImpurityModel for Kondo {
         ]
     }
 
+    fn spin_flip_symmetric(&self) -> bool {
+        self.h_imp == 0.0
+    }
+
     fn v0(&self, _site0: SiteZero) -> Option<f64> {
         None
     }

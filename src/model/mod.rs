@@ -66,6 +66,18 @@ pub trait ImpurityModel: Send + Sync {
 
     /// Amplitude V0 of the impurity–site-0 hopping, for the header (None if not a hopping).
     fn v0(&self, site0: SiteZero) -> Option<f64>;
+
+    /// Whether the Hamiltonian (without the solver's total field) is invariant under the spin
+    /// flip ↑ ↔ ↓ at the model's parameter values: then ±S_z blocks have identical spectra and
+    /// every derivative odd under the flip vanishes. True for SIAM and Kondo without a field.
+    fn spin_flip_symmetric(&self) -> bool;
+}
+
+impl Variable {
+    /// Whether ∂H/∂(this variable) changes sign under the spin flip (a field does).
+    pub fn spin_flip_odd(self) -> bool {
+        self == Variable::HImp
+    }
 }
 
 /// The model a parameter set describes.

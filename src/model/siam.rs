@@ -5,7 +5,7 @@
 
 use super::{IMPURITY, ImpurityModel, LocalSpace, SITE0, SiteZero, Term, Variable};
 use crate::params::ModelKind;
-use num_dual::{Dual2DVec64, DualNum};
+use num_dual::{Derivative, Dual2DVec64};
 
 use std::f64::consts::PI;
 
@@ -40,14 +40,7 @@ impl ImpurityModel for Siam {
         let [eps_d, u, gamma, h_imp] = x else {
             unreachable!("SIAM has four variables")
         };
-        // V = √(2ΓA/π). √Γ has an infinite derivative at Γ = 0 (validation refuses derivatives
-        // with respect to Γ there), and 0·∞ would poison every other direction: at Γ = 0 the
-        // impurity is simply decoupled, V = 0 with no derivative parts.
-        let v = if gamma.re > 0.0 {
-            (gamma.clone() * (2.0 * site0.coupling_factor / PI)).sqrt()
-        } else {
-            Dual2DVec64::from_re(0.0)
-        };
+        let v = hybridization(gamma, 2.0 * site0.coupling_factor / PI);
         let mut hyb = s.cdag(IMPURITY, 0) * s.c(SITE0, 0) + s.cdag(IMPURITY, 1) * s.c(SITE0, 1);
         hyb += hyb.transpose();
         vec![
@@ -67,7 +60,44 @@ impl ImpurityModel for Siam {
         ]
     }
 
+    fn spin_flip_symmetric(&self) -> bool {
+        self.h_imp == 0.0
+    }
+
     fn v0(&self, site0: SiteZero) -> Option<f64> {
         Some((2.0 * self.gamma * site0.coupling_factor / PI).sqrt())
     }
+}
+
+/// V = √(cΓ) with its first and second derivatives, by the chain rule written out so that the
+/// derivatives of √ never multiply a zero: at tiny Γ, d²V/dΓ² = −c²/(4V³) overflows, and the
+/// generic rule would turn the zero entries of every *other* direction into 0·∞ = NaN. At Γ = 0
+/// the impurity is decoupled: V = 0 with no derivative parts (derivatives with respect to Γ
+/// are refused there by validation).
+fn hybridization(gamma: &Dual2DVec64, c: f64) -> Dual2DVec64 {
+    if gamma.re <= 0.0 {
+        return Dual2DVec64::from_re(0.0);
+    }
+    let v = (c * gamma.re).sqrt();
+    let d1 = c / (2.0 * v);
+    let d2 = -d1 * d1 / v;
+    let v1 = gamma.v1.0.as_ref().map(|g| g.map(|x| d1 * x));
+    let v2 = gamma.v1.0.as_ref().map(|g| {
+        let n = g.ncols();
+        let mut out = gamma
+            .v2
+            .0
+            .as_ref()
+            .map_or_else(|| nalgebra::DMatrix::zeros(n, n), |h| h.map(|x| d1 * x));
+        for i in 0..n {
+            for j in 0..n {
+                let gg = g[i] * g[j];
+                if gg != 0.0 {
+                    out[(i, j)] += d2 * gg;
+                }
+            }
+        }
+        out
+    });
+    Dual2DVec64::new(v, Derivative::new(v1), Derivative::new(v2))
 }
