@@ -10,6 +10,8 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod chain;
+pub mod estimate;
+pub mod files;
 pub mod free_chain;
 pub mod jet;
 pub mod levels;
@@ -24,5 +26,6 @@ pub mod shell;
 pub mod solver;
 pub mod step;
 pub mod symmetry;
+pub mod text;
 pub mod thermo;
 pub mod truncation;

@@ -218,6 +218,11 @@ pub struct NrgParams {
     pub t_min: f64,
     /// Fraction above the nominal kept count in which the cut is moved to the largest gap.
     pub gap_window: f64,
+    /// Memory budget in bytes: a run whose estimated peak ([`crate::estimate`]) is larger is
+    /// refused before it starts. Defaults to half the physical memory, so presets written
+    /// before this key existed load unchanged.
+    #[serde(default = "crate::estimate::default_max_memory")]
+    pub max_memory: u64,
 }
 
 impl Default for NrgParams {
@@ -231,6 +236,7 @@ impl Default for NrgParams {
             beta_bar: 1.0,
             t_min: 1e-8,
             gap_window: 0.2,
+            max_memory: crate::estimate::default_max_memory(),
         }
     }
 }
@@ -274,8 +280,19 @@ pub struct InvalidParam {
     pub reason: String,
 }
 
+impl InvalidParam {
+    /// The chain would need too many shells (a joint limit on Λ, β̄ and T_min, reported for
+    /// `nrg.T_min` by [`RunConfig::validate`]).
+    pub fn is_shell_count(&self) -> bool {
+        self.key == "nrg.T_min" && self.reason.contains(" shells with Λ")
+    }
+}
+
 /// Largest number of shells a run may need: beyond this T_min is unreasonably small for Λ.
 pub const MAX_SHELLS: usize = 400;
+
+/// Smallest memory budget (`nrg.max_memory`): the program itself needs about this much.
+pub const MIN_MEMORY: u64 = 64 << 20;
 
 /// Largest magnitude of an energy parameter (U, ε_d, Γ, J, K, h) in units of D.
 pub const MAX_ENERGY: f64 = 1e4;
@@ -376,6 +393,16 @@ impl RunConfig {
                 "nrg.gap_window",
                 format!("{:?}", n.gap_window),
                 "must lie in [0, 1]",
+            );
+        }
+        if n.max_memory < MIN_MEMORY {
+            return bad(
+                "nrg.max_memory",
+                crate::files::fmt_bytes(n.max_memory),
+                &format!(
+                    "must be at least {} (a number of bytes, or a string such as \"8 GiB\")",
+                    crate::files::fmt_bytes(MIN_MEMORY)
+                ),
             );
         }
         if self.output.levels > 100_000 {
