@@ -11,7 +11,7 @@ use crate::free_chain;
 use crate::jet::Directions;
 use crate::levels::{self, DEGENERACY_TOL, Sensitivity};
 use crate::model::{self, ImpurityModel, SiteZero, Variable};
-use crate::parallel::map_largest_first;
+use crate::parallel::map_largest_first_until;
 use crate::params::{FieldKind, InvalidParam, ModelKind, Param, RunConfig};
 use crate::record::{ChainInfo, Header, Observables, ShellRecord, Summary};
 use crate::shell::{self, KeptShell, ProductShell, SiteAddition};
@@ -244,8 +244,14 @@ impl Run {
         let started = Instant::now();
 
         let dirs = &self.dirs;
-        let mut eig: Vec<EigenBlock> =
-            map_largest_first(&product.blocks, |b| b.dim(), |b| step::diagonalize(b, dirs));
+        let cancel = self.cancel.clone();
+        let cancel = cancel.as_deref();
+        let mut eig: Vec<EigenBlock> = map_largest_first_until(
+            &product.blocks,
+            |b| b.dim(),
+            |b| step::diagonalize(b, dirs),
+            cancel,
+        )?;
         let ground = self.shift_to_ground(&mut eig, omega);
         let mut clock = Instant::now();
         self.times.diagonalize += clock - started;
@@ -254,17 +260,18 @@ impl Run {
         // rotated, and only the rows that are kept (at the last shell: the ground cluster,
         // which fixes their shift).
         let cut = (!last).then(|| self.choose_cut(&eig));
-        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, t);
+        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, t)?;
         self.times.pairs += lap(&mut clock);
         self.check_cancel()?;
 
         let dirs = &self.dirs;
         let indices: Vec<usize> = (0..eig.len()).collect();
-        let traces = map_largest_first(
+        let traces = map_largest_first_until(
             &indices,
             |&b| eig[b].dim(),
             |&b| thermo::block_trace(&eig[b], eig[b].qn.sz(), omega, t, dirs, &pair_sums[b]),
-        );
+            cancel,
+        )?;
         let f = thermo::free_energy(&traces, &self.shift, t, dirs);
         let h_total = self.h_total;
         let f_chain = free_chain::free_energy(self.bare_chain_levels(n), t, h_total);
@@ -288,7 +295,7 @@ impl Run {
         let mut warnings = Vec::new();
         let (kept, gap, e_cut) = match cut {
             Some(cut) => {
-                let kept_shell = self.truncate(&product, &eig, &cut, &mut clock);
+                let kept_shell = self.truncate(&product, &eig, &cut, &mut clock)?;
                 self.check_cancel()?;
                 let step = SiteAddition {
                     scale: omega / self.chain.omega[n + 1],
@@ -385,16 +392,16 @@ impl Run {
         ground: &[usize],
         omega: f64,
         t: f64,
-    ) -> Vec<Vec<f64>> {
+    ) -> Option<Vec<Vec<f64>>> {
         let pairs = self.dirs.pairs().len();
         if pairs == 0 {
-            return vec![Vec::new(); eig.len()];
+            return Some(vec![Vec::new(); eig.len()]);
         }
         let rows = cut.map_or(ground, |c| c.kept.as_slice());
         let dirs = &self.dirs;
         let indices: Vec<usize> = (0..eig.len()).collect();
         let eig_ref: &[EigenBlock] = eig;
-        let rotated = map_largest_first(
+        let rotated = map_largest_first_until(
             &indices,
             |&b| eig_ref[b].dim(),
             |&b| {
@@ -404,13 +411,14 @@ impl Run {
                 let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
                 (b_pairs, sums, w.iter().sum::<f64>())
             },
-        );
+            self.cancel.as_deref(),
+        )?;
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
         let mean = ground_mean(ground, rotated.iter().map(|(b, _, _)| b.as_slice()), pairs);
         let mut parts = vec![0.0; self.dirs.first()];
         parts.extend_from_slice(&mean);
         self.shift.add_scaled(omega, 0.0, &parts);
-        rotated
+        let sums = rotated
             .into_iter()
             .zip(eig.iter_mut())
             .map(|((b_pairs, sums, w_total), eb)| {
@@ -422,7 +430,8 @@ impl Run {
                     .map(|(s, m)| s - m * w_total)
                     .collect()
             })
-            .collect()
+            .collect();
+        Some(sums)
     }
 
     /// The cut of this shell (or the frozen one).
@@ -442,15 +451,17 @@ impl Run {
         eig: &[EigenBlock],
         cut: &truncation::Cut,
         clock: &mut Instant,
-    ) -> KeptShell {
+    ) -> Option<KeptShell> {
         let dirs = &self.dirs;
         let with_kept: Vec<(&EigenBlock, usize)> =
             eig.iter().zip(cut.kept.iter().copied()).collect();
-        let decoupled = map_largest_first(
+        let cancel = self.cancel.as_deref();
+        let decoupled = map_largest_first_until(
             &with_kept,
             |(eb, _)| eb.dim(),
             |&(eb, k)| step::decouple(eb, k, dirs),
-        );
+            cancel,
+        )?;
         self.times.decouple += lap(clock);
         // kept blocks lose the empty ones; remember where each went
         let mut new_index = vec![None; eig.len()];
@@ -466,7 +477,7 @@ impl Run {
             .iter()
             .filter_map(|op| Some((op, new_index[op.left]?, new_index[op.right]?)))
             .collect();
-        let fdag = map_largest_first(
+        let fdag = map_largest_first_until(
             &live,
             |(op, _, _)| eig[op.left].dim() * eig[op.right].dim(),
             |&(op, l, r)| {
@@ -479,18 +490,19 @@ impl Run {
                     r,
                 )
             },
-        );
+            cancel,
+        )?;
         self.times.operators += lap(clock);
         let blocks = decoupled
             .into_iter()
             .filter(|(kb, _)| !kb.energies.is_empty())
             .map(|(kb, _)| kb)
             .collect();
-        KeptShell {
+        Some(KeptShell {
             blocks,
             fdag,
             orbitals: product.orbitals,
-        }
+        })
     }
 
     /// Single-particle levels of the bare chain, sites 0..=n (physical units), grown by one
