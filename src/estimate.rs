@@ -216,11 +216,19 @@ mod tests {
     #[test]
     fn parts_match_the_solver_plan_for_every_derive_list() {
         let mut config = RunConfig::default();
-        assert_eq!(derivative_parts(&config), 5, "ε_d, U, h_imp; (ε_d,ε_d), (h,h)");
+        assert_eq!(
+            derivative_parts(&config),
+            5,
+            "ε_d, U, h_imp; (ε_d,ε_d), (h,h)"
+        );
         config.derive = vec![Param::EpsD, Param::U];
         assert_eq!(derivative_parts(&config), 7, "+ (ε_d,U), (U,U)");
         config.derive = vec![Param::EpsD, Param::U, Param::Gamma, Param::H];
-        assert_eq!(derivative_parts(&config), 4 + 7, "total field: no matrix part, no (h,θ) pairs");
+        assert_eq!(
+            derivative_parts(&config),
+            4 + 7,
+            "total field: no matrix part, no (h,θ) pairs"
+        );
         config.model.field = FieldKind::Impurity;
         assert_eq!(derivative_parts(&config), 4 + 10, "full Hessian of 4");
         config.derive.clear();

@@ -53,7 +53,10 @@ fn too_large(cap: u64, len: Option<u64>) -> io::Error {
     let size = len.map_or(String::new(), |len| format!("{len} bytes, "));
     io::Error::new(
         io::ErrorKind::FileTooLarge,
-        format!("{size}larger than the limit for input files ({})", fmt_bytes(cap)),
+        format!(
+            "{size}larger than the limit for input files ({})",
+            fmt_bytes(cap)
+        ),
     )
 }
 
@@ -131,13 +134,17 @@ fn resolve(path: &Path) -> Result<(PathBuf, Option<fs::Metadata>), OutputError> 
             Err(e) => return Err(OutputError::Refused(os_reason(&e))),
         }
     }
-    Err(OutputError::Refused("too many levels of symbolic links".into()))
+    Err(OutputError::Refused(
+        "too many levels of symbolic links".into(),
+    ))
 }
 
 /// The OS's words for an error, without the path tempfile adds to its messages.
 fn os_reason(e: &io::Error) -> String {
-    e.raw_os_error()
-        .map_or_else(|| e.to_string(), |c| io::Error::from_raw_os_error(c).to_string())
+    e.raw_os_error().map_or_else(
+        || e.to_string(),
+        |c| io::Error::from_raw_os_error(c).to_string(),
+    )
 }
 
 impl OutputFile {
@@ -187,11 +194,17 @@ impl OutputFile {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = meta.as_ref().map_or(0o666, |m| m.permissions().mode() & 0o7777);
+            let mode = meta
+                .as_ref()
+                .map_or(0o666, |m| m.permissions().mode() & 0o7777);
             builder.permissions(fs::Permissions::from_mode(mode));
         }
         let tmp = builder.tempfile_in(&dir).map_err(|e| {
-            OutputError::Refused(format!("cannot write in '{}': {}", dir.display(), os_reason(&e)))
+            OutputError::Refused(format!(
+                "cannot write in '{}': {}",
+                dir.display(),
+                os_reason(&e)
+            ))
         })?;
         Ok(OutputFile {
             tmp,
@@ -330,7 +343,10 @@ mod tests {
         assert!(err.to_string().contains("5000 bytes"), "{err}");
         // a device has no size: the reader stops one byte past the cap
         let err = read_limited(Path::new("/dev/zero"), 1 << 20).unwrap_err();
-        assert!(err.to_string().contains("limit for input files (1 MiB)"), "{err}");
+        assert!(
+            err.to_string().contains("limit for input files (1 MiB)"),
+            "{err}"
+        );
         let small = dir.path().join("small.toml");
         fs::write(&small, "a = 1\n").unwrap();
         assert_eq!(read_limited(&small, 6).unwrap(), "a = 1\n");
@@ -344,7 +360,12 @@ mod tests {
         symlink("real", d.join("link")).unwrap();
         write(&d.join("link"), true, "new").unwrap();
         assert_eq!(fs::read_to_string(d.join("real")).unwrap(), "new");
-        assert!(fs::symlink_metadata(d.join("link")).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(d.join("link"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         symlink("created", d.join("dangling")).unwrap();
         write(&d.join("dangling"), false, "x").unwrap();
         assert_eq!(fs::read_to_string(d.join("created")).unwrap(), "x");
@@ -356,13 +377,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let fifo = d.join("fifo");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
         let err = OutputFile::create(&fifo, true).unwrap_err().to_string();
         assert!(err.contains("not a regular file (a FIFO)"), "{err}");
         symlink("fifo", d.join("to-fifo")).unwrap();
-        let err = OutputFile::create(&d.join("to-fifo"), true).unwrap_err().to_string();
-        assert!(err.contains("a FIFO"), "a link to a FIFO is refused alike: {err}");
-        let err = OutputFile::create(Path::new("/dev/null"), true).unwrap_err().to_string();
+        let err = OutputFile::create(&d.join("to-fifo"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a FIFO"),
+            "a link to a FIFO is refused alike: {err}"
+        );
+        let err = OutputFile::create(Path::new("/dev/null"), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a device"), "{err}");
         let ro = d.join("ro");
         fs::write(&ro, "keep").unwrap();
@@ -370,8 +404,15 @@ mod tests {
         let err = write(&ro, true, "x").unwrap_err().to_string();
         assert!(err.contains("read-only"), "{err}");
         assert_eq!(fs::read_to_string(&ro).unwrap(), "keep");
-        assert!(matches!(write(&ro, false, "x"), Err(OutputError::Exists(_))));
-        assert_eq!(names(d), ["fifo", "ro", "to-fifo"], "no temporary file left");
+        assert!(matches!(
+            write(&ro, false, "x"),
+            Err(OutputError::Exists(_))
+        ));
+        assert_eq!(
+            names(d),
+            ["fifo", "ro", "to-fifo"],
+            "no temporary file left"
+        );
     }
 
     #[test]
@@ -381,7 +422,10 @@ mod tests {
         fs::write(&f, "old").unwrap();
         fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
         write(&f, true, "new").unwrap();
-        assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         let out = OutputFile::create(&dir.path().join("g"), false).unwrap();
         assert!(out.temp_path().exists());
         drop(out);

@@ -678,7 +678,8 @@ struct Provenance<'a> {
 
 impl Provenance<'_> {
     fn of(&self, key: &str) -> &Origin {
-        self.last(key).map_or(&self.base, |i| &self.overrides[i].origin)
+        self.last(key)
+            .map_or(&self.base, |i| &self.overrides[i].origin)
     }
 
     /// Index of the last override touching `key`.
