@@ -83,19 +83,26 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
                 },
             ),
         ];
+        let mut describe = !compact;
         match (&app.editing, selected) {
             (Some(input), true) => {
-                let (before, at, after) = input.parts();
+                // the value being typed may use the description's room, and scrolls beyond
+                let room = VALUE_W - 1 + if compact { 0 } else { desc_w };
+                let (before, at, after) = input.view(room);
                 let style = if input.fresh {
                     theme.selected()
                 } else {
                     theme.input()
                 };
+                let used = 1 + before.chars().count() + 1 + after.chars().count();
                 spans.push(Span::styled(format!(" {before}"), style));
                 spans.push(Span::styled(at, theme.selected()));
-                let used = 1 + input.text.chars().count() + 1;
                 spans.push(Span::styled(after, style));
-                spans.push(Span::raw(" ".repeat(VALUE_W.saturating_sub(used))));
+                if used > VALUE_W {
+                    describe = false;
+                } else {
+                    spans.push(Span::raw(" ".repeat(VALUE_W - used)));
+                }
             }
             _ => {
                 let value = field.value(&app.config);
@@ -107,7 +114,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
                 spans.push(Span::styled(pad(&format!(" {value}"), VALUE_W), style));
             }
         }
-        if !compact {
+        if describe {
             spans.push(Span::styled(fit(field.description(), desc_w), theme.dim()));
         }
         lines.push(Line::from(spans));
@@ -142,5 +149,26 @@ fn footer(app: &App, field: Field) -> Vec<Line<'static>> {
     if field.param().is_some() && app.editing.is_none() {
         spans.push(Span::raw(", d toggles ∂"));
     }
-    vec![Line::from(spans)]
+    vec![Line::from(spans), estimate_line(app)]
+}
+
+/// What the current parameters will cost (the budget only when it is exceeded: it depends on
+/// the machine, and screens are meant to be reproducible).
+fn estimate_line(app: &App) -> Line<'static> {
+    let theme = app.theme;
+    let e = dnrg::estimate::Estimate::of(&app.config);
+    let memory = dnrg::files::fmt_bytes(e.memory);
+    let time = dnrg::estimate::fmt_duration(e.time);
+    if e.memory > app.config.nrg.max_memory {
+        let budget = dnrg::files::fmt_bytes(app.config.nrg.max_memory);
+        Line::from(Span::styled(
+            format!("estimate ~{memory} > nrg.max_memory = {budget}: refused"),
+            theme.error(),
+        ))
+    } else {
+        Line::from(Span::styled(
+            format!("estimate ~{memory}, ~{time} for {} shells", e.shells),
+            theme.dim(),
+        ))
+    }
 }

@@ -18,10 +18,13 @@ pub const SERIES_GLYPHS: [char; 6] = ['•', '+', 'x', 'o', '*', '#'];
 pub const PINNED_GLYPH: char = '·';
 
 impl Theme {
-    /// `NO_COLOR` set to anything non-empty switches colours off.
+    /// `NO_COLOR` set to anything non-empty, or `TERM=dumb`, switches colours off.
     pub fn from_env() -> Theme {
-        let mono = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Theme { mono }
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        Theme {
+            mono: no_color || dumb,
+        }
     }
 
     fn fg(self, color: Color) -> Style {
