@@ -106,7 +106,10 @@ mod tests {
         assert!(out.is_none());
         // at most one item per thread was in flight when the flag was set
         let threads = pool().current_num_threads();
-        assert!(done.load(Ordering::SeqCst) <= threads, "{done:?} > {threads}");
+        assert!(
+            done.load(Ordering::SeqCst) <= threads,
+            "{done:?} > {threads}"
+        );
         let unset = AtomicBool::new(false);
         let all = map_largest_first_until(&items, |&x| x, |&x| x + 1, Some(&unset)).unwrap();
         assert_eq!(all[999], 1000);

@@ -28,6 +28,9 @@ mod tests {
     fn control_characters_are_escaped_and_the_rest_kept() {
         assert_eq!(printable("U = 0.1 → ok"), "U = 0.1 → ok");
         assert_eq!(printable("a\u{1b}[31mb\n\u{7}"), "a\\u{1b}[31mb\\n\\u{7}");
-        assert!(!printable("\u{9b}2J").chars().any(char::is_control), "C1 too");
+        assert!(
+            !printable("\u{9b}2J").chars().any(char::is_control),
+            "C1 too"
+        );
     }
 }
