@@ -170,10 +170,12 @@ impl fmt::Display for Estimate {
     }
 }
 
-/// `0.4 s`, `12 s`, `3.5 min`, `2.1 h`.
+/// `<0.1 s`, `0.4 s`, `12 s`, `3.5 min`, `2.1 h`.
 pub fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s < 10.0 {
+    if s < 0.1 {
+        "<0.1 s".into()
+    } else if s < 10.0 {
         format!("{s:.1} s")
     } else if s < 120.0 {
         format!("{s:.0} s")

@@ -50,7 +50,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
     lines.push(Line::from(head_spans));
 
     // bottom: help for the selected row and the message (edit errors)
-    let footer = footer(app, rows[sel]);
+    let footer = footer(app, rows[sel], w);
     let body_rows = (inner.height as usize).saturating_sub(1 + footer.len());
     let first = sel.saturating_sub(body_rows.saturating_sub(1));
     let mut last_section = "";
@@ -128,13 +128,20 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
 
 /// One or two lines under the table: the error of a refused edit, else how to change the
 /// selected parameter.
-fn footer(app: &App, field: Field) -> Vec<Line<'static>> {
+fn footer(app: &App, field: Field, width: usize) -> Vec<Line<'static>> {
     let theme = app.theme;
     if let Some(m) = &app.message
         && m.kind == MessageKind::Error
     {
         return vec![Line::from(Span::styled(m.text.clone(), theme.error()))];
     }
+    let hint = ui::fit_spans(hint(app, field), width);
+    vec![hint, estimate_line(app, width)]
+}
+
+/// How to change the selected parameter.
+fn hint(app: &App, field: Field) -> Vec<Span<'static>> {
+    let theme = app.theme;
     let mut spans = vec![Span::styled(format!("{}: ", field.key()), theme.title())];
     if app.editing.is_some() {
         spans.push(Span::raw("Enter applies, Esc cancels"));
@@ -149,25 +156,34 @@ fn footer(app: &App, field: Field) -> Vec<Line<'static>> {
     if field.param().is_some() && app.editing.is_none() {
         spans.push(Span::raw(", d toggles ∂"));
     }
-    vec![Line::from(spans), estimate_line(app)]
+    spans
 }
 
 /// What the current parameters will cost (the budget only when it is exceeded: it depends on
 /// the machine, and screens are meant to be reproducible).
-fn estimate_line(app: &App) -> Line<'static> {
+fn estimate_line(app: &App, width: usize) -> Line<'static> {
     let theme = app.theme;
     let e = dnrg::estimate::Estimate::of(&app.config);
     let memory = dnrg::files::fmt_bytes(e.memory);
-    let time = dnrg::estimate::fmt_duration(e.time);
+    let time = match dnrg::estimate::fmt_duration(e.time) {
+        t if t.starts_with('<') => t,
+        t => format!("~{t}"),
+    };
     if e.memory > app.config.nrg.max_memory {
         let budget = dnrg::files::fmt_bytes(app.config.nrg.max_memory);
         Line::from(Span::styled(
-            format!("estimate ~{memory} > nrg.max_memory = {budget}: refused"),
+            fit(
+                &format!("estimate ~{memory} > nrg.max_memory = {budget}: refused"),
+                width,
+            ),
             theme.error(),
         ))
     } else {
         Line::from(Span::styled(
-            format!("estimate ~{memory}, ~{time} for {} shells", e.shells),
+            fit(
+                &format!("estimate ~{memory}, {time} for {} shells", e.shells),
+                width,
+            ),
             theme.dim(),
         ))
     }

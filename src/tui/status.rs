@@ -86,7 +86,7 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     let n_max = run.n_max().map_or("—".into(), |n| n.to_string());
     fields.push((
         u8::MAX,
-        vec![Span::raw(format!(" N {last_n:>3}/{n_max:<3}"))],
+        vec![Span::raw(format!(" shell {last_n:>3}/{n_max:<3}"))],
     ));
 
     // progress gauge: heavy line done, light line to do (readable without colour)
