@@ -595,3 +595,40 @@ fn headless_without_keys_shows_the_complete_default_run_with_sensitivities() {
     assert!(screen.contains("∂F_imp/∂eps_d"), "{screen}");
     assert!(screen.contains("⠉⠉⠉⠉"), "a curve is drawn:\n{screen}");
 }
+
+fn headless(s: &Sandbox, keys: &str) -> String {
+    let out = s.run(&[&["tui", "--headless"][..], &QUICK[..3], &["--keys", keys]].concat());
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn keys_are_ignored_while_the_terminal_is_too_small() {
+    let s = Sandbox::new();
+    // '+' would step U, 'd' derive it: neither may act on a screen that shows neither
+    let screen = headless(&s, "<wait><resize:50x12>+d<resize:100x30>");
+    assert!(
+        screen.contains("terminal too small: key ignored"),
+        "{screen}"
+    );
+    let screen = headless(&s, "<wait><resize:50x12>+d<resize:100x30>4");
+    let u_row = screen.lines().find(|l| l.contains(" U ")).unwrap();
+    assert!(
+        u_row.contains("[ ]") && u_row.contains(" 0 "),
+        "U unchanged: {u_row}"
+    );
+    assert!(!screen.contains("restarted"), "{screen}");
+}
+
+#[test]
+fn a_long_export_path_keeps_the_hint_and_the_error_visible() {
+    let s = Sandbox::new();
+    let path = format!("no-such-dir/{}.jsonl", "x".repeat(300));
+    let screen = headless(&s, &format!("<wait>e<C-u>{path}<Enter>"));
+    assert!(screen.contains("Tab switches"), "hint visible:\n{screen}");
+    assert!(
+        screen.contains("does not exist"),
+        "error visible:\n{screen}"
+    );
+    assert!(screen.contains("file: …"), "the input scrolls:\n{screen}");
+}

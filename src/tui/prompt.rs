@@ -67,22 +67,21 @@ fn popup_inner_width(area: Rect) -> usize {
     (POPUP_W.min(area.width.saturating_sub(2)).max(10) - 2) as usize
 }
 
-/// `text` in lines of `width` characters, at most `max` of them (the last one ending in `…`
-/// when cut).
+/// `text` in lines of `width` characters, at most `max` of them. A longer text loses its
+/// middle (marked `…`): messages start with the path and end with the reason, both wanted.
 fn chunks(text: &str, width: usize, max: usize) -> Vec<String> {
     let width = width.max(1);
-    let chars: Vec<char> = text.chars().collect();
-    let mut lines: Vec<String> = chars
-        .chunks(width)
-        .take(max)
-        .map(|c| c.iter().collect())
-        .collect();
-    if chars.len() > width * max
-        && let Some(last) = lines.last_mut()
-    {
-        *last = ui::fit(&format!("{last}…"), width);
+    let room = width * max.max(1);
+    let mut chars: Vec<char> = text.chars().collect();
+    if chars.len() > room {
+        let head = width.min(room / 2);
+        let tail = room - head - 1;
+        let mut cut: Vec<char> = chars[..head].to_vec();
+        cut.push('…');
+        cut.extend_from_slice(&chars[chars.len() - tail..]);
+        chars = cut;
     }
-    lines
+    chars.chunks(width).map(|c| c.iter().collect()).collect()
 }
 
 pub fn render_confirm(frame: &mut Frame, area: Rect, app: &App, confirm: &Confirm) {
