@@ -1,7 +1,8 @@
 //! Command-line interface: argument definitions and dispatch.
 //!
 //! Exit codes: 0 success, 1 explorer unavailable, 2 bad input or any other error (clap's own
-//! usage errors exit 2 as well), 128 + n stopped by signal n (130 for Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+//! usage errors exit 2 as well), 128 + n stopped by signal n (130 Ctrl-C, 143 SIGTERM,
+//! 129 SIGHUP).
 
 mod presets;
 mod run;
