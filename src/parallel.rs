@@ -9,7 +9,7 @@
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The process-wide pool for block work, one thread per available core.
 pub fn pool() -> &'static ThreadPool {
@@ -34,12 +34,29 @@ where
     T: Sync,
     R: Send + Sync,
 {
+    map_largest_first_until(items, cost, f, None).expect("no cancel flag")
+}
+
+/// [`map_largest_first`] that stops handing out items once `cancel` is set: `None` then (the
+/// items already started are finished first, so a cancelled call returns within the time of
+/// one item).
+pub fn map_largest_first_until<T, R>(
+    items: &[T],
+    cost: impl Fn(&T) -> usize + Sync,
+    f: impl Fn(&T) -> R + Sync,
+    cancel: Option<&AtomicBool>,
+) -> Option<Vec<R>>
+where
+    T: Sync,
+    R: Send + Sync,
+{
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(cost(&items[i])));
     let slots: Vec<OnceLock<R>> = (0..items.len()).map(|_| OnceLock::new()).collect();
     let next = AtomicUsize::new(0);
     let work = || {
-        loop {
+        while !cancelled() {
             let k = next.fetch_add(1, Ordering::Relaxed);
             let Some(&i) = order.get(k) else { break };
             let _ = slots[i].set(f(&items[i]));
@@ -55,10 +72,8 @@ where
             }
         });
     }
-    slots
-        .into_iter()
-        .map(|s| s.into_inner().expect("every item was processed"))
-        .collect()
+    // a flag set after the last item was handed out leaves every slot filled: keep them
+    slots.into_iter().map(OnceLock::into_inner).collect()
 }
 
 #[cfg(test)]
@@ -70,5 +85,33 @@ mod tests {
         let items: Vec<usize> = (0..100).collect();
         let out = map_largest_first(&items, |&x| x % 7, |&x| x * 2);
         assert_eq!(out, items.iter().map(|x| x * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_set_flag_stops_handing_out_items() {
+        let items: Vec<usize> = (0..1000).collect();
+        let flag = AtomicBool::new(false);
+        let done = AtomicUsize::new(0);
+        let out = map_largest_first_until(
+            &items,
+            |&x| x,
+            |&x| {
+                // the first item finished cancels the rest
+                done.fetch_add(1, Ordering::SeqCst);
+                flag.store(true, Ordering::SeqCst);
+                x
+            },
+            Some(&flag),
+        );
+        assert!(out.is_none());
+        // at most one item per thread was in flight when the flag was set
+        let threads = pool().current_num_threads();
+        assert!(
+            done.load(Ordering::SeqCst) <= threads,
+            "{done:?} > {threads}"
+        );
+        let unset = AtomicBool::new(false);
+        let all = map_largest_first_until(&items, |&x| x, |&x| x + 1, Some(&unset)).unwrap();
+        assert_eq!(all[999], 1000);
     }
 }

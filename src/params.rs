@@ -244,6 +244,11 @@ pub struct NrgParams {
     /// How the bare chain is subtracted for impurity contributions.
     #[serde(default = "default_bare_chain")]
     pub bare_chain: BareChain,
+    /// Memory budget in bytes: a run whose estimated peak ([`crate::estimate`]) is larger is
+    /// refused before it starts. Defaults to half the physical memory, so presets written
+    /// before this key existed load unchanged.
+    #[serde(default = "crate::estimate::default_max_memory")]
+    pub max_memory: u64,
 }
 
 fn default_bare_chain() -> BareChain {
@@ -262,6 +267,7 @@ impl Default for NrgParams {
             t_min: 1e-8,
             gap_window: 0.2,
             bare_chain: BareChain::Truncated,
+            max_memory: crate::estimate::default_max_memory(),
         }
     }
 }
@@ -305,6 +311,14 @@ pub struct InvalidParam {
     pub reason: String,
 }
 
+impl InvalidParam {
+    /// The chain would need too many shells (a joint limit on Λ, β̄ and T_min, reported for
+    /// `nrg.T_min` by [`RunConfig::validate`]).
+    pub fn is_shell_count(&self) -> bool {
+        self.key == "nrg.T_min" && self.reason.contains(" shells with Λ")
+    }
+}
+
 /// Largest number of shells a run may need: beyond this T_min is unreasonably small for Λ.
 pub const MAX_SHELLS: usize = 400;
 
@@ -313,6 +327,8 @@ pub const MAX_SHELLS: usize = 400;
 /// cancels two terms of order 1/Γ: it is off by 1e-4 at Γ = 1e-8, 1% at 1e-10 and meaningless
 /// at 1e-12.
 pub const MIN_GAMMA_DERIVATIVE: f64 = 1e-8;
+/// Smallest memory budget (`nrg.max_memory`): the program itself needs about this much.
+pub const MIN_MEMORY: u64 = 64 << 20;
 
 /// Largest magnitude of an energy parameter (U, ε_d, Γ, J, K, h) in units of D.
 pub const MAX_ENERGY: f64 = 1e4;
@@ -413,6 +429,16 @@ impl RunConfig {
                 "nrg.gap_window",
                 format!("{:?}", n.gap_window),
                 "must lie in [0, 1]",
+            );
+        }
+        if n.max_memory < MIN_MEMORY {
+            return bad(
+                "nrg.max_memory",
+                crate::files::fmt_bytes(n.max_memory),
+                &format!(
+                    "must be at least {} (a number of bytes, or a string such as \"8 GiB\")",
+                    crate::files::fmt_bytes(MIN_MEMORY)
+                ),
             );
         }
         if self.output.levels > 100_000 {

@@ -32,6 +32,7 @@
 //! (the repository's `presets/` directory, embedded with `include_str!`). The config dir is
 //! `$DNRG_CONFIG_DIR` when set, else the platform's (e.g. `~/.config/dnrg` on Linux).
 
+use crate::files::{MAX_INPUT_BYTES, OutputError, OutputFile, read_limited};
 use crate::params::{
     BareChain, Discretization, FieldKind, InvalidParam, ModelKind, Param, RunConfig,
 };
@@ -86,6 +87,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "T_min",
             "gap_window",
             "bare_chain",
+            "max_memory",
         ],
     ),
     ("output", &["levels", "impurity_observables"]),
@@ -301,8 +303,27 @@ impl Override {
                 }
             };
         }
-        table.insert(last.clone(), self.value.clone());
+        // a table (`--set 'nrg={keep=600}'`) is merged into the one there, key by key, so
+        // that it cannot silently drop the preset's other keys
+        match (table.get_mut(last), &self.value) {
+            (Some(Value::Table(there)), Value::Table(given)) => merge(there, given),
+            _ => {
+                table.insert(last.clone(), self.value.clone());
+            }
+        }
         Ok(())
+    }
+}
+
+/// `given` merged into `there`: tables recursively, everything else replaced.
+fn merge(there: &mut Table, given: &Table) {
+    for (key, value) in given {
+        match (there.get_mut(key), value) {
+            (Some(Value::Table(inner)), Value::Table(more)) => merge(inner, more),
+            _ => {
+                there.insert(key.clone(), value.clone());
+            }
+        }
     }
 }
 
@@ -420,7 +441,7 @@ impl PresetStore {
         });
         let user = self.user_files().into_iter().map(|(name, path)| {
             let source = PresetSource::User(path.clone());
-            match std::fs::read_to_string(&path) {
+            match read_limited(&path, MAX_INPUT_BYTES) {
                 Ok(text) => {
                     let loaded = parse(&name, &text, Origin::File(path), &[]);
                     info(&name, source, &text, loaded)
@@ -479,26 +500,17 @@ impl PresetStore {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(write_err)?;
-        let mut builder = tempfile::Builder::new();
-        // like any file the user creates: readable by others unless the umask says otherwise
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let mut tmp = builder.tempfile_in(&dir).map_err(write_err)?;
-        tmp.write_all(to_toml(config, description).as_bytes())
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(write_err)?;
-        let persisted = if overwrite {
-            tmp.persist(&path)
-        } else {
-            tmp.persist_noclobber(&path)
+        // the same checks and atomic rename as every other output (a link is followed, a
+        // read-only preset is not replaced, a failed write leaves no temporary file)
+        let refused = |e: OutputError| match e {
+            OutputError::Exists(_) => exists(path.display().to_string()),
+            OutputError::Refused(reason) => write_err(io::Error::other(reason)),
         };
-        match persisted {
-            Ok(_) => Ok(path),
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                Err(exists(path.display().to_string()))
-            }
-            Err(e) => Err(write_err(e.error)),
-        }
+        let mut out = OutputFile::create(&path, overwrite).map_err(refused)?;
+        out.write_all(to_toml(config, description).as_bytes())
+            .map_err(write_err)?;
+        out.commit().map_err(refused)?;
+        Ok(path)
     }
 
     /// The file a name refers to. Any listed user preset resolves, even one whose file name
@@ -607,7 +619,7 @@ fn check_name(name: &str) -> Result<(), PresetError> {
 }
 
 fn load_file(name: &str, path: &Path, overrides: &[Override]) -> Result<LoadedPreset, PresetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PresetError::Read {
+    let text = read_limited(path, MAX_INPUT_BYTES).map_err(|source| PresetError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -669,17 +681,24 @@ struct Provenance<'a> {
 
 impl Provenance<'_> {
     fn of(&self, key: &str) -> &Origin {
+        self.last(key)
+            .map_or(&self.base, |i| &self.overrides[i].origin)
+    }
+
+    /// Index of the last override touching `key`.
+    fn last(&self, key: &str) -> Option<usize> {
         let related = |a: &str, b: &str| {
             a == b || a.strip_prefix(b).is_some_and(|rest| rest.starts_with('.'))
         };
-        self.overrides
-            .iter()
-            .rev()
-            .find(|o| {
-                let set = o.key();
-                related(key, &set) || related(&set, key)
-            })
-            .map_or(&self.base, |o| &o.origin)
+        self.overrides.iter().rposition(|o| {
+            let set = o.key();
+            related(key, &set) || related(&set, key)
+        })
+    }
+
+    /// Order in which `key` was last set: 0 for the file, then one more per override.
+    fn rank(&self, key: &str) -> usize {
+        self.last(key).map_or(0, |i| i + 1)
     }
 }
 
@@ -753,6 +772,9 @@ impl Reader<'_> {
         if let Some(keep) = self.count("nrg", "keep", "a positive integer")? {
             n.keep = keep;
         }
+        if let Some(bytes) = self.memory("nrg", "max_memory")? {
+            n.max_memory = bytes;
+        }
 
         let o = &mut config.output;
         if let Some(levels) = self.count("output", "levels", "a non-negative integer")? {
@@ -765,9 +787,31 @@ impl Reader<'_> {
         config.derive = self.derive(config.model.kind)?;
         let description = self.string("description")?.unwrap_or_default();
 
-        config.validate().map_err(|error| PresetError::Invalid {
-            origin: self.provenance.of(&error.key).clone(),
-            error,
+        config.validate().map_err(|mut error| {
+            // the shell count depends on Λ, β̄ and T_min together: blame the one set last
+            let mut origin = self.provenance.of(&error.key);
+            if error.is_shell_count() {
+                let n = &config.nrg;
+                // on a tie (one `--set nrg={…}` for all of them) the last listed wins
+                let values = [
+                    ("nrg.beta_bar", format!("{:?}", n.beta_bar)),
+                    ("nrg.T_min", format!("{:?}", n.t_min)),
+                    ("nrg.Lambda", format!("{:?}", n.lambda)),
+                ];
+                if let Some((key, value)) = values
+                    .into_iter()
+                    .filter(|(key, _)| *self.provenance.of(key) != self.provenance.base)
+                    .max_by_key(|(key, _)| self.provenance.rank(key))
+                {
+                    origin = self.provenance.of(key);
+                    error.key = key.to_string();
+                    error.value = value;
+                }
+            }
+            PresetError::Invalid {
+                origin: origin.clone(),
+                error,
+            }
         })?;
         Ok((description, config))
     }
@@ -861,6 +905,20 @@ impl Reader<'_> {
                 .map(Some)
                 .map_err(|_| self.wrong_type(&format!("{section}.{key}"), expected, value)),
             Some(other) => Err(self.wrong_type(&format!("{section}.{key}"), expected, other)),
+        }
+    }
+
+    /// A size: a number of bytes, or a string such as "8 GiB", "500 MiB", "2G".
+    fn memory(&self, section: &str, key: &str) -> Result<Option<u64>, PresetError> {
+        let dotted = format!("{section}.{key}");
+        let expected = "a number of bytes or a size such as \"8 GiB\" or \"500 MiB\"";
+        match self.raw(section, key) {
+            None => Ok(None),
+            Some(Value::Integer(i)) if *i >= 0 => Ok(Some(*i as u64)),
+            Some(value @ Value::String(s)) => parse_size(s)
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(&dotted, expected, value)),
+            Some(other) => Err(self.wrong_type(&dotted, expected, other)),
         }
     }
 
@@ -977,6 +1035,27 @@ impl Reader<'_> {
     }
 }
 
+/// "8 GiB", "500MiB", "2G", "1.5 T", "123" (bytes); binary units, case-insensitive.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return None,
+    };
+    let bytes = number * (1u64 << shift) as f64;
+    (bytes.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
 /// The preset file for `config`: every key written out (so it round-trips through [`load`]
 /// exactly), the other model kind's parameters after a comment.
 pub fn to_toml(config: &RunConfig, description: &str) -> String {
@@ -1031,6 +1110,10 @@ pub fn to_toml(config: &RunConfig, description: &str) -> String {
     line(format!("T_min = {}", toml_float(n.t_min)));
     line(format!("gap_window = {}", toml_float(n.gap_window)));
     line(format!("bare_chain = {}", toml_string(n.bare_chain.name())));
+    // the default depends on the machine: only a budget of the user's own is written
+    if n.max_memory != crate::estimate::default_max_memory() {
+        line(format!("max_memory = {}", n.max_memory));
+    }
     line(String::new());
     line("[output]".into());
     line(format!("levels = {}", o.levels));

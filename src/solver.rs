@@ -18,7 +18,7 @@ use crate::diagnostics::Diagnostics;
 use crate::jet::Directions;
 use crate::levels::{self, Sensitivity};
 use crate::model::{self, ImpurityModel, SiteZero};
-use crate::parallel::map_largest_first;
+use crate::parallel::map_largest_first_until;
 use crate::params::{FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig};
 use crate::readout::{self, Plan, Source};
 use crate::record::{ChainInfo, Header, ShellRecord, Summary};
@@ -162,8 +162,14 @@ impl Iteration {
         let started = Instant::now();
 
         let dirs = &self.dirs;
-        let mut eig: Vec<EigenBlock> =
-            map_largest_first(&product.blocks, |b| b.dim(), |b| step::diagonalize(b, dirs));
+        let cancel = self.cancel.clone();
+        let cancel = cancel.as_deref();
+        let mut eig: Vec<EigenBlock> = map_largest_first_until(
+            &product.blocks,
+            |b| b.dim(),
+            |b| step::diagonalize(b, dirs),
+            cancel,
+        )?;
         if self.spin_symmetric {
             mirror_spectra(&mut eig);
         }
@@ -175,17 +181,18 @@ impl Iteration {
         // rotated, and only the rows that are kept (at the last shell: the ground cluster,
         // which fixes their shift).
         let cut = (!last).then(|| self.choose_cut(&eig, omega));
-        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, tau);
+        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, tau)?;
         self.times.pairs += lap(&mut clock);
         self.check_cancel()?;
 
         let dirs = &self.dirs;
         let indices: Vec<usize> = (0..eig.len()).collect();
-        let traces = map_largest_first(
+        let traces = map_largest_first_until(
             &indices,
             |&b| eig[b].dim(),
             |&b| thermo::block_trace(&eig[b], eig[b].qn.sz(), tau, dirs, &pair_sums[b]),
-        );
+            cancel,
+        )?;
         let mut g = thermo::free_energy(&traces, tau, dirs);
         if self.spin_symmetric {
             thermo::keep_even(&mut g, &self.odd);
@@ -204,7 +211,7 @@ impl Iteration {
             Some(cut) => {
                 let weight =
                     discarded_weight(&eig, &cut.kept, tau * self.chain.omega[n + 1] / omega);
-                let kept_shell = self.truncate(&product, &eig, &cut, &mut clock);
+                let kept_shell = self.truncate(&product, &eig, &cut, &mut clock)?;
                 self.check_cancel()?;
                 let step = SiteAddition {
                     scale: omega / self.chain.omega[n + 1],
@@ -284,16 +291,16 @@ impl Iteration {
         ground: &[usize],
         omega: f64,
         tau: f64,
-    ) -> Vec<Vec<f64>> {
+    ) -> Option<Vec<Vec<f64>>> {
         let pairs = self.dirs.pairs().len();
         if pairs == 0 {
-            return vec![Vec::new(); eig.len()];
+            return Some(vec![Vec::new(); eig.len()]);
         }
         let rows = cut.map_or(ground, |c| c.kept.as_slice());
         let dirs = &self.dirs;
         let indices: Vec<usize> = (0..eig.len()).collect();
         let eig_ref: &[EigenBlock] = eig;
-        let rotated = map_largest_first(
+        let rotated = map_largest_first_until(
             &indices,
             |&b| eig_ref[b].dim(),
             |&b| {
@@ -303,7 +310,8 @@ impl Iteration {
                 let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
                 (b_pairs, sums, w.iter().sum::<f64>())
             },
-        );
+            self.cancel.as_deref(),
+        )?;
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
         let mut mean = ground_mean(ground, rotated.iter().map(|(b, _, _)| b.as_slice()), pairs);
         if self.spin_symmetric {
@@ -316,7 +324,7 @@ impl Iteration {
         let mut parts = vec![0.0; self.dirs.first()];
         parts.extend_from_slice(&mean);
         self.shift.add_scaled(omega, 0.0, &parts);
-        rotated
+        let sums = rotated
             .into_iter()
             .zip(eig.iter_mut())
             .map(|((b_pairs, sums, w_total), eb)| {
@@ -328,7 +336,8 @@ impl Iteration {
                     .map(|(s, m)| s - m * w_total)
                     .collect()
             })
-            .collect()
+            .collect();
+        Some(sums)
     }
 
     /// The cut of this shell (or the frozen one), on the field-free energies while the total
@@ -365,15 +374,17 @@ impl Iteration {
         eig: &[EigenBlock],
         cut: &truncation::Cut,
         clock: &mut Instant,
-    ) -> KeptShell {
+    ) -> Option<KeptShell> {
         let dirs = &self.dirs;
         let with_kept: Vec<(&EigenBlock, usize)> =
             eig.iter().zip(cut.kept.iter().copied()).collect();
-        let decoupled = map_largest_first(
+        let cancel = self.cancel.as_deref();
+        let decoupled = map_largest_first_until(
             &with_kept,
             |(eb, _)| eb.dim(),
             |&(eb, k)| step::decouple(eb, k, dirs),
-        );
+            cancel,
+        )?;
         self.times.decouple += lap(clock);
         // kept blocks lose the empty ones; remember where each went
         let mut new_index = vec![None; eig.len()];
@@ -389,7 +400,7 @@ impl Iteration {
             .iter()
             .filter_map(|op| Some((op, new_index[op.left]?, new_index[op.right]?)))
             .collect();
-        let fdag = map_largest_first(
+        let fdag = map_largest_first_until(
             &live,
             |(op, _, _)| eig[op.left].dim() * eig[op.right].dim(),
             |&(op, l, r)| {
@@ -402,18 +413,19 @@ impl Iteration {
                     r,
                 )
             },
-        );
+            cancel,
+        )?;
         self.times.operators += lap(clock);
         let blocks = decoupled
             .into_iter()
             .filter(|(kb, _)| !kb.energies.is_empty())
             .map(|(kb, _)| kb)
             .collect();
-        KeptShell {
+        Some(KeptShell {
             blocks,
             fdag,
             orbitals: product.orbitals,
-        }
+        })
     }
 }
 

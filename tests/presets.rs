@@ -117,7 +117,7 @@ fn shipped_presets_have_the_advertised_physics() {
     let ks = load("kondo-symmetric");
     assert_eq!(zp.model, ks.model);
     assert_eq!(zp.nrg.discretization, Discretization::ZitkoPruschke);
-    assert_eq!((zp.nrg.z, zp.nrg.lambda), (0.5, 2.0));
+    assert_eq!((zp.nrg.z, zp.nrg.lambda), (0.5, 2.5));
 }
 
 #[test]

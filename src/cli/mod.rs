@@ -1,14 +1,17 @@
 //! Command-line interface: argument definitions and dispatch.
 //!
 //! Exit codes: 0 success, 1 explorer unavailable, 2 bad input or any other error (clap's own
-//! usage errors exit 2 as well), 130 interrupted by Ctrl-C.
+//! usage errors exit 2 as well), 128 + n stopped by signal n (130 Ctrl-C, 143 SIGTERM,
+//! 129 SIGHUP).
 
 mod presets;
 mod run;
+pub(crate) mod signals;
 mod tui;
 
 use clap::{Args, Parser, Subcommand};
 use dnrg::preset::{self, LoadedPreset, Override, PresetError};
+use dnrg::text::printable;
 use std::fmt;
 use std::process::ExitCode;
 
@@ -108,8 +111,45 @@ impl CliError {
     }
 }
 
+/// Refuse to write to a closed stdout. The Rust runtime reopens a closed stdout (`dnrg run >&-`)
+/// on /dev/null for reading and writing, where every record would vanish without an error; a
+/// shell's `> /dev/null` opens it for writing only, so the two can be told apart (Linux).
+pub fn check_stdout() -> Result<(), CliError> {
+    #[cfg(target_os = "linux")]
+    {
+        let target = std::fs::read_link("/proc/self/fd/1").ok();
+        let flags = std::fs::read_to_string("/proc/self/fdinfo/1")
+            .ok()
+            .and_then(|s| {
+                let f = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("flags:"))?
+                    .trim()
+                    .to_string();
+                u32::from_str_radix(&f, 8).ok()
+            });
+        const O_ACCMODE: u32 = 0o3;
+        const O_RDWR: u32 = 0o2;
+        if target.as_deref() == Some(std::path::Path::new("/dev/null"))
+            && flags.is_some_and(|f| f & O_ACCMODE == O_RDWR)
+        {
+            return Err(CliError::new(
+                "stdout is closed: the records would be lost (redirect it to a file, or use --out FILE)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Temporary files of saves killed half-way (`kill -9`) older than this are removed at start-up;
+/// a younger one may belong to a save in progress in another dnrg.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = preset::PresetStore::from_env().user_dir() {
+        dnrg::files::remove_stale_temps(&dir, STALE_TEMP_AGE);
+    }
     let result = match cli.command {
         None => tui::tui(tui::TuiArgs::default()),
         Some(Command::Tui(args)) => tui::tui(args),
@@ -118,7 +158,8 @@ pub fn main() -> ExitCode {
         Some(Command::Show(args)) => presets::show(&args),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e}");
+        // user text (keys, values, paths) is part of messages: never raw control characters
+        eprintln!("error: {}", printable(&e.to_string()));
         ExitCode::from(2)
     })
 }

@@ -2,6 +2,7 @@
 
 use super::{CliError, PresetArgs};
 use dnrg::preset::{self, PresetSource};
+use dnrg::text::printable;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -20,8 +21,8 @@ pub fn list() -> Result<ExitCode, CliError> {
             None => p.description.clone(),
         };
         // a user's description is shown, never interpreted by the terminal
-        let about: String = about.chars().filter(|c| !c.is_control()).collect();
-        text.push_str(&format!("{:width$}  {source:7}  {about}\n", p.name));
+        let (name, about) = (printable(&p.name), printable(&about));
+        text.push_str(&format!("{name:width$}  {source:7}  {about}\n"));
     }
     emit(&text)
 }
@@ -34,6 +35,7 @@ pub fn show(args: &PresetArgs) -> Result<ExitCode, CliError> {
 
 /// Write to stdout; a closed pipe (`| head`) is not an error, a full disk is.
 fn emit(text: &str) -> Result<ExitCode, CliError> {
+    super::check_stdout()?;
     match io::stdout().lock().write_all(text.as_bytes()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),

@@ -15,12 +15,17 @@ pub struct TuiArgs {
     /// Size of the virtual terminal in headless mode
     #[arg(long, value_name = "WxH", default_value = "80x24")]
     pub size: Size,
-    /// Keys to feed the explorer, in order (headless mode). Plain characters are key
+    /// Keys to feed the explorer, in order (headless mode; without it: <wait>). Plain characters are key
     /// presses; <Enter> <Esc> <Tab> <S-Tab> <BS> <Del> <Space> <Up> <Down> <Left> <Right>
     /// <Home> <End> <PgUp> <PgDn> <C-x> <lt> are keys; <wait> waits until the current run is
     /// complete, <wait:500ms> handles events for that long, <shells:N> waits until N shells
-    /// are shown, <resize:WxH> resizes the virtual terminal
-    #[arg(long, value_name = "KEYS", requires = "headless")]
+    /// are shown, <resize:WxH> resizes the virtual terminal, <paste:TEXT> pastes TEXT
+    #[arg(
+        long,
+        value_name = "KEYS",
+        requires = "headless",
+        allow_hyphen_values = true
+    )]
     pub keys: Option<String>,
 }
 
@@ -58,14 +63,22 @@ impl FromStr for Size {
 
 pub fn tui(args: TuiArgs) -> Result<ExitCode, CliError> {
     let preset = args.preset.load()?;
+    // without a script, a headless session shows the complete run (the first frame only
+    // says "waiting for the first shell…")
     let headless = args.headless.then(|| crate::tui::Headless {
         size: (args.size.width, args.size.height),
-        keys: args.keys.unwrap_or_default(),
+        keys: args.keys.unwrap_or_else(|| "<wait>".into()),
     });
+    if headless.is_some() {
+        super::check_stdout()?;
+    }
     match crate::tui::run(crate::tui::Options { preset, headless }) {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => Ok(match super::signals::received() {
+            Some(signal) => ExitCode::from(super::signals::exit_code(signal)),
+            None => ExitCode::SUCCESS,
+        }),
         Err(crate::tui::Error::Unavailable(reason)) => {
-            eprintln!("error: {reason}");
+            eprintln!("error: {}", dnrg::text::printable(&reason));
             Ok(ExitCode::from(1))
         }
         Err(crate::tui::Error::Failed(reason)) => Err(CliError::new(reason)),

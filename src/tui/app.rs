@@ -285,6 +285,14 @@ impl App {
                 true
             }
             Event::Tick => false,
+            Event::Paste(text) => {
+                self.paste(&text);
+                true
+            }
+            Event::Signal => {
+                self.quit = true;
+                true
+            }
             Event::Started { job, header } => {
                 if job != self.run.job {
                     return false;
@@ -323,10 +331,35 @@ impl App {
     }
 
     fn set_message(&mut self, kind: MessageKind, text: impl Into<String>) {
+        // messages quote user text (values, names, paths): never raw control characters
+        let text: String = text.into();
         self.message = Some(Message {
             kind,
-            text: text.into(),
+            text: dnrg::text::printable(&text).into_owned(),
         });
+    }
+
+    /// Whether the screen is below the usable size (only the "too small" notice is shown).
+    pub fn too_small(&self) -> bool {
+        self.size.0 < super::ui::MIN_SIZE.0 || self.size.1 < super::ui::MIN_SIZE.1
+    }
+
+    /// Pasted text goes, in one piece, into the value or name being typed; elsewhere it would
+    /// be a burst of commands, so it is ignored with a note.
+    fn paste(&mut self, text: &str) {
+        if self.too_small() {
+            return self.set_message(MessageKind::Info, "terminal too small: paste ignored");
+        }
+        if let Some(input) = &mut self.editing {
+            input.paste(text);
+        } else if let Overlay::Prompt(prompt) = &mut self.overlay {
+            prompt.input.paste(text);
+        } else {
+            self.set_message(
+                MessageKind::Info,
+                "paste ignored: press Enter on a parameter (4) to type a value",
+            );
+        }
     }
 
     pub fn visible_fields(&self) -> Vec<Field> {
@@ -357,6 +390,14 @@ impl App {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && key.code == KeyCode::Char('c') && self.editing.is_none() {
             self.quit = true;
+            return;
+        }
+        // nothing but the "too small" notice is on screen: keys would act blindly
+        if self.too_small() {
+            match key.code {
+                KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
+                _ => self.set_message(MessageKind::Info, "terminal too small: key ignored"),
+            }
             return;
         }
         match std::mem::replace(&mut self.overlay, Overlay::None) {

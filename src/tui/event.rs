@@ -36,4 +36,8 @@ pub enum Event {
     },
     /// Time passed (the redraw throttle wakes the loop with this).
     Tick,
+    /// Text pasted into the terminal (bracketed paste): one edit, however long.
+    Paste(String),
+    /// SIGINT, SIGTERM or SIGHUP arrived: quit, restoring the terminal.
+    Signal,
 }

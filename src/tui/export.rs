@@ -2,6 +2,7 @@
 //! The file is written to a temporary file next to the target and moved into place only
 //! when complete.
 
+use dnrg::files::{OutputError, OutputFile};
 use dnrg::output::Format;
 use dnrg::record::{Header, ShellRecord, Summary};
 use std::io::{self, Write};
@@ -31,38 +32,20 @@ pub fn write(
     summary: &Summary,
     overwrite: bool,
 ) -> Result<PathBuf, ExportError> {
+    // the same checks as `dnrg run --out` and preset saves: links followed, FIFOs, devices and
+    // read-only files refused, written atomically
     let fail = |reason: String| ExportError::Other(format!("{}: {reason}", path.display()));
+    let refused = |e: OutputError| match e {
+        OutputError::Exists(p) => ExportError::Exists(p),
+        OutputError::Refused(reason) => fail(reason),
+    };
     if path.as_os_str().is_empty() {
         return Err(ExportError::Other("no file name given".into()));
     }
-    if path.is_dir() {
-        return Err(fail("is a directory".into()));
-    }
-    if path.exists() && !overwrite {
-        return Err(ExportError::Exists(path.to_path_buf()));
-    }
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(fail(format!(
-            "directory '{}' does not exist",
-            dir.display()
-        )));
-    }
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".dnrg-").suffix(".tmp");
-    // like any file the user creates: readable by others unless the umask says otherwise
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder
-        .tempfile_in(dir)
-        .map_err(|e| fail(format!("cannot write in '{}': {}", dir.display(), e.kind())))?;
+    let mut file = OutputFile::create(path, overwrite).map_err(refused)?;
     let format = format_for(&path.to_string_lossy());
     let written: io::Result<()> = (|| {
-        let file = tmp.as_file_mut();
-        let mut out = io::BufWriter::new(file);
+        let mut out = io::BufWriter::new(&mut file);
         {
             let mut writer = format.writer(&mut out);
             writer.header(header)?;
@@ -75,17 +58,6 @@ pub fn write(
         Ok(())
     })();
     written.map_err(|e| fail(e.to_string()))?;
-    tmp.as_file().sync_all().map_err(|e| fail(e.to_string()))?;
-    let persisted = if overwrite {
-        tmp.persist(path).map(|_| ())
-    } else {
-        tmp.persist_noclobber(path).map(|_| ())
-    };
-    match persisted {
-        Ok(()) => Ok(path.to_path_buf()),
-        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-            Err(ExportError::Exists(path.to_path_buf()))
-        }
-        Err(e) => Err(fail(e.error.to_string())),
-    }
+    file.commit().map_err(refused)?;
+    Ok(path.to_path_buf())
 }

@@ -138,6 +138,10 @@ impl Session<'_> {
                 self.terminal.backend_mut().resize(w, h);
                 self.handle(Event::Resize(w, h));
             }
+            Step::Paste(text) => {
+                self.handle(Event::Paste(text));
+                self.drain();
+            }
         }
         Ok(())
     }

@@ -112,6 +112,17 @@ pub fn run(options: Options) -> Result<(), Error> {
             }
             let worker =
                 Worker::spawn(tx.clone()).map_err(|e| failed("starting the solver thread", e))?;
+            // SIGTERM, SIGHUP (the terminal went away) and SIGINT from `kill`: quit like `q`,
+            // restoring the terminal; should the loop not get there within a second, restore
+            // it from here and exit
+            let to_app = tx.clone();
+            let _ = crate::cli::signals::install(move |signal, count| {
+                if count == 1 && to_app.send(event::Event::Signal).is_ok() {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+                terminal::restore();
+                std::process::exit(crate::cli::signals::exit_code(signal).into());
+            });
             let app = App::new(AppInit {
                 theme,
                 show_times: true,

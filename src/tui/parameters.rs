@@ -50,7 +50,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
     lines.push(Line::from(head_spans));
 
     // bottom: help for the selected row and the message (edit errors)
-    let footer = footer(app, rows[sel]);
+    let footer = footer(app, rows[sel], w);
     let body_rows = (inner.height as usize).saturating_sub(1 + footer.len());
     let first = sel.saturating_sub(body_rows.saturating_sub(1));
     let mut last_section = "";
@@ -83,19 +83,26 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
                 },
             ),
         ];
+        let mut describe = !compact;
         match (&app.editing, selected) {
             (Some(input), true) => {
-                let (before, at, after) = input.parts();
+                // the value being typed may use the description's room, and scrolls beyond
+                let room = VALUE_W - 1 + if compact { 0 } else { desc_w };
+                let (before, at, after) = input.view(room);
                 let style = if input.fresh {
                     theme.selected()
                 } else {
                     theme.input()
                 };
+                let used = 1 + before.chars().count() + 1 + after.chars().count();
                 spans.push(Span::styled(format!(" {before}"), style));
                 spans.push(Span::styled(at, theme.selected()));
-                let used = 1 + input.text.chars().count() + 1;
                 spans.push(Span::styled(after, style));
-                spans.push(Span::raw(" ".repeat(VALUE_W.saturating_sub(used))));
+                if used > VALUE_W {
+                    describe = false;
+                } else {
+                    spans.push(Span::raw(" ".repeat(VALUE_W - used)));
+                }
             }
             _ => {
                 let value = field.value(&app.config);
@@ -107,7 +114,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
                 spans.push(Span::styled(pad(&format!(" {value}"), VALUE_W), style));
             }
         }
-        if !compact {
+        if describe {
             spans.push(Span::styled(fit(field.description(), desc_w), theme.dim()));
         }
         lines.push(Line::from(spans));
@@ -121,13 +128,20 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
 
 /// One or two lines under the table: the error of a refused edit, else how to change the
 /// selected parameter.
-fn footer(app: &App, field: Field) -> Vec<Line<'static>> {
+fn footer(app: &App, field: Field, width: usize) -> Vec<Line<'static>> {
     let theme = app.theme;
     if let Some(m) = &app.message
         && m.kind == MessageKind::Error
     {
         return vec![Line::from(Span::styled(m.text.clone(), theme.error()))];
     }
+    let hint = ui::fit_spans(hint(app, field), width);
+    vec![hint, estimate_line(app, width)]
+}
+
+/// How to change the selected parameter.
+fn hint(app: &App, field: Field) -> Vec<Span<'static>> {
+    let theme = app.theme;
     let mut spans = vec![Span::styled(format!("{}: ", field.key()), theme.title())];
     if app.editing.is_some() {
         spans.push(Span::raw("Enter applies, Esc cancels"));
@@ -142,5 +156,35 @@ fn footer(app: &App, field: Field) -> Vec<Line<'static>> {
     if field.param().is_some() && app.editing.is_none() {
         spans.push(Span::raw(", d toggles ∂"));
     }
-    vec![Line::from(spans)]
+    spans
+}
+
+/// What the current parameters will cost (the budget only when it is exceeded: it depends on
+/// the machine, and screens are meant to be reproducible).
+fn estimate_line(app: &App, width: usize) -> Line<'static> {
+    let theme = app.theme;
+    let e = dnrg::estimate::Estimate::of(&app.config);
+    let memory = dnrg::files::fmt_bytes(e.memory);
+    let time = match dnrg::estimate::fmt_duration(e.time) {
+        t if t.starts_with('<') => t,
+        t => format!("~{t}"),
+    };
+    if e.memory > app.config.nrg.max_memory {
+        let budget = dnrg::files::fmt_bytes(app.config.nrg.max_memory);
+        Line::from(Span::styled(
+            fit(
+                &format!("estimate ~{memory} > nrg.max_memory = {budget}: refused"),
+                width,
+            ),
+            theme.error(),
+        ))
+    } else {
+        Line::from(Span::styled(
+            fit(
+                &format!("estimate ~{memory}, {time} for {} shells", e.shells),
+                width,
+            ),
+            theme.dim(),
+        ))
+    }
 }

@@ -4,6 +4,7 @@
 use super::app::{App, PresetPicker};
 use super::ui::{self, fit, pad};
 use dnrg::preset::PresetSource;
+use dnrg::text::printable;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -44,13 +45,16 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, picker: &PresetPicker) {
             theme.text()
         };
         let mut spans = vec![
-            Span::styled(pad(&p.name, name_w), name_style),
+            Span::styled(pad(&printable(&p.name), name_w), name_style),
             Span::styled(pad(source, 9), theme.dim()),
         ];
         let rest = w.saturating_sub(name_w + 9);
         match &p.error {
-            Some(e) => spans.push(Span::styled(fit(&format!("✗ {e}"), rest), theme.error())),
-            None => spans.push(Span::raw(fit(&p.description, rest))),
+            Some(e) => spans.push(Span::styled(
+                fit(&format!("✗ {}", printable(e)), rest),
+                theme.error(),
+            )),
+            None => spans.push(Span::raw(fit(&printable(&p.description), rest))),
         }
         lines.push(Line::from(spans));
     }
@@ -58,7 +62,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, picker: &PresetPicker) {
         Layout::vertical([Constraint::Fill(1), Constraint::Length(footer_h)]).areas(inner);
     frame.render_widget(Paragraph::new(lines), body);
     let footer = match &picker.error {
-        Some(e) => Paragraph::new(Span::styled(e.clone(), theme.error())),
+        Some(e) => Paragraph::new(Span::styled(printable(e).into_owned(), theme.error())),
         None => {
             let dir = app
                 .store

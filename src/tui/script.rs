@@ -13,6 +13,7 @@
 //! | `<wait:500ms>` `<wait:2s>` | keep handling solver messages for that long |
 //! | `<shells:10>` | wait until the current job shows at least 10 shells |
 //! | `<resize:120x40>` | resize the virtual terminal |
+//! | `<paste:TEXT>` | TEXT pasted in one piece (bracketed paste; TEXT has no `>`) |
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::time::Duration;
@@ -31,12 +32,15 @@ pub enum Step {
     /// Until the current job shows this many shells.
     WaitShells(usize),
     Resize(u16, u16),
+    /// Text pasted in one piece (bracketed paste).
+    Paste(String),
 }
 
 /// The script syntax, for the help overlay and error messages.
 pub const SYNTAX: &str = "plain characters are key presses; <Enter> <Esc> <Tab> <S-Tab> <BS> \
     <Del> <Space> <Up> <Down> <Left> <Right> <Home> <End> <PgUp> <PgDn> <C-x> <lt>; \
-    <wait> (current job complete), <wait:500ms>, <wait:2s>, <shells:N>, <resize:WxH>";
+    <wait> (current job complete), <wait:500ms>, <wait:2s>, <shells:N>, <resize:WxH>, \
+    <paste:TEXT>";
 
 /// The syntax as help lines.
 pub const HELP: &[&str] = &[
@@ -47,6 +51,7 @@ pub const HELP: &[&str] = &[
     "<shells:N>: until the current run shows N shells",
     "<wait:500ms>, <wait:2s>: keep handling events that long",
     "<resize:WxH>: resize the virtual terminal",
+    "<paste:TEXT>: TEXT pasted in one piece",
 ];
 
 pub fn parse(script: &str) -> Result<Vec<Step>, String> {
@@ -59,7 +64,14 @@ pub fn parse(script: &str) -> Result<Vec<Step>, String> {
                     "unterminated '<' in key script at '{rest}' (write <lt> for a literal '<')"
                 ));
             };
-            steps.push(token(&rest[1..end])?);
+            let inside = &rest[1..end];
+            // the pasted text keeps its case and may contain anything but '>'
+            match inside.get(..6) {
+                Some(head) if head.eq_ignore_ascii_case("paste:") => {
+                    steps.push(Step::Paste(inside[6..].to_string()))
+                }
+                _ => steps.push(token(inside)?),
+            }
             rest = &rest[end + 1..];
         } else {
             let key = match c {
@@ -182,6 +194,10 @@ mod tests {
             [Step::Sleep(Duration::from_secs(2))]
         );
         assert_eq!(parse("<resize:120x40>").unwrap(), [Step::Resize(120, 40)]);
+        assert_eq!(
+            parse("<Paste:A b<c>x").unwrap(),
+            [Step::Paste("A b<c".into()), k('x')]
+        );
     }
 
     #[test]

@@ -70,13 +70,24 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         ("running", theme.warning())
     };
+    // Fields in display order with a rank: when the line does not fit, the lowest rank goes
+    // first (the gauge repeats "N 12/46", the time per shell is the least needed number);
+    // the state, the shell counter and what is being computed always stay, the last cut to
+    // the width.
+    let mut fields: Vec<(u8, Vec<Span<'static>>)> = Vec::new();
     // the state pads to 7 and the next field starts with a space, so even "starting" keeps
     // its separator
-    let mut spans = vec![Span::styled(format!(" {state:<7}"), state_style)];
+    fields.push((
+        u8::MAX,
+        vec![Span::styled(format!(" {state:<7}"), state_style)],
+    ));
 
     let last_n = run.shells.last().map_or("—".into(), |s| s.n.to_string());
     let n_max = run.n_max().map_or("—".into(), |n| n.to_string());
-    spans.push(Span::raw(format!(" shell {last_n:>3}/{n_max:<3} ")));
+    fields.push((
+        u8::MAX,
+        vec![Span::raw(format!(" shell {last_n:>3}/{n_max:<3}"))],
+    ));
 
     // progress gauge: heavy line done, light line to do (readable without colour)
     let gauge_w = if area.width >= 100 { 20 } else { 10 };
@@ -85,21 +96,40 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
         _ => 0.0,
     };
     let filled = ((ratio * gauge_w as f64).round() as usize).min(gauge_w);
-    spans.push(Span::styled("━".repeat(filled), theme.ok()));
-    spans.push(Span::styled("─".repeat(gauge_w - filled), theme.dim()));
+    fields.push((
+        1,
+        vec![
+            Span::raw(" "),
+            Span::styled("━".repeat(filled), theme.ok()),
+            Span::styled("─".repeat(gauge_w - filled), theme.dim()),
+        ],
+    ));
 
     if let Some(last) = run.shells.last() {
-        spans.push(Span::styled("  kept ", theme.dim()));
-        spans.push(Span::raw(format!("{}/{}", last.kept, last.states)));
+        fields.push((
+            3,
+            vec![
+                Span::styled("  kept ", theme.dim()),
+                Span::raw(format!("{}/{}", last.kept, last.states)),
+            ],
+        ));
     }
     if !run.elapsed.is_empty() {
         let mean = run.elapsed.iter().sum::<Duration>() / run.elapsed.len() as u32;
-        spans.push(Span::raw(format!("  {}", fmt_duration(app, mean))));
-        spans.push(Span::styled("/shell", theme.dim()));
+        fields.push((
+            2,
+            vec![
+                Span::raw(format!("  {}", fmt_duration(app, mean))),
+                Span::styled("/shell", theme.dim()),
+            ],
+        ));
     }
     let warnings: usize = run.shells.iter().map(|s| s.warnings.len()).sum();
     if warnings > 0 {
-        spans.push(Span::styled(format!("  ⚠ {warnings}"), theme.warning()));
+        fields.push((
+            4,
+            vec![Span::styled(format!("  ⚠ {warnings}"), theme.warning())],
+        ));
     }
     // what is being computed
     let doing = if let Some(e) = &run.error {
@@ -119,7 +149,31 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
         };
         format!("computing N={shown}{with}")
     };
-    spans.push(Span::styled(format!("  {doing}"), theme.dim()));
+    fields.push((
+        u8::MAX,
+        vec![Span::styled(format!("  {doing}"), theme.dim())],
+    ));
+
+    let width = |fields: &[(u8, Vec<Span>)]| -> usize {
+        fields
+            .iter()
+            .flat_map(|(_, spans)| spans)
+            .map(|s| s.content.chars().count())
+            .sum()
+    };
+    while width(&fields) > area.width as usize {
+        let Some(drop) = fields
+            .iter()
+            .enumerate()
+            .filter(|(_, (rank, _))| *rank < u8::MAX)
+            .min_by_key(|(_, (rank, _))| *rank)
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        fields.remove(drop);
+    }
+    let spans = fields.into_iter().flat_map(|(_, spans)| spans).collect();
     let line = ui::fit_spans(spans, area.width as usize);
     frame.render_widget(Paragraph::new(line), area);
 }

@@ -7,7 +7,9 @@ use super::app::App;
 use super::event::Event;
 use super::worker::Worker;
 use super::{dispatch, ui};
-use crossterm::event::{self as ct, Event as CtEvent, KeyEventKind};
+use crossterm::event::{
+    self as ct, DisableBracketedPaste, EnableBracketedPaste, Event as CtEvent, KeyEventKind,
+};
 use crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
@@ -31,7 +33,12 @@ static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// Leave the alternate screen, show the cursor, leave raw mode. Safe to call twice.
 pub fn restore() {
     if ACTIVE.swap(false, Ordering::SeqCst) {
-        let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
+        let _ = execute!(
+            io::stdout(),
+            DisableBracketedPaste,
+            LeaveAlternateScreen,
+            cursor::Show
+        );
         let _ = terminal::disable_raw_mode();
     }
 }
@@ -66,7 +73,13 @@ fn setup() -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
     install_panic_hook();
     terminal::enable_raw_mode()?;
     ACTIVE.store(true, Ordering::SeqCst);
-    execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)?;
+    // a paste arrives as one event, not as thousands of key presses
+    execute!(
+        io::stdout(),
+        EnterAlternateScreen,
+        cursor::Hide,
+        EnableBracketedPaste
+    )?;
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
     Ok(terminal)
@@ -85,6 +98,7 @@ fn spawn_input(tx: Sender<Event>, stop: Arc<AtomicBool>) -> io::Result<thread::J
                 let event = match ct::read() {
                     Ok(CtEvent::Key(k)) if k.kind != KeyEventKind::Release => Event::Key(k),
                     Ok(CtEvent::Resize(w, h)) => Event::Resize(w, h),
+                    Ok(CtEvent::Paste(text)) => Event::Paste(text),
                     Ok(_) => continue,
                     Err(_) => break,
                 };

@@ -18,10 +18,21 @@ pub const SERIES_GLYPHS: [char; 6] = ['•', '+', 'x', 'o', '*', '#'];
 pub const PINNED_GLYPH: char = '·';
 
 impl Theme {
-    /// `NO_COLOR` set to anything non-empty switches colours off.
+    /// `NO_COLOR` set to anything non-empty, or `TERM=dumb`, switches colours off.
     pub fn from_env() -> Theme {
-        let mono = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Theme { mono }
+        Theme::for_env(
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::env::var_os("TERM").as_deref(),
+        )
+    }
+
+    /// The theme for these values of `NO_COLOR` and `TERM`.
+    pub fn for_env(no_color: Option<&std::ffi::OsStr>, term: Option<&std::ffi::OsStr>) -> Theme {
+        let no_color = no_color.is_some_and(|v| !v.is_empty());
+        let dumb = term.is_some_and(|t| t == "dumb");
+        Theme {
+            mono: no_color || dumb,
+        }
     }
 
     fn fg(self, color: Color) -> Style {
@@ -125,5 +136,27 @@ impl Theme {
             _ => (Color::White, '*'),
         };
         (self.fg(color), glyph)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn no_colour_on_dumb_terminals_or_with_no_color() {
+        let t = |no_color: Option<&str>, term: Option<&str>| {
+            Theme::for_env(no_color.map(OsStr::new), term.map(OsStr::new)).mono
+        };
+        assert!(!t(None, Some("xterm-256color")));
+        assert!(t(None, Some("dumb")));
+        assert!(t(Some("1"), Some("xterm")));
+        assert!(
+            !t(Some(""), None),
+            "an empty NO_COLOR does not count (no-color.org)"
+        );
+        // a colour style is plain in mono mode
+        assert_eq!(Theme { mono: true }.ok(), Style::default());
     }
 }

@@ -87,7 +87,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
     if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
         let text = format!(
-            "terminal too small: {}×{} (need {}×{}; q quits)",
+            "terminal too small: {}×{} (need {}×{}; q quits, other keys are ignored)",
             area.width, area.height, MIN_SIZE.0, MIN_SIZE.1
         );
         frame.render_widget(

@@ -142,6 +142,13 @@ fn run_job(job: &Job, shared: &Shared, events: &Sender<Event>) -> Result<(), ()>
         return Ok(());
     }
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), ()> {
+        // refused before anything is allocated when it would not fit in nrg.max_memory
+        if let Err(e) = dnrg::estimate::check(&job.config) {
+            return send(Event::Failed {
+                job: id,
+                error: e.to_string(),
+            });
+        }
         let mut run = match Run::new(&job.config) {
             Ok(run) => run.with_cancel_flag(flag),
             Err(e) => {
