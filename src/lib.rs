@@ -26,3 +26,4 @@ pub mod step;
 pub mod symmetry;
 pub mod thermo;
 pub mod truncation;
+pub mod workflow;

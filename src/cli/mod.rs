@@ -3,8 +3,10 @@
 //! Exit codes: 0 success, 1 explorer unavailable, 2 bad input or any other error (clap's own
 //! usage errors exit 2 as well), 130 interrupted by Ctrl-C.
 
+mod merge;
 mod presets;
 mod run;
+mod sweep;
 mod tui;
 
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +39,10 @@ enum Command {
     /// Print a preset, with overrides applied, as TOML (a starting point for your own presets)
     #[command(after_help = USER_PRESETS_HELP)]
     Show(PresetArgs),
+    /// Run a parameter sweep (locally, as a Slurm shard, or write a Slurm array script)
+    Sweep(sweep::SweepArgs),
+    /// Collect the points of a sweep directory into one table
+    Merge(merge::MergeArgs),
 }
 
 const USER_PRESETS_HELP: &str = "User presets are the files <config dir>/presets/<name>.toml, \
@@ -116,6 +122,8 @@ pub fn main() -> ExitCode {
         Some(Command::Run(args)) => run::run(args),
         Some(Command::Presets) => presets::list(),
         Some(Command::Show(args)) => presets::show(&args),
+        Some(Command::Sweep(args)) => sweep::sweep(args),
+        Some(Command::Merge(args)) => merge::merge(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");

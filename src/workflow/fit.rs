@@ -1,0 +1,1 @@
+//! Fits (placeholder, filled in below).
