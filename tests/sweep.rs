@@ -360,6 +360,23 @@ fn a_directory_of_another_sweep_is_refused() {
         d,
         &["sweep", "same.toml", "--out", "dir", "--shard", "1/12"],
     ));
+    // the same file by its absolute path from another directory (as a Slurm task runs it):
+    // relative presets resolve against the sweep file, so it is the same sweep
+    let abs_sweep = d.join("sweep.toml");
+    let abs_dir = d.join("dir");
+    let elsewhere = d.join("config");
+    fs::create_dir_all(&elsewhere).unwrap();
+    ok(&run(
+        &elsewhere,
+        &[
+            "sweep",
+            abs_sweep.to_str().unwrap(),
+            "--out",
+            abs_dir.to_str().unwrap(),
+            "--shard",
+            "2/12",
+        ],
+    ));
     fs::write(d.join("other.toml"), sym_sweep(101)).unwrap();
     let out = run(d, &["sweep", "other.toml", "--out", "dir"]);
     assert_eq!(out.status.code(), Some(2));

@@ -100,7 +100,7 @@ pub fn cost(config: &RunConfig) -> f64 {
 pub struct Sweep {
     /// The sweep file as given (for messages).
     pub file: PathBuf,
-    /// The preset argument (name, or path resolved against the sweep file's directory).
+    /// The preset as written in the sweep file (a path there is relative to the file).
     pub preset: String,
     pub description: String,
     /// Axis keys in order.
@@ -244,7 +244,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, WorkflowError> {
                 list.clone(),
             ));
         }
-        let preset = preset::load(&preset_arg, &overrides)?;
+        let mut preset = preset::load(&preset_arg, &overrides)?;
+        // recorded as written in the sweep file, so that the hash and the headers do not
+        // depend on the directory the sweep was started from
+        preset.name = preset_name.clone();
         points.push(Point {
             index,
             values,
@@ -254,7 +257,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Sweep, WorkflowError> {
     let hash = hash_points(&points);
     Ok(Sweep {
         file: path.to_path_buf(),
-        preset: preset_arg,
+        preset: preset_name,
         description,
         axes: axes.into_iter().map(|(k, _)| k).collect(),
         points,
