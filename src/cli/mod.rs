@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 explorer unavailable, 2 bad input or any other error (clap's own
 //! usage errors exit 2 as well), 130 interrupted by Ctrl-C.
 
+mod fit;
 mod merge;
 mod presets;
 mod run;
@@ -43,6 +44,8 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Collect the points of a sweep directory into one table
     Merge(merge::MergeArgs),
+    /// Fit free model parameters to targets (Levenberg–Marquardt with exact Jacobians)
+    Fit(fit::FitArgs),
 }
 
 const USER_PRESETS_HELP: &str = "User presets are the files <config dir>/presets/<name>.toml, \
@@ -124,6 +127,7 @@ pub fn main() -> ExitCode {
         Some(Command::Show(args)) => presets::show(&args),
         Some(Command::Sweep(args)) => sweep::sweep(args),
         Some(Command::Merge(args)) => merge::merge(args),
+        Some(Command::Fit(args)) => fit::fit(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
