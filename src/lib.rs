@@ -18,6 +18,7 @@ pub mod model;
 pub mod output;
 pub mod parallel;
 pub mod params;
+pub mod plot;
 pub mod preset;
 pub mod record;
 pub mod shell;

@@ -5,6 +5,7 @@
 
 mod fit;
 mod merge;
+mod plot;
 mod presets;
 mod run;
 mod sweep;
@@ -46,6 +47,8 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Fit free model parameters to targets (Levenberg–Marquardt with exact Jacobians)
     Fit(fit::FitArgs),
+    /// Draw a figure (SVG or PNG) of a run or a sweep directory
+    Plot(plot::PlotArgs),
 }
 
 const USER_PRESETS_HELP: &str = "User presets are the files <config dir>/presets/<name>.toml, \
@@ -128,6 +131,7 @@ pub fn main() -> ExitCode {
         Some(Command::Sweep(args)) => sweep::sweep(args),
         Some(Command::Merge(args)) => merge::merge(args),
         Some(Command::Fit(args)) => fit::fit(args),
+        Some(Command::Plot(args)) => plot::plot(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
