@@ -193,6 +193,10 @@ pub fn viridis(s: f64) -> RGBColor {
 }
 
 type Area<'a, DB> = DrawingArea<DB, Shift>;
+/// A (Q, S_z) sector: charge and the JSON text of S_z.
+type Sector = (i64, String);
+/// Points (x, y) of one curve.
+type Points = Vec<(f64, f64)>;
 
 fn draw<DB: DrawingBackend>(root: &Area<DB>, what: What, series: &[Series]) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -386,7 +390,7 @@ fn flow<DB: DrawingBackend>(root: &Area<DB>, run: &RunFile) -> Result<(), String
     let panels = root.split_evenly((1, 2));
     for (parity, area) in panels.iter().enumerate() {
         // (Q, Sz) → k-th level → points (N, E)
-        let mut lines: Vec<((i64, String), usize, Vec<(f64, f64)>)> = Vec::new();
+        let mut lines: Vec<(Sector, usize, Points)> = Vec::new();
         let mut n_max = 0.0f64;
         for sh in &run.shells {
             let n = f(sh, &["N"]).unwrap_or(0.0);
@@ -512,7 +516,7 @@ fn sens<DB: DrawingBackend>(root: &Area<DB>, series: &[Series]) -> Result<(), St
     let panels = root.split_evenly((1, derive.len()));
     let (t_lo, t_hi) = t_range(series);
     for (theta, area) in derive.iter().zip(panels.iter()) {
-        let curves: Vec<(usize, &str, &Series, Vec<(f64, f64)>)> = observables
+        let curves: Vec<(usize, &str, &Series, Points)> = observables
             .iter()
             .enumerate()
             .flat_map(|(i, x)| {

@@ -314,7 +314,7 @@ fn write_point(
     })
 }
 
-/// Check that `dir` can hold the sweep and return the points of `shard` (all without one).
+/// The points of `shard`, or all of them without one.
 pub fn select(sweep: &Sweep, shard: Option<Shard>) -> Vec<usize> {
     match shard {
         Some(shard) => shard_points(sweep, shard),
@@ -322,7 +322,7 @@ pub fn select(sweep: &Sweep, shard: Option<Shard>) -> Vec<usize> {
     }
 }
 
-/// Convenience for the CLI: a [`WorkflowError`] for a directory that is a file.
+/// `--out DIR` must be a directory or not exist yet.
 pub fn check_out_dir(dir: &Path) -> Result<(), WorkflowError> {
     if dir.exists() && !dir.is_dir() {
         return Err(WorkflowError::file(dir, "exists and is not a directory"));

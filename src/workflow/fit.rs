@@ -484,7 +484,8 @@ fn read_curve(
             ),
             _ => return Err(bad("expected 2 or 3 columns: T,value[,sigma]")),
         };
-        if !(t > 0.0 && t.is_finite()) || !v.is_finite() || !(s > 0.0 && s.is_finite()) {
+        let positive = |x: f64| x > 0.0 && x.is_finite();
+        if !positive(t) || !positive(s) || !v.is_finite() {
             return Err(bad("T and sigma must be positive, value finite"));
         }
         points.push((t, v, s, n + 1));
@@ -628,7 +629,6 @@ impl FitSpec {
         } else {
             Vec::new()
         };
-        let n = self.free.len();
         let mut residuals = Vec::new();
         let mut jacobian = Vec::new();
         let file = self.file.display().to_string();
@@ -677,7 +677,6 @@ impl FitSpec {
                 }
             }
         }
-        let _ = n;
         let cost = residuals.iter().map(|r| r * r).sum();
         Ok(Evaluation {
             theta: theta.to_vec(),

@@ -101,7 +101,6 @@ pub fn merge(dir: &Path, selection: &Selection) -> Result<Merged, WorkflowError>
         }
     }
     let run_columns = columns(&derive);
-    let at = matches!(selection, Selection::At(_));
     let mut header = vec!["point".to_string(), "status".to_string()];
     header.extend(manifest.axes.iter().cloned());
     header.extend(run_columns.iter().cloned());
@@ -192,8 +191,6 @@ pub fn merge(dir: &Path, selection: &Selection) -> Result<Merged, WorkflowError>
             }
         }
     }
-    let _ = at;
-
     let n = manifest.points.len();
     let ok = n - missing.len() - failed.len();
     let mut notes = vec![format!(
