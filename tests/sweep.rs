@@ -19,7 +19,8 @@ fn dnrg(dir: &Path, args: &[&str]) -> Command {
         .env_remove("SLURM_ARRAY_TASK_ID")
         .env_remove("SLURM_ARRAY_TASK_MIN")
         .env_remove("SLURM_ARRAY_TASK_COUNT")
-        .env_remove("SLURM_CPUS_PER_TASK");
+        .env_remove("SLURM_CPUS_PER_TASK")
+        .env_remove("DNRG_BLOCK_THREADS");
     cmd
 }
 
@@ -110,10 +111,13 @@ fn finished_points(dir: &Path) -> Vec<PathBuf> {
 fn jobs_do_not_change_a_byte_and_a_sigkilled_sweep_resumes() {
     let tmp = sandbox(&sym_sweep(300));
     let d = tmp.path();
-    ok(&run(
-        d,
-        &["sweep", "sweep.toml", "--out", "j1", "--jobs", "1"],
-    ));
+    // one point at a time on one block thread, against two points on the default pool
+    ok(
+        &dnrg(d, &["sweep", "sweep.toml", "--out", "j1", "--jobs", "1"])
+            .env("DNRG_BLOCK_THREADS", "1")
+            .output()
+            .unwrap(),
+    );
     ok(&run(
         d,
         &["sweep", "sweep.toml", "--out", "j2", "--jobs", "2"],

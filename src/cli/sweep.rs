@@ -69,6 +69,15 @@ pub fn sweep(args: SweepArgs) -> Result<ExitCode, CliError> {
     if args.tasks == Some(0) {
         return Err(CliError::new("--tasks 0: must be at least 1"));
     }
+    for (flag, value) in [("--partition", &args.partition), ("--time", &args.time)] {
+        if let Some(v) = value {
+            if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                return Err(CliError::new(format!(
+                    "{flag} '{v}': must be one word without quotes"
+                )));
+            }
+        }
+    }
     if args.slurm && args.cpus == 0 {
         return Err(CliError::new("--cpus 0: must be at least 1"));
     }
@@ -175,7 +184,13 @@ fn write_slurm(args: &SweepArgs, sweep: &Sweep, dir: &Path) -> Result<ExitCode, 
         partition: args.partition.clone(),
         time: args.time.clone(),
         cpus: args.cpus,
-        job_name: format!("dnrg-{}", stem.replace(|c: char| c.is_whitespace(), "_")),
+        job_name: format!(
+            "dnrg-{}",
+            stem.replace(
+                |c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'),
+                "_"
+            )
+        ),
     };
     let script = slurm::script(&dnrg, &file, &dir, &options);
     let path = dir.join("sweep.sbatch");

@@ -55,6 +55,8 @@ pub fn script(dnrg: &Path, sweep_file: &Path, out_dir: &Path, o: &SlurmOptions) 
         out_dir.join("logs").join("%A_%a.log").display()
     ));
     s.push_str("set -euo pipefail\n");
+    s.push_str("# block threads = the task's CPUs (without CPU binding a task sees every core)\n");
+    s.push_str("export DNRG_BLOCK_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n");
     s.push_str(&format!(
         "exec {} sweep {} --out {} --jobs \"${{SLURM_CPUS_PER_TASK:-1}}\"\n",
         shell_quote(&dnrg.display().to_string()),
