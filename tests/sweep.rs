@@ -302,6 +302,32 @@ fn merge_reports_missing_and_failed_points_and_interpolates_in_ln_t() {
     assert!(ok(&broken).contains(",failed,"));
     assert!(stderr(&broken).contains("failed: "), "{}", stderr(&broken));
 
+    // a point whose run failed leaves a marker with the reason; merge reports it
+    let manifest: Value =
+        serde_json::from_str(&fs::read_to_string(d.join("part/sweep.json")).unwrap()).unwrap();
+    let absent = manifest["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["file"].as_str().unwrap().to_string())
+        .find(|f| !d.join("part/points").join(f).exists())
+        .unwrap();
+    fs::write(
+        d.join("part/points").join(&absent).with_extension("failed"),
+        "solver panicked: test\n",
+    )
+    .unwrap();
+    let marked = run(d, &["merge", "part", "--format", "jsonl"]);
+    let head: Value = serde_json::from_str(ok(&marked).lines().next().unwrap()).unwrap();
+    assert!(
+        head["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["error"] == "solver panicked: test"),
+        "{head}"
+    );
+
     // --at T: exactly a shell's values at its T, the mean of two shells at their geometric mean
     ok(&run(d, &["sweep", "sweep.toml", "--out", "full"]));
     let text = fs::read_to_string(d.join("full/points/p0000.jsonl")).unwrap();

@@ -329,3 +329,68 @@ pub fn check_out_dir(dir: &Path) -> Result<(), WorkflowError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::sweep;
+
+    #[test]
+    fn shards_partition_the_points_and_balance_their_cost() {
+        let text = "preset = \"kondo-symmetric\"\n[axes]\n\"nrg.keep\" = [100, 150, 200, 300, 400, 600, 800, 1000]\n\"model.Gamma\" = [0.004, 0.008]\n";
+        let sweep = sweep::parse(Path::new("t.toml"), text).unwrap();
+        let costs: Vec<f64> = sweep.points.iter().map(|p| p.cost()).collect();
+        let max_cost = costs.iter().cloned().fold(0.0, f64::max);
+        for count in 1..=7 {
+            let shards: Vec<Vec<usize>> = (0..count)
+                .map(|i| shard_points(&sweep, Shard::new(i, count).unwrap()))
+                .collect();
+            let mut all: Vec<usize> = shards.iter().flatten().copied().collect();
+            all.sort_unstable();
+            assert_eq!(
+                all,
+                (0..16).collect::<Vec<_>>(),
+                "{count} shards: {shards:?}"
+            );
+            // greedy largest-first: loads differ by at most one point's cost
+            let loads: Vec<f64> = shards
+                .iter()
+                .map(|s| s.iter().map(|&i| costs[i]).sum())
+                .collect();
+            let (lo, hi) = loads
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(a, b), &l| (a.min(l), b.max(l)));
+            assert!(hi - lo <= max_cost, "{count} shards: loads {loads:?}");
+        }
+    }
+
+    #[test]
+    fn slurm_variables_give_the_shard() {
+        let env = |id: &'static str, min: &'static str, count: &'static str| {
+            move |k: &str| match k {
+                "SLURM_ARRAY_TASK_ID" => Some(id.to_string()),
+                "SLURM_ARRAY_TASK_MIN" => Some(min.to_string()),
+                "SLURM_ARRAY_TASK_COUNT" => Some(count.to_string()),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            Shard::from_env(env("5", "4", "4")),
+            Ok(Some(Shard { index: 1, count: 4 }))
+        );
+        assert_eq!(Shard::from_env(|_| None), Ok(None));
+        // --array=0-6:2 and --array=1,3,10 number tasks beyond the count
+        assert!(
+            Shard::from_env(env("6", "0", "4"))
+                .unwrap_err()
+                .contains("contiguous range")
+        );
+        assert!(Shard::from_env(env("10", "1", "3")).is_err());
+        assert!(
+            Shard::parse("3/3").is_err()
+                && Shard::parse("1/0").is_err()
+                && Shard::parse("x").is_err()
+        );
+        assert_eq!(Shard::parse(" 2/5"), Ok(Shard { index: 2, count: 5 }));
+    }
+}
