@@ -21,10 +21,15 @@ use std::time::{Duration, SystemTime};
 use tempfile::NamedTempFile;
 
 /// Largest input file read (presets are a few hundred bytes). The TOML parser needs up to
-/// ~80 bytes per input byte on pathological input (measured peak RSS of `dnrg run` on 1 MiB
-/// files: 55 MB for `[[[…`, 83 MB for `a=[1,1,1,…]`, 42 MB for 100k keys), so the cap keeps
-/// any input file under 100 MB.
-pub const MAX_INPUT_BYTES: u64 = 1 << 20;
+/// ~80–120 bytes per input byte on pathological input (measured peak RSS of `dnrg run` on 1 MiB
+/// files: 55 MB for `[[[…`, 119 MB for `a=[1,1,1,…]` with order-preserving tables, 42 MB for
+/// 100k keys), so a cap of 256 KiB keeps any input file near 30 MB. Presets, sweep and fit
+/// files are a few kB.
+pub const MAX_INPUT_BYTES: u64 = 256 << 10;
+
+/// Cap for data files the workflow reads back (run records, sweep manifests): far above any
+/// run's JSON Lines (a few MB with every level listed), far below what would hurt.
+pub const MAX_DATA_BYTES: u64 = 256 << 20;
 
 /// Prefix and suffix of the temporary files of [`OutputFile`].
 pub const TEMP_PREFIX: &str = ".dnrg-";

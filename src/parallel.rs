@@ -11,11 +11,19 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// The process-wide pool for block work, one thread per available core.
+/// Environment variable that sets the number of block threads (e.g. a Slurm task's CPUs on a
+/// node without CPU binding, where every task would otherwise see all cores).
+pub const THREADS_ENV: &str = "DNRG_BLOCK_THREADS";
+
+/// The process-wide pool for block work, one thread per available core (or `$DNRG_BLOCK_THREADS`).
 pub fn pool() -> &'static ThreadPool {
     static POOL: OnceLock<ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = std::env::var(THREADS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("dnrg-blocks-{i}"))

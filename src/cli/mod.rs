@@ -4,9 +4,13 @@
 //! usage errors exit 2 as well), 128 + n stopped by signal n (130 Ctrl-C, 143 SIGTERM,
 //! 129 SIGHUP).
 
+mod fit;
+mod merge;
+mod plot;
 mod presets;
 mod run;
 pub(crate) mod signals;
+mod sweep;
 mod tui;
 
 use clap::{Args, Parser, Subcommand};
@@ -40,6 +44,14 @@ enum Command {
     /// Print a preset, with overrides applied, as TOML (a starting point for your own presets)
     #[command(after_help = USER_PRESETS_HELP)]
     Show(PresetArgs),
+    /// Run a parameter sweep (locally, as a Slurm shard, or write a Slurm array script)
+    Sweep(sweep::SweepArgs),
+    /// Collect the points of a sweep directory into one table
+    Merge(merge::MergeArgs),
+    /// Fit free model parameters to targets (Levenberg–Marquardt with exact Jacobians)
+    Fit(fit::FitArgs),
+    /// Draw a figure (SVG or PNG) of a run or a sweep directory
+    Plot(plot::PlotArgs),
 }
 
 const USER_PRESETS_HELP: &str = "User presets are the files <config dir>/presets/<name>.toml, \
@@ -156,6 +168,10 @@ pub fn main() -> ExitCode {
         Some(Command::Run(args)) => run::run(args),
         Some(Command::Presets) => presets::list(),
         Some(Command::Show(args)) => presets::show(&args),
+        Some(Command::Sweep(args)) => sweep::sweep(args),
+        Some(Command::Merge(args)) => merge::merge(args),
+        Some(Command::Fit(args)) => fit::fit(args),
+        Some(Command::Plot(args)) => plot::plot(args),
     };
     result.unwrap_or_else(|e| {
         // user text (keys, values, paths) is part of messages: never raw control characters
