@@ -11,11 +11,15 @@
 //! - W-prod: SIAM, (Q, S_z) blocks, Λ = 2, U = 0.1, Γ = 0.01, ε_d = −U/2, 1000 kept states,
 //!   T_min = 1e-10 (69 shells).
 //! - W-live: the explorer's default preset, as the explorer runs it.
+//!
+//! The truncated bare chain (issue #7) is cached on disk; the harness points the cache at a
+//! directory of its own, fills it once, and measures the cold case with `DNRG_NO_CACHE` in a
+//! fresh process (empty memory cache). Every other phase reads the cached bare chain.
 
 use dnrg::jet::Directions;
 use dnrg::model::Variable;
 use dnrg::parallel::map_largest_first;
-use dnrg::params::{FieldKind, Param, RunConfig};
+use dnrg::params::{BareChain, FieldKind, Param, RunConfig};
 use dnrg::solver::Run;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -74,6 +78,31 @@ fn phase(name: &str, keep: usize, shells: usize) {
     let (elapsed, count) = match name {
         "plain" => {
             let (t, s) = time_run(Run::new(&w_prod(keep)).unwrap(), shells);
+            (t, s.len())
+        }
+        "plain_exact" => {
+            // the subtraction before issue #7: the bare chain solved exactly
+            let mut c = w_prod(keep);
+            c.nrg.bare_chain = BareChain::Exact;
+            let (t, s) = time_run(Run::new(&c).unwrap(), shells);
+            (t, s.len())
+        }
+        "live_restart" => {
+            // the explorer after a change of U: the bare chain of the first run is reused
+            let preset = dnrg::preset::load(dnrg::preset::default_preset_name(), &[]).unwrap();
+            Run::new(&preset.config).unwrap().for_each(drop);
+            let mut c = preset.config.clone();
+            c.model.u *= 1.1;
+            c.model.eps_d = -c.model.u / 2.0;
+            let (t, s) = time_run(Run::new(&c).unwrap(), usize::MAX);
+            (t, s.len())
+        }
+        "live_exact" => {
+            let mut c = dnrg::preset::load(dnrg::preset::default_preset_name(), &[])
+                .unwrap()
+                .config;
+            c.nrg.bare_chain = BareChain::Exact;
+            let (t, s) = time_run(Run::new(&c).unwrap(), usize::MAX);
             (t, s.len())
         }
         "floor" => {
@@ -169,8 +198,13 @@ struct Measured {
 }
 
 fn measure(name: &str, keep: usize, shells: usize) -> Measured {
+    measure_with(name, keep, shells, &[])
+}
+
+fn measure_with(name: &str, keep: usize, shells: usize, env: &[(&str, &str)]) -> Measured {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
+        .envs(env.iter().copied())
         .args([
             "--phase",
             name,
@@ -231,6 +265,15 @@ fn main() {
     );
     println!();
     println!("W-prod: SIAM, Λ = 2, U = 0.1, Γ = 0.01, ε_d = −U/2, 1000 kept, T_min = 1e-10");
+    // a cache directory of the harness's own, for the children (the bare chain of issue #7)
+    let cache = std::env::temp_dir().join(format!("dnrg-bench-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    // SAFETY: the harness is single-threaded here (it only spawns child processes)
+    unsafe { std::env::set_var("DNRG_CACHE_DIR", &cache) };
+    let cold = measure_with("plain", 1000, shells, &[("DNRG_NO_CACHE", "1")]);
+    let exact = measure("plain_exact", 1000, shells);
+    // fills the disk cache (not timed), so that every phase below reads the bare chain
+    measure("plain", 1000, usize::MAX);
     let floor = measure("floor", 1000, shells);
     let plain = measure("plain", 1000, shells);
     let hyper = measure("hyperdual", 1000, shells);
@@ -254,10 +297,20 @@ fn main() {
         );
     };
     row("eigensolver floor (same blocks, eig only)", &floor, "");
+    row("plain run, exact bare chain (before #7)", &exact, "");
     row(
-        "plain run",
+        "plain run, truncated bare chain, cold",
+        &cold,
+        &format!("≤ 2× exact: {:.2}×", cold.seconds / exact.seconds),
+    );
+    row(
+        "plain run (truncated bare chain, cached)",
         &plain,
-        &format!("≤ 1.3× floor: {:.2}×", plain.seconds / floor.seconds),
+        &format!(
+            "≤ 1.3× floor: {:.2}×; ≤ 1.15× exact: {:.2}×",
+            plain.seconds / floor.seconds,
+            plain.seconds / exact.seconds
+        ),
     );
     row("hyper-dual run (ε_a, ε_b, ε_aε_b)", &hyper, "≤ 2.5× plain");
     row("gradient + Hessian in 4 parameters", &grad, "≤ 8× plain");
@@ -309,13 +362,21 @@ fn main() {
     }
     println!("¹ eigendecomposition plus rotation of the first-order parts");
     println!();
-    let live = measure("live", 0, usize::MAX);
+    let live = measure_with("live", 0, usize::MAX, &[("DNRG_NO_CACHE", "1")]);
     println!(
-        "W-live (default preset, as the explorer runs it): {} shells in {:.3} s (target < 3 s), {:.1} ms/shell, peak {:.0} MiB",
+        "W-live (default preset, as the explorer runs it, bare chain cold): {} shells in {:.3} s (target < 3 s), {:.1} ms/shell, peak {:.0} MiB",
         live.shells,
         live.seconds,
         1e3 * live.seconds / live.shells as f64,
         live.peak_mib
+    );
+    let restart = measure_with("live_restart", 0, usize::MAX, &[("DNRG_NO_CACHE", "1")]);
+    let live_exact = measure("live_exact", 0, usize::MAX);
+    println!(
+        "W-live restart after a change of U: {:.3} s; with the exact bare chain (before #7) {:.3} s: {:.2}× (target ≤ 1)",
+        restart.seconds,
+        live_exact.seconds,
+        restart.seconds / live_exact.seconds
     );
     println!();
     println!("scaling (W-prod plain, mean time per shell after shell 12):");
@@ -335,4 +396,5 @@ fn main() {
         .fold((0.0, 0.0), |a, p| (a.0 + p.0 * p.0, a.1 + p.0 * p.1));
     let slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
     println!("  fitted exponent: time/shell ∝ keep^{slope:.2} (dense eigensolver: 3)");
+    let _ = std::fs::remove_dir_all(&cache);
 }
