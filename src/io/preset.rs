@@ -48,21 +48,27 @@ pub const CONFIG_DIR_ENV: &str = "DNRG_CONFIG_DIR";
 const SHIPPED: &[(&str, &str)] = &[
     (
         "kondo-symmetric",
-        include_str!("../presets/kondo-symmetric.toml"),
+        include_str!("../../presets/kondo-symmetric.toml"),
     ),
     (
         "mixed-valence",
-        include_str!("../presets/mixed-valence.toml"),
+        include_str!("../../presets/mixed-valence.toml"),
     ),
     (
         "resonant-level",
-        include_str!("../presets/resonant-level.toml"),
+        include_str!("../../presets/resonant-level.toml"),
     ),
-    ("strong-field", include_str!("../presets/strong-field.toml")),
-    ("kondo-model", include_str!("../presets/kondo-model.toml")),
+    (
+        "strong-field",
+        include_str!("../../presets/strong-field.toml"),
+    ),
+    (
+        "kondo-model",
+        include_str!("../../presets/kondo-model.toml"),
+    ),
     (
         "zitko-pruschke",
-        include_str!("../presets/zitko-pruschke.toml"),
+        include_str!("../../presets/zitko-pruschke.toml"),
     ),
 ];
 

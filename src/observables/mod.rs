@@ -1,0 +1,10 @@
+//! What is read off each shell: the free energy and its derivatives (`thermo`), the bare chain
+//! subtracted for impurity contributions (`bare`, `free_chain`), the observables (`readout`),
+//! the levels of the flow diagram (`levels`) and the run's own diagnosis (`diagnostics`).
+
+pub mod bare;
+pub mod diagnostics;
+pub mod free_chain;
+pub mod levels;
+pub mod readout;
+pub mod thermo;
