@@ -4,69 +4,13 @@
 //! Tests that compute shells are marked `// needs the solver`; everything else stops before
 //! the solver starts.
 
+mod common;
+
 use serde_json::Value;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use tempfile::TempDir;
 
-struct Sandbox {
-    root: TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let root = TempDir::new().unwrap();
-        fs::create_dir(root.path().join("work")).unwrap();
-        fs::create_dir(root.path().join("config")).unwrap();
-        Sandbox { root }
-    }
-
-    fn work(&self) -> PathBuf {
-        self.root.path().join("work")
-    }
-
-    fn config(&self) -> PathBuf {
-        self.root.path().join("config")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dnrg"));
-        cmd.args(args)
-            .current_dir(self.work())
-            .env("DNRG_CONFIG_DIR", self.config());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Write a file relative to the working directory.
-    fn write(&self, rel: &str, text: &str) -> PathBuf {
-        let path = self.work().join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn write_user_preset(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.config().join("presets").join(format!("{name}.toml"));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Names of the entries of a directory, sorted.
-    fn files(&self, dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-}
+use common::sandbox::Sandbox;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()

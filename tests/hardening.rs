@@ -1,59 +1,20 @@
 //! Hostile input and hostile environments, with the real binary: oversized and endless input
 //! files, runs beyond the memory budget, signals, odd output targets, control characters,
 //! a closed stdout. Every test runs in a sandbox (own working and configuration directory).
+
 #![cfg(unix)]
+
+mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use tempfile::TempDir;
 
-struct Sandbox {
-    root: TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let root = TempDir::new().unwrap();
-        fs::create_dir(root.path().join("work")).unwrap();
-        fs::create_dir(root.path().join("config")).unwrap();
-        Sandbox { root }
-    }
-
-    fn work(&self) -> PathBuf {
-        self.root.path().join("work")
-    }
-
-    fn presets_dir(&self) -> PathBuf {
-        self.root.path().join("config/presets")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dnrg"));
-        cmd.args(args)
-            .current_dir(self.work())
-            .env("DNRG_CONFIG_DIR", self.root.path().join("config"))
-            .env_remove("NO_COLOR");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn files(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.work())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-}
+use common::sandbox::Sandbox;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -86,7 +47,7 @@ fn wait_with_peak_rss(child: Child) -> (ExitStatus, u64) {
 
 /// Peak RSS and output of `dnrg ARGS` (stdout and stderr to files, so that no pipe fills).
 fn run_measured(s: &Sandbox, args: &[&str]) -> (ExitStatus, u64, String) {
-    let err_path = s.root.path().join("stderr.txt");
+    let err_path = s.root().join("stderr.txt");
     let child = s
         .command(args)
         .stdout(Stdio::null())
@@ -215,7 +176,7 @@ fn the_memory_estimate_matches_the_measured_peak() {
         "--set",
         "nrg.T_min=1e-2",
     ];
-    let mut config = dnrg::preset::PresetStore::with_config_dir(s.root.path())
+    let mut config = dnrg::preset::PresetStore::with_config_dir(s.root())
         .load("kondo-symmetric", &[])
         .unwrap()
         .config;
@@ -279,7 +240,7 @@ fn signalled_run(s: &Sandbox, signal: &str) -> (ExitStatus, f64) {
     }
     // in the middle of shell 6, the first with 2000 kept states
     std::thread::sleep(Duration::from_millis(300));
-    let temps: Vec<String> = s.files();
+    let temps: Vec<String> = s.files(&s.work());
     assert!(
         temps
             .iter()
@@ -309,7 +270,7 @@ fn one_sigint_stops_a_heavy_run_at_once_and_leaves_no_file() {
     assert_eq!(status.code(), Some(130));
     assert!(latency < 5.0, "stopped {latency:.2} s after SIGINT");
     assert_eq!(
-        s.files(),
+        s.files(&s.work()),
         Vec::<String>::new(),
         "no output, no temporary file"
     );
@@ -322,7 +283,11 @@ fn sigterm_and_sighup_are_handled_like_sigint() {
         let (status, latency) = signalled_run(&s, signal);
         assert_eq!(status.code(), Some(code), "{signal}");
         assert!(latency < 5.0, "{signal}: {latency:.2} s");
-        assert_eq!(s.files(), Vec::<String>::new(), "{signal}: no file left");
+        assert_eq!(
+            s.files(&s.work()),
+            Vec::<String>::new(),
+            "{signal}: no file left"
+        );
     }
 }
 
@@ -406,7 +371,7 @@ fn run_out_and_export_refuse_fifos_and_read_only_files_alike() {
     let meta = fs::symlink_metadata(w.join("fifo")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()));
     assert_eq!(
-        s.files(),
+        s.files(&s.work()),
         ["fifo", "ro.jsonl", "to-fifo"],
         "no temporary files"
     );
@@ -512,7 +477,7 @@ fn a_closed_stdout_is_an_error_and_dev_null_is_not() {
                 "exec '{bin}' run resonant-level --set nrg.T_min=1e-2 --quiet {redirect}"
             ))
             .current_dir(s.work())
-            .env("DNRG_CONFIG_DIR", s.root.path().join("config"))
+            .env("DNRG_CONFIG_DIR", s.root().join("config"))
             .output()
             .unwrap();
         assert_eq!(

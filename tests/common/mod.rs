@@ -1,6 +1,8 @@
 //! Helpers shared by the physics tests.
 #![allow(dead_code)]
 
+pub mod sandbox;
+
 use dnrg::params::{
     Discretization, FieldKind, ModelKind, ModelParams, NrgParams, OutputParams, Param, RunConfig,
 };
