@@ -50,12 +50,17 @@ fn cached_runs_equal_cold_ones_and_bad_files_are_ignored() {
         "cached bare chain changes the records"
     );
 
-    // corrupt it in three ways: garbage, truncated JSON, a valid file of another key
+    // corrupt it in four ways: garbage, truncated JSON, a valid file of another key, and the
+    // right key with other numbers (as an older version of the algorithm would have written)
     let good = std::fs::read_to_string(&files[0]).unwrap();
+    let mut stale: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let shift = &mut stale["shells"][1][0];
+    *shift = serde_json::json!(shift.as_f64().unwrap() * (1.0 + 1e-12));
     for bad in [
         "garbage".to_string(),
         good[..good.len() / 2].to_string(),
         good.replace("keep=120", "keep=121"),
+        stale.to_string(),
     ] {
         std::fs::write(&files[0], &bad).unwrap();
         let again = dnrg(dir.path(), RUN);

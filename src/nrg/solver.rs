@@ -583,7 +583,7 @@ impl Run {
         );
         let bare = Bare::new(&config.nrg, chain, n_max, h_total);
         Run {
-            diagnostics: Diagnostics::new(&config),
+            diagnostics: Diagnostics::default(),
             config,
             header,
             model,

@@ -13,7 +13,6 @@
 //! local-moment regime and stays below; the Fermi-liquid Wilson ratio only when the last shell
 //! lies well below the crossover where Tχ_imp fell through 0.07.
 
-use crate::params::RunConfig;
 use crate::record::{Observables, Summary};
 use crate::solver::Shell;
 use crate::truncation::WANTED_GAP;
@@ -67,10 +66,6 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    pub fn new(_config: &RunConfig) -> Diagnostics {
-        Diagnostics::default()
-    }
-
     /// The warnings of one shell (also remembered for the summary).
     pub(crate) fn shell(&mut self, shell: &Shell, obs: &Observables) -> Vec<String> {
         let n = shell.n;
