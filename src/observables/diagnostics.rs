@@ -47,10 +47,21 @@ const LOCAL_MOMENT: (f64, f64) = (0.18, 0.3);
 /// The Fermi-liquid Wilson ratio needs the last shell this far below the crossover.
 const FERMI_LIQUID_DEPTH: f64 = 100.0;
 
+/// What a warning is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A cut without a clear gap.
+    Gap,
+    /// Discarded states carrying too much of the next shell's weight.
+    Truncation,
+    /// A value no converged run can produce.
+    Value,
+}
+
 /// One kind of warning over the run: its first message and how often it occurred.
 #[derive(Debug, Clone)]
 struct Tally {
-    kind: &'static str,
+    kind: Kind,
     first: String,
     count: usize,
 }
@@ -69,13 +80,13 @@ impl Diagnostics {
     /// The warnings of one shell (also remembered for the summary).
     pub(crate) fn shell(&mut self, shell: &Shell, obs: &Observables) -> Vec<String> {
         let n = shell.n;
-        let mut out: Vec<(&'static str, String)> = Vec::new();
+        let mut out: Vec<(Kind, String)> = Vec::new();
         if let Some(g) = shell.gap {
             self.min_gap = Some(self.min_gap.map_or(g, |m: f64| m.min(g)));
             // the cut rule avoids such gaps when it can; report the shells where it could not
             if g < WANTED_GAP {
                 out.push((
-                    "gap",
+                    Kind::Gap,
                     format!(
                         "N = {n}: small gap at the truncation cut, Δ = {g:.3e} ω_N (derivatives scale like 1/Δ)"
                     ),
@@ -84,7 +95,7 @@ impl Diagnostics {
         }
         if let Some(w) = shell.discarded_weight.filter(|&w| w > MAX_DISCARDED_WEIGHT) {
             out.push((
-                "truncation",
+                Kind::Truncation,
                 format!(
                     "N = {n}: truncation too aggressive for the temperature: the discarded states \
                      carry {w:.1e} of the Boltzmann weight at T_{} (E_cut = {:.2} ω_N); keep more \
@@ -97,7 +108,7 @@ impl Diagnostics {
         let mut outside = |name: &str, value: Option<f64>, lo: f64, hi: f64, slack: f64| {
             if let Some(v) = value.filter(|v| !(lo - slack..=hi + slack).contains(v)) {
                 out.push((
-                    "value",
+                    Kind::Value,
                     format!(
                         "N = {n}: {name} = {v:.4} lies outside [{lo}, {hi:.4}]: the run is not \
                          converged (keep more states)"
@@ -110,7 +121,7 @@ impl Diagnostics {
         outside("S_imp", Some(obs.s_imp), 0.0, 2.0 * LN_2, ENTROPY_SLACK);
         if obs.tchi_imp < TCHI_FLOOR {
             out.push((
-                "value",
+                Kind::Value,
                 format!(
                     "N = {n}: Tchi_imp = {:.4} is negative beyond the even/odd ripple: the run is \
                      not converged (keep more states)",
@@ -122,7 +133,7 @@ impl Diagnostics {
             match self.tallies.iter_mut().find(|t| t.kind == *kind) {
                 Some(t) => t.count += 1,
                 None => self.tallies.push(Tally {
-                    kind,
+                    kind: *kind,
                     first: message.clone(),
                     count: 1,
                 }),
@@ -137,7 +148,7 @@ impl Diagnostics {
     /// does not void T_K or the Wilson ratio: it flags shells whose values are less accurate,
     /// and those are reported as they are.)
     fn unconverged(&self) -> bool {
-        self.tallies.iter().any(|t| t.kind == "value")
+        self.tallies.iter().any(|t| t.kind == Kind::Value)
     }
 
     /// The last downward crossing of Tχ_imp through 0.07 (interpolated in ln T), after which it
