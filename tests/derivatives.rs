@@ -67,7 +67,8 @@ fn gradient_and_hessian_match_finite_differences() {
             worst_first = worst_first.max(e1);
             worst_second = worst_second.max(e2);
             assert!(e1 < 1e-6, "N = {n}, ∂F/∂{p}: AD {g} vs FD {fd1}");
-            assert!(e2 < 1e-4, "N = {n}, ∂²F/∂{p}²: AD {h} vs FD {fd2}");
+            // measured worst 4.5e-5 (the stencil's δ² f⁽⁴⁾ term at the smallest gaps): 3×
+            assert!(e2 < 1.5e-4, "N = {n}, ∂²F/∂{p}²: AD {h} vs FD {fd2}");
         }
         for &q in &PARAMS[a + 1..] {
             let g = |sp: f64, sq: f64| f_imp(&kept, &[(p, sp * d), (q, sq * d)]);
@@ -78,7 +79,7 @@ fn gradient_and_hessian_match_finite_differences() {
                 let h = r.hess[&format!("{},{}", p.name(), q.name())];
                 let e = (h - fd).abs() / h.abs().max(1e-1);
                 worst_second = worst_second.max(e);
-                assert!(e < 1e-4, "N = {n}, ∂²F/∂{p}∂{q}: AD {h} vs FD {fd}");
+                assert!(e < 1.5e-4, "N = {n}, ∂²F/∂{p}∂{q}: AD {h} vs FD {fd}");
             }
         }
     }
@@ -173,10 +174,10 @@ fn level_sensitivities_match_finite_differences() {
                 let ad = l.de[p.name()][0];
                 let err = (ad - fd).abs() / ad.abs().max(1.0);
                 worst = worst.max(err);
-                // the first-derivative tolerance; measured worst 8.4e-7 (sensitivities
-                // reach 1/Γ ≈ 150 and the stencil's error grows with powers of it)
+                // 3× the measured worst 8.4e-7 (sensitivities reach 1/Γ ≈ 150 and the
+                // stencil's error grows with powers of it)
                 assert!(
-                    err < 1e-6,
+                    err < 2.5e-6,
                     "N = {n}, level {i} (Q={}, Sz={}): dE/d{p} AD {ad} vs FD {fd}",
                     l.q,
                     l.sz

@@ -36,8 +36,9 @@ fn symmetric_anderson_model_crosses_three_fixed_points() {
         "S_imp = {}",
         first.obs.s_imp
     );
+    // (measured: S 1.6e-3 below ln 4, Tχ 2.6e-3 above 1/8)
     assert!(
-        (first.obs.tchi_imp - 0.125).abs() < 0.005,
+        (first.obs.tchi_imp - 0.125).abs() < 0.008,
         "Tχ = {}",
         first.obs.tchi_imp
     );
@@ -58,7 +59,9 @@ fn symmetric_anderson_model_crosses_three_fixed_points() {
     );
     assert!((moment.obs.s_imp - LN_2).abs() < 0.05);
     let chi_max = r.iter().map(|s| s.obs.tchi_imp).fold(0.0, f64::max);
-    assert!((chi_max - 0.25).abs() < 0.05, "max Tχ = {chi_max}");
+    // log corrections lower the plateau by 0.035 (measured max 0.2145); 3× that still excludes
+    // the free orbital's 1/8
+    assert!((chi_max - 0.25).abs() < 0.11, "max Tχ = {chi_max}");
     // strong coupling: both vanish up to the even/odd discretization ripple (~5e-3 at Λ = 2.5)
     for s in &r[r.len() - 4..] {
         assert!(s.obs.s_imp.abs() < 0.01, "N = {}: S = {}", s.n, s.obs.s_imp);
@@ -145,14 +148,15 @@ fn kondo_model_goes_from_local_moment_to_strong_coupling() {
     let records = common::run(&c);
     let first = &records[0];
     // at T ≈ 1.5 a weakly coupled spin: S = ln 2 up to O((J/T)²); Tχ = 1/4 up to the first-order
-    // reduction ~J_phys/(4T)·… ≈ 0.1 relative (measured 0.226 with J_phys = 2·ρJ·A_Λ = 0.53)
+    // reduction ~J_phys/(4T)·… ≈ 0.1 relative (measured: S 0.0069 below ln 2, Tχ 0.226 with
+    // J_phys = 2·ρJ·A_Λ = 0.53); bounds at 3× those deviations
     assert!(
-        (first.obs.s_imp - LN_2).abs() < 0.02,
+        (first.obs.s_imp - LN_2).abs() < 0.021,
         "S = {}",
         first.obs.s_imp
     );
     assert!(
-        (first.obs.tchi_imp - 0.25).abs() < 0.03,
+        (first.obs.tchi_imp - 0.25).abs() < 0.075,
         "Tχ = {}",
         first.obs.tchi_imp
     );
