@@ -406,6 +406,95 @@ fn export_writes_the_same_records_as_dnrg_run() {
     );
 }
 
+/// Texts and polylines (curves) of an SVG file, which must parse.
+fn svg_contents(path: &Path) -> (Vec<String>, usize) {
+    let text = fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or("").trim().to_string())
+        .collect();
+    let lines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .count();
+    (texts, lines)
+}
+
+#[test]
+fn export_draws_the_panel_in_focus_as_the_dnrg_plot_figure() {
+    let sandbox = Sandbox::new();
+    // Thermo: the same figure as `dnrg plot --what thermo`, from the explorer's records
+    let s = sandbox.screen("80x24", "<wait>2ethermo.svg<Enter>", false);
+    assert!(
+        s.contains("exported Thermo panel as svg to thermo.svg"),
+        "{s}"
+    );
+    let (texts, lines) = svg_contents(&sandbox.path().join("thermo.svg"));
+    assert!(lines >= 2, "{lines} curves");
+    for label in ["S_imp", "T chi_imp", "ln 2", "1/4", "T_K"] {
+        assert!(texts.iter().any(|t| t == label), "no {label} in {texts:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args(["run", "snap.toml", "--quiet", "--out", "run.jsonl"])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args(["plot", "run.jsonl", "--what", "thermo", "-o", "cli.svg"])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // the explorer's header names its preset like `dnrg run` does: same records, same figure
+    assert_eq!(
+        fs::read_to_string(sandbox.path().join("thermo.svg")).unwrap(),
+        fs::read_to_string(sandbox.path().join("cli.svg")).unwrap()
+    );
+    // Flow and Sensitivities
+    let s = sandbox.screen("80x24", "<wait>1eflow.svg<Enter>", false);
+    assert!(s.contains("exported Flow panel as svg"), "{s}");
+    let (texts, lines) = svg_contents(&sandbox.path().join("flow.svg"));
+    assert!(lines >= 10, "{lines} level lines");
+    assert!(texts.iter().any(|t| t.starts_with("(0,0")), "{texts:?}");
+    let s = sandbox.screen("80x24", "<wait>3esens.svg<Enter>", false);
+    assert!(s.contains("exported Sensitivities panel as svg"), "{s}");
+    let (texts, _) = svg_contents(&sandbox.path().join("sens.svg"));
+    assert!(
+        texts.iter().any(|t| t == "dn_d/dU") && texts.iter().any(|t| t == "dS_imp/deps_d"),
+        "{texts:?}"
+    );
+    // PNG: a real image of the right size with coloured curves in it
+    let s = sandbox.screen("80x24", "<wait>2ethermo.png<Enter>", false);
+    assert!(s.contains("exported Thermo panel as png"), "{s}");
+    let decoder = png::Decoder::new(fs::File::open(sandbox.path().join("thermo.png")).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (960, 600));
+    let coloured = buf[..info.buffer_size()]
+        .chunks(3)
+        .filter(|px| px.iter().max().unwrap() - px.iter().min().unwrap() > 60)
+        .count();
+    // same threshold as tests/plot.rs (measured ~4000 there): a blank canvas has none
+    assert!(coloured > 1000, "{coloured} coloured pixels");
+    // the Parameters panel has no figure; an existing file needs a confirmation
+    let s = sandbox.screen("80x24", "<wait>4ex.svg<Enter>", false);
+    assert!(s.contains("focus Flow (1), Thermo (2)"), "{s}");
+    assert!(!sandbox.path().join("x.svg").exists());
+    let s = sandbox.screen("80x24", "<wait>2ethermo.svg<Enter>", false);
+    assert!(s.contains("thermo.svg exists. Overwrite?"), "{s}");
+    // no derivatives: the sensitivities figure is refused with the reason
+    let s = sandbox.screen("80x24", "<wait>4d<Down>d<wait>3enone.svg<Enter>", false);
+    assert!(s.contains("no sensitivities figure"), "{s}");
+    assert!(!sandbox.path().join("none.svg").exists());
+}
+
 #[test]
 fn resize_switches_layouts() {
     let s = screen("80x24", "<wait><resize:160x48>");

@@ -11,8 +11,10 @@ use super::theme::Theme;
 use super::worker::Job;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use dnrg::params::{ModelKind, Param, RunConfig};
+use dnrg::plot::What;
 use dnrg::preset::{LoadedPreset, Origin, Override, PresetError, PresetInfo, PresetStore};
 use dnrg::record::{Header, ShellRecord, Summary};
+use dnrg::workflow::read::RunFile;
 use std::path::Path;
 use std::time::Duration;
 
@@ -801,11 +803,15 @@ impl App {
 
     fn prompt_key(&mut self, key: KeyEvent, mut prompt: Prompt) {
         if prompt.kind == PromptKind::Export && key.code == KeyCode::Tab {
-            // switch the format by switching the extension
+            // switch the format by switching the extension: jsonl → csv → svg → png → jsonl
             let text = &prompt.input.text;
             let swapped = if let Some(stem) = text.strip_suffix(".jsonl") {
                 format!("{stem}.csv")
             } else if let Some(stem) = text.strip_suffix(".csv") {
+                format!("{stem}.svg")
+            } else if let Some(stem) = text.strip_suffix(".svg") {
+                format!("{stem}.png")
+            } else if let Some(stem) = text.strip_suffix(".png") {
                 format!("{stem}.jsonl")
             } else {
                 format!("{text}.csv")
@@ -887,20 +893,51 @@ impl App {
         let mut header = header.clone();
         header.preset = Some(self.preset_name.clone());
         header.description = Some(self.description.clone()).filter(|d| !d.is_empty());
-        match export::write(
-            Path::new(path),
-            &header,
-            &self.run.shells,
-            summary,
-            overwrite,
-        ) {
+        let written = match export::figure_for(path) {
+            Some(figure) => {
+                // the panel in focus, drawn by the library's plot code from these records
+                let what = match self.view {
+                    View::Flow => What::Flow,
+                    View::Thermo => What::Thermo,
+                    View::Sensitivities if self.run.derive().is_empty() => {
+                        return Err("no derivatives in this run, so no sensitivities figure: \
+                                    select a parameter (4) and press d"
+                            .into());
+                    }
+                    View::Sensitivities => What::Sens,
+                    View::Parameters => {
+                        return Err(format!(
+                            "a .{} figure shows one panel: focus Flow (1), Thermo (2) or \
+                             Sensitivities (3), then press e",
+                            figure.name()
+                        ));
+                    }
+                };
+                let run = RunFile::from_records(&header, &self.run.shells, Some(summary))
+                    .map_err(|e| e.to_string())?;
+                let bytes = dnrg::plot::render(&run, what, figure)
+                    .map_err(|e| format!("cannot draw the {} figure: {e}", what.name()))?;
+                export::write_bytes(Path::new(path), &bytes, overwrite)
+            }
+            None => export::write(
+                Path::new(path),
+                &header,
+                &self.run.shells,
+                summary,
+                overwrite,
+            ),
+        };
+        match written {
             Ok(written) => {
-                let format = export::format_for(path);
+                let what = match export::figure_for(path) {
+                    Some(_) => format!("{} panel", self.view.title()),
+                    None => format!("{} shells", self.run.shells.len()),
+                };
                 self.set_message(
                     MessageKind::Ok,
                     format!(
-                        "exported {} shells as {format} to {}",
-                        self.run.shells.len(),
+                        "exported {what} as {} to {}",
+                        export::describe(path),
                         written.display()
                     ),
                 );

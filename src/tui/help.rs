@@ -44,7 +44,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ),
             (
                 "e",
-                "export the run: JSONL, or CSV if the name ends in .csv (Tab switches)",
+                "export the run (.jsonl .csv) or the focused panel (.svg .png); Tab",
             ),
         ],
     ),

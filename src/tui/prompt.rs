@@ -23,7 +23,7 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, app: &App, prompt: &Prompt) 
             "file: ",
             format!(
                 "format: {} (from the extension; Tab switches); Enter writes, Esc cancels",
-                export::format_for(&prompt.input.text)
+                export::describe(&prompt.input.text)
             ),
         ),
     };
