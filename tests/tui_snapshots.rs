@@ -196,7 +196,7 @@ fn help_lists_every_key_and_the_script_syntax() {
     let s = screen("120x60", "<wait>?");
     for key in [
         "q  Esc", "? ", "Tab", "Home", "+  -", "r ", "P ", "p ", "s ", "e ", "o ", "t ", "d ",
-        "Enter",
+        "m ", "M ", "f ", "Enter",
     ] {
         assert!(s.contains(key), "{key:?} missing from the help:\n{s}");
     }
@@ -493,6 +493,149 @@ fn export_draws_the_panel_in_focus_as_the_dnrg_plot_figure() {
     let s = sandbox.screen("80x24", "<wait>4d<Down>d<wait>3enone.svg<Enter>", false);
     assert!(s.contains("no sensitivities figure"), "{s}");
     assert!(!sandbox.path().join("none.svg").exists());
+}
+
+/// Mixed valence (n_d ≈ 0.80 at ε_d = −0.02), small: Λ = 3, keep = 150, 27 shells.
+const FIT_PRESET: &str = r#"description = "SIAM, mixed valence, small (fit tests)"
+derive = ["eps_d"]
+
+[model]
+kind = "siam"
+U = 0.1
+eps_d = -0.02
+Gamma = 0.01
+h = 0.0
+field = "total"
+
+[nrg]
+Lambda = 3.0
+discretization = "wilson"
+z = 1.0
+keep = 150
+e_cut = 0.0
+beta_bar = 0.75
+T_min = 1e-6
+gap_window = 0.2
+
+[output]
+levels = 16
+impurity_observables = true
+"#;
+
+fn fit_screen(sandbox: &Sandbox, keys: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args([
+            "tui",
+            "--headless",
+            "fit.toml",
+            "--size",
+            "80x24",
+            "--keys",
+            keys,
+        ])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The last shell's ⟨n_d⟩ and the header's ε_d of a JSONL run.
+fn last_n_d_and_eps_d(path: &Path) -> (f64, f64) {
+    let text = fs::read_to_string(path).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let header = records.iter().find(|r| r["type"] == "header").unwrap();
+    let last = records.iter().rev().find(|r| r["type"] == "shell").unwrap();
+    (
+        last["obs"]["n_d"].as_f64().unwrap(),
+        header["model"]["eps_d"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn a_fit_from_the_explorer_reaches_the_marked_target() {
+    let sandbox = Sandbox::new();
+    sandbox.write("fit.toml", FIT_PRESET);
+    // mark ⟨n_d⟩ at the last shell as 0.7 (σ 0.001 by default), fit ε_d, export the result
+    let s = fit_screen(
+        &sandbox,
+        "<wait>2mn_d = 0.7<Enter>f<wait>efitted.jsonl<Enter>",
+    );
+    assert_size(&s, "80x24");
+    // the fit strip: the target, the result with its standard error, χ² run by run
+    assert!(s.contains("Fit targets: n_d=0.7±0.001@last"), "{s}");
+    assert!(s.contains("converged after"), "{s}");
+    assert!(s.contains("χ² by run: "), "{s}");
+    let runs: usize = s
+        .split("converged after ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{s}"));
+    // measured 4 derivative runs (χ² 1.1e4 → 564 → 0.23 → 5.8e-8); LM with the exact Jacobian
+    assert!(runs <= 8, "{runs} runs");
+    // the panels show the fitted run: its records carry the fitted ε_d and reach the target
+    let (n_d, eps_d) = last_n_d_and_eps_d(&sandbox.path().join("fitted.jsonl"));
+    // measured |n_d − 0.7| = 2.4e-7 (the fit stops once a step would move n_d by < 0.1σ =
+    // 1e-4); 1e-5 is 40× the measured value
+    assert!((n_d - 0.7).abs() < 1e-5, "n_d = {n_d}");
+    assert!(eps_d > -0.02 && eps_d < 0.0, "eps_d = {eps_d}");
+    // and they are what `dnrg run` computes at that ε_d
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args([
+            "run",
+            "fit.toml",
+            "--quiet",
+            "--out",
+            "check.jsonl",
+            "--set",
+        ])
+        .arg(format!("model.eps_d={eps_d:e}"))
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (check, _) = last_n_d_and_eps_d(&sandbox.path().join("check.jsonl"));
+    assert_eq!(check, n_d);
+}
+
+#[test]
+fn fit_refusals_and_cancel_are_explained() {
+    let sandbox = Sandbox::new();
+    sandbox.write("fit.toml", FIT_PRESET);
+    let s = fit_screen(&sandbox, "<wait>f");
+    assert!(s.contains("no fit targets: on Thermo (2) select"), "{s}");
+    // U derived too: two free parameters, one target
+    let s = fit_screen(&sandbox, "<wait>4d<wait>2mn_d = 0.7<Enter>f");
+    assert!(
+        s.contains("2 free parameters (eps_d, U) but 1 target"),
+        "{s}"
+    );
+    let s = fit_screen(&sandbox, "<wait>2mn_d = seven<Enter>");
+    assert!(s.contains("value: expected a number, found 'seven'"), "{s}");
+    let s = fit_screen(&sandbox, "<wait>2mchi_loc = 1<Enter>");
+    assert!(s.contains("'chi_loc' cannot be a target"), "{s}");
+    // ↑↓ on Thermo select the observable that m marks
+    let s = fit_screen(&sandbox, "<wait>2<Down>m");
+    assert!(s.contains("target: S_imp = "), "{s}");
+    // Esc cancels a running fit (and does not quit); the parameters stay those before it
+    let s = fit_screen(&sandbox, "<wait>2mn_d = 0.5<Enter>f<Esc>");
+    assert!(s.contains("cancelled (Esc)"), "{s}");
+    assert!(s.contains("fit cancelled"), "{s}");
+    // a parameter change cancels it like a run
+    let s = fit_screen(&sandbox, "<wait>2mn_d = 0.5<Enter>f+<wait>2");
+    assert!(s.contains("cancelled (parameters changed)"), "{s}");
 }
 
 #[test]

@@ -60,6 +60,25 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "Fit (the strip under the Thermo charts)",
+        &[
+            (
+                "↑  ↓",
+                "Thermo: select the observable m marks (n_d S_imp C_imp Tχ docc)",
+            ),
+            (
+                "m",
+                "mark it as a target at the cursor T (End: last shell); edit X = v ± σ",
+            ),
+            ("M", "forget the targets"),
+            (
+                "f",
+                "fit the derived parameters (d) to the targets; each run is shown",
+            ),
+            ("Esc", "cancel the fit (a parameter change cancels it too)"),
+        ],
+    ),
+    (
         "Sensitivities",
         &[
             ("↑  ↓", "select the observable X of the ∂X/∂θ plot"),
