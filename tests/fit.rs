@@ -283,3 +283,57 @@ fn fit_cli_prints_the_table_and_writes_the_final_run_and_rejects_bad_files() {
         }
     }
 }
+
+/// The explorer's fits: parameters given directly and a cancel flag. A set flag stops the fit
+/// inside its first run, with no iteration reported and an error that says so.
+#[test]
+fn a_cancelled_fit_stops_in_its_first_run() {
+    use dnrg::params::{Param, RunConfig};
+    use dnrg::workflow::fit::{self, At, FitSpec, Free, Target, TargetKind};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let mut base = RunConfig::default();
+    base.nrg.keep = 100;
+    base.nrg.lambda = 3.0;
+    base.nrg.t_min = 1e-4;
+    let spec = |flag: bool| {
+        FitSpec::from_config(
+            "explorer fit",
+            base.clone(),
+            vec![Free {
+                key: "model.eps_d".into(),
+                param: Param::EpsD,
+                start: -0.02,
+                min: f64::NEG_INFINITY,
+                max: f64::INFINITY,
+            }],
+            vec![Target {
+                kind: TargetKind::Observable {
+                    name: "n_d".into(),
+                    at: At::Last,
+                    value: 0.8,
+                    sigma: 1e-3,
+                },
+                weight: 1.0,
+                label: "n_d".into(),
+            }],
+            8,
+            0.1,
+        )
+        .with_cancel_flag(Arc::new(AtomicBool::new(flag)))
+    };
+    let mut steps = 0;
+    let err = fit::levenberg_marquardt(&spec(true), &mut |_| steps += 1).unwrap_err();
+    assert!(err.to_string().contains("fit cancelled"), "{err}");
+    assert_eq!(steps, 0);
+    // the same fit, not cancelled, runs and reports its iterations
+    let result = fit::levenberg_marquardt(&spec(false), &mut |_| steps += 1).unwrap();
+    assert!(
+        steps >= 1 && result.runs == steps,
+        "{steps} {}",
+        result.runs
+    );
+    let config = spec(false).config(&result.theta, true).unwrap();
+    assert_eq!(config.derive, vec![Param::EpsD]);
+    assert!(config.output.impurity_observables);
+}

@@ -196,7 +196,7 @@ fn help_lists_every_key_and_the_script_syntax() {
     let s = screen("120x60", "<wait>?");
     for key in [
         "q  Esc", "? ", "Tab", "Home", "+  -", "r ", "P ", "p ", "s ", "e ", "o ", "t ", "d ",
-        "Enter",
+        "m ", "M ", "f ", "Enter",
     ] {
         assert!(s.contains(key), "{key:?} missing from the help:\n{s}");
     }
@@ -404,6 +404,238 @@ fn export_writes_the_same_records_as_dnrg_run() {
         s.contains("still computing") || s.contains("exists. Overwrite?"),
         "{s}"
     );
+}
+
+/// Texts and polylines (curves) of an SVG file, which must parse.
+fn svg_contents(path: &Path) -> (Vec<String>, usize) {
+    let text = fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| n.text().unwrap_or("").trim().to_string())
+        .collect();
+    let lines = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .count();
+    (texts, lines)
+}
+
+#[test]
+fn export_draws_the_panel_in_focus_as_the_dnrg_plot_figure() {
+    let sandbox = Sandbox::new();
+    // Thermo: the same figure as `dnrg plot --what thermo`, from the explorer's records
+    let s = sandbox.screen("80x24", "<wait>2ethermo.svg<Enter>", false);
+    assert!(
+        s.contains("exported Thermo panel as svg to thermo.svg"),
+        "{s}"
+    );
+    let (texts, lines) = svg_contents(&sandbox.path().join("thermo.svg"));
+    assert!(lines >= 2, "{lines} curves");
+    for label in ["S_imp", "T chi_imp", "ln 2", "1/4", "T_K"] {
+        assert!(texts.iter().any(|t| t == label), "no {label} in {texts:?}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args(["run", "snap.toml", "--quiet", "--out", "run.jsonl"])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args(["plot", "run.jsonl", "--what", "thermo", "-o", "cli.svg"])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // the explorer's header names its preset like `dnrg run` does: same records, same figure
+    assert_eq!(
+        fs::read_to_string(sandbox.path().join("thermo.svg")).unwrap(),
+        fs::read_to_string(sandbox.path().join("cli.svg")).unwrap()
+    );
+    // Flow and Sensitivities
+    let s = sandbox.screen("80x24", "<wait>1eflow.svg<Enter>", false);
+    assert!(s.contains("exported Flow panel as svg"), "{s}");
+    let (texts, lines) = svg_contents(&sandbox.path().join("flow.svg"));
+    assert!(lines >= 10, "{lines} level lines");
+    assert!(texts.iter().any(|t| t.starts_with("(0,0")), "{texts:?}");
+    let s = sandbox.screen("80x24", "<wait>3esens.svg<Enter>", false);
+    assert!(s.contains("exported Sensitivities panel as svg"), "{s}");
+    let (texts, _) = svg_contents(&sandbox.path().join("sens.svg"));
+    assert!(
+        texts.iter().any(|t| t == "dn_d/dU") && texts.iter().any(|t| t == "dS_imp/deps_d"),
+        "{texts:?}"
+    );
+    // PNG: a real image of the right size with coloured curves in it
+    let s = sandbox.screen("80x24", "<wait>2ethermo.png<Enter>", false);
+    assert!(s.contains("exported Thermo panel as png"), "{s}");
+    let decoder = png::Decoder::new(fs::File::open(sandbox.path().join("thermo.png")).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (960, 600));
+    let coloured = buf[..info.buffer_size()]
+        .chunks(3)
+        .filter(|px| px.iter().max().unwrap() - px.iter().min().unwrap() > 60)
+        .count();
+    // same threshold as tests/plot.rs (measured ~4000 there): a blank canvas has none
+    assert!(coloured > 1000, "{coloured} coloured pixels");
+    // the Parameters panel has no figure; an existing file needs a confirmation
+    let s = sandbox.screen("80x24", "<wait>4ex.svg<Enter>", false);
+    assert!(s.contains("focus Flow (1), Thermo (2)"), "{s}");
+    assert!(!sandbox.path().join("x.svg").exists());
+    let s = sandbox.screen("80x24", "<wait>2ethermo.svg<Enter>", false);
+    assert!(s.contains("thermo.svg exists. Overwrite?"), "{s}");
+    // no derivatives: the sensitivities figure is refused with the reason
+    let s = sandbox.screen("80x24", "<wait>4d<Down>d<wait>3enone.svg<Enter>", false);
+    assert!(s.contains("no sensitivities figure"), "{s}");
+    assert!(!sandbox.path().join("none.svg").exists());
+}
+
+/// Mixed valence (n_d ≈ 0.80 at ε_d = −0.02), small: Λ = 3, keep = 150, 27 shells.
+const FIT_PRESET: &str = r#"description = "SIAM, mixed valence, small (fit tests)"
+derive = ["eps_d"]
+
+[model]
+kind = "siam"
+U = 0.1
+eps_d = -0.02
+Gamma = 0.01
+h = 0.0
+field = "total"
+
+[nrg]
+Lambda = 3.0
+discretization = "wilson"
+z = 1.0
+keep = 150
+e_cut = 0.0
+beta_bar = 0.75
+T_min = 1e-6
+gap_window = 0.2
+
+[output]
+levels = 16
+impurity_observables = true
+"#;
+
+fn fit_screen(sandbox: &Sandbox, keys: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args([
+            "tui",
+            "--headless",
+            "fit.toml",
+            "--size",
+            "80x24",
+            "--keys",
+            keys,
+        ])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The last shell's ⟨n_d⟩ and the header's ε_d of a JSONL run.
+fn last_n_d_and_eps_d(path: &Path) -> (f64, f64) {
+    let text = fs::read_to_string(path).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let header = records.iter().find(|r| r["type"] == "header").unwrap();
+    let last = records.iter().rev().find(|r| r["type"] == "shell").unwrap();
+    (
+        last["obs"]["n_d"].as_f64().unwrap(),
+        header["model"]["eps_d"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn a_fit_from_the_explorer_reaches_the_marked_target() {
+    let sandbox = Sandbox::new();
+    sandbox.write("fit.toml", FIT_PRESET);
+    // mark ⟨n_d⟩ at the last shell as 0.7 (σ 0.001 by default), fit ε_d, export the result
+    let s = fit_screen(
+        &sandbox,
+        "<wait>2mn_d = 0.7<Enter>f<wait>efitted.jsonl<Enter>",
+    );
+    assert_size(&s, "80x24");
+    // the fit strip: the target, the result with its standard error, χ² run by run
+    assert!(s.contains("Fit targets: n_d=0.7±0.001@last"), "{s}");
+    assert!(s.contains("converged after"), "{s}");
+    assert!(s.contains("χ² by run: "), "{s}");
+    let runs: usize = s
+        .split("converged after ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{s}"));
+    // measured 4 derivative runs (χ² 1.1e4 → 564 → 0.23 → 5.8e-8); LM with the exact Jacobian
+    assert!(runs <= 8, "{runs} runs");
+    // the panels show the fitted run: its records carry the fitted ε_d and reach the target
+    let (n_d, eps_d) = last_n_d_and_eps_d(&sandbox.path().join("fitted.jsonl"));
+    // measured |n_d − 0.7| = 2.4e-7 (the fit stops once a step would move n_d by < 0.1σ =
+    // 1e-4); 1e-5 is 40× the measured value
+    assert!((n_d - 0.7).abs() < 1e-5, "n_d = {n_d}");
+    assert!(eps_d > -0.02 && eps_d < 0.0, "eps_d = {eps_d}");
+    // and they are what `dnrg run` computes at that ε_d
+    let out = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args([
+            "run",
+            "fit.toml",
+            "--quiet",
+            "--out",
+            "check.jsonl",
+            "--set",
+        ])
+        .arg(format!("model.eps_d={eps_d:e}"))
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (check, _) = last_n_d_and_eps_d(&sandbox.path().join("check.jsonl"));
+    assert_eq!(check, n_d);
+}
+
+#[test]
+fn fit_refusals_and_cancel_are_explained() {
+    let sandbox = Sandbox::new();
+    sandbox.write("fit.toml", FIT_PRESET);
+    let s = fit_screen(&sandbox, "<wait>f");
+    assert!(s.contains("no fit targets: on Thermo (2) select"), "{s}");
+    // U derived too: two free parameters, one target
+    let s = fit_screen(&sandbox, "<wait>4d<wait>2mn_d = 0.7<Enter>f");
+    assert!(
+        s.contains("2 free parameters (eps_d, U) but 1 target"),
+        "{s}"
+    );
+    let s = fit_screen(&sandbox, "<wait>2mn_d = seven<Enter>");
+    assert!(s.contains("value: expected a number, found 'seven'"), "{s}");
+    let s = fit_screen(&sandbox, "<wait>2mchi_loc = 1<Enter>");
+    assert!(s.contains("'chi_loc' cannot be a target"), "{s}");
+    // ↑↓ on Thermo select the observable that m marks
+    let s = fit_screen(&sandbox, "<wait>2<Down>m");
+    assert!(s.contains("target: S_imp = "), "{s}");
+    // Esc cancels a running fit (and does not quit); the parameters stay those before it
+    let s = fit_screen(&sandbox, "<wait>2mn_d = 0.5<Enter>f<Esc>");
+    assert!(s.contains("cancelled (Esc)"), "{s}");
+    assert!(s.contains("fit cancelled"), "{s}");
+    // a parameter change cancels it like a run
+    let s = fit_screen(&sandbox, "<wait>2mn_d = 0.5<Enter>f+<wait>2");
+    assert!(s.contains("cancelled (parameters changed)"), "{s}");
 }
 
 #[test]

@@ -101,6 +101,78 @@ pub fn plot(input: &Path, what: What, output: &Path) -> Result<(), WorkflowError
     }
 }
 
+/// Figure file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figure {
+    Svg,
+    Png,
+}
+
+impl Figure {
+    /// The format a file name asks for (`.svg` or `.png`, any case).
+    pub fn for_path(path: &Path) -> Option<Figure> {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("svg") => Some(Figure::Svg),
+            Some("png") => Some(Figure::Png),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Figure::Svg => "svg",
+            Figure::Png => "png",
+        }
+    }
+}
+
+/// Draw `what` for one run held in memory (e.g. the explorer's records, see
+/// [`RunFile::from_records`]) and return the bytes of the SVG or PNG file: the same drawing
+/// as [`plot`], for callers that write the file themselves (atomically, with
+/// [`crate::files::OutputFile`]).
+pub fn render(run: &RunFile, what: What, format: Figure) -> Result<Vec<u8>, String> {
+    register_font();
+    let series = [Series {
+        label: String::new(),
+        color: RGBColor(31, 119, 180),
+        run: run.clone(),
+    }];
+    match format {
+        Figure::Svg => {
+            let mut text = String::new();
+            {
+                let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
+                draw(&root, what, &series)?;
+                root.present().map_err(err)?;
+            }
+            Ok(text.into_bytes())
+        }
+        Figure::Png => {
+            let (w, h) = SIZE;
+            let mut rgb = vec![0u8; (w * h * 3) as usize];
+            {
+                let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+                draw(&root, what, &series)?;
+                root.present().map_err(err)?;
+            }
+            let mut bytes = Vec::new();
+            {
+                let mut encoder = png::Encoder::new(&mut bytes, w, h);
+                encoder.set_color(png::ColorType::Rgb);
+                encoder.set_depth(png::BitDepth::Eight);
+                let mut writer = encoder.write_header().map_err(err)?;
+                writer.write_image_data(&rgb).map_err(err)?;
+            }
+            Ok(bytes)
+        }
+    }
+}
+
 fn load(input: &Path) -> Result<Vec<Series>, WorkflowError> {
     if !input.is_dir() {
         let run = RunFile::read(input)?;

@@ -6,13 +6,17 @@ use super::export::{self, ExportError};
 use super::fields::{self, Field};
 use super::flow;
 use super::input::{Input, Outcome};
+use super::plot::fmt_exact;
 use super::sensitivities;
 use super::theme::Theme;
-use super::worker::Job;
+use super::worker::{FitRequest, Job, JobKind};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use dnrg::params::{ModelKind, Param, RunConfig};
+use dnrg::plot::What;
 use dnrg::preset::{LoadedPreset, Origin, Override, PresetError, PresetInfo, PresetStore};
 use dnrg::record::{Header, ShellRecord, Summary};
+use dnrg::workflow::fit::{At, Free, Iteration, Target, TargetKind};
+use dnrg::workflow::read::RunFile;
 use std::path::Path;
 use std::time::Duration;
 
@@ -113,6 +117,76 @@ pub struct Message {
 pub enum PromptKind {
     SavePreset,
     Export,
+    /// The value (and σ) of a fit target.
+    FitTarget,
+}
+
+/// Observables that can be fit targets (exact derivatives in the records), in the order
+/// ↑↓ on the Thermo panel selects them.
+pub const TARGET_OBSERVABLES: [&str; 5] = ["n_d", "S_imp", "C_imp", "Tchi_imp", "docc"];
+
+/// σ of a target when none is typed: the residual is (X − value)/σ, and the fit stops when
+/// its next step would change X by less than [`FIT_XTOL`]·σ.
+pub const DEFAULT_SIGMA: f64 = 1e-3;
+/// The fit stops when the next step is below this many standard errors.
+pub const FIT_XTOL: f64 = 0.1;
+/// Derivative runs a fit may use.
+pub const FIT_MAX_RUNS: usize = 12;
+
+/// A marked fit target: observable X at a temperature (or the last shell) should be `value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitTarget {
+    pub obs: &'static str,
+    pub at: At,
+    pub value: f64,
+    pub sigma: f64,
+}
+
+impl FitTarget {
+    /// `n_d=0.8±0.001@last`
+    pub fn label(&self) -> String {
+        let at = match self.at {
+            At::Last => "last".to_string(),
+            At::T(t) => format!("T={}", super::plot::fmt_g(t, 3)),
+        };
+        format!(
+            "{}={}±{}@{at}",
+            self.obs,
+            super::plot::fmt_g(self.value, 6),
+            super::plot::fmt_g(self.sigma, 2)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FitStatus {
+    Running,
+    /// Finished: converged or not, and why it stopped.
+    Finished {
+        converged: bool,
+        reason: String,
+    },
+    Failed(String),
+    Cancelled(String),
+}
+
+/// The fit in progress or the last one.
+#[derive(Debug, Clone)]
+pub struct FitState {
+    pub job: JobId,
+    pub free: Vec<Param>,
+    pub steps: Vec<Iteration>,
+    pub status: FitStatus,
+    /// Standard errors of the result.
+    pub std_err: Vec<f64>,
+    /// Parameters of the best run so far (the start, until a step is accepted).
+    pub best: Vec<f64>,
+}
+
+impl FitState {
+    pub fn is_running(&self) -> bool {
+        self.status == FitStatus::Running
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +271,13 @@ pub struct App {
     pub sens_param: usize,
     pub overlay: Overlay,
     pub message: Option<Message>,
+    /// Selected observable of the Thermo panel (index into [`TARGET_OBSERVABLES`]), the one
+    /// `m` marks as a fit target.
+    pub target_obs: usize,
+    pub targets: Vec<FitTarget>,
+    /// Where a target being typed applies (set when the prompt opens).
+    target_at: At,
+    pub fit: Option<FitState>,
     pub size: (u16, u16),
     pub quit: bool,
     next_id: JobId,
@@ -233,6 +314,10 @@ impl App {
             sens_param: 0,
             overlay: Overlay::None,
             message: None,
+            target_obs: 0,
+            targets: Vec::new(),
+            target_at: At::Last,
+            fit: None,
             size: init.size,
             quit: false,
             next_id: 0,
@@ -254,7 +339,24 @@ impl App {
         self.pending = Some(Job {
             id: self.next_id,
             config: self.config.clone(),
+            kind: JobKind::Run,
         });
+        self.stop_fit("parameters changed");
+    }
+
+    /// Mark a running fit as cancelled (its job was superseded).
+    fn stop_fit(&mut self, why: &str) -> bool {
+        match &mut self.fit {
+            Some(fit) if fit.is_running() => {
+                fit.status = FitStatus::Cancelled(why.into());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn fit_running(&self) -> bool {
+        self.fit.as_ref().is_some_and(FitState::is_running)
     }
 
     /// Number of jobs started so far.
@@ -319,7 +421,79 @@ impl App {
                 self.run.summary = Some(*summary);
                 true
             }
+            Event::FitStep { job, step } => {
+                let Some(fit) = self.fit.as_mut().filter(|f| f.job == job && f.is_running()) else {
+                    return false;
+                };
+                if step.accepted {
+                    fit.best = step.theta.clone();
+                }
+                fit.steps.push(*step);
+                true
+            }
+            Event::FitDone {
+                job,
+                config,
+                result,
+            } => {
+                let Some(fit) = self.fit.as_mut().filter(|f| f.job == job && f.is_running()) else {
+                    return false;
+                };
+                fit.status = FitStatus::Finished {
+                    converged: result.converged,
+                    reason: result.reason.clone(),
+                };
+                fit.std_err = result.std_err.clone();
+                fit.best = result.theta.clone();
+                let values: Vec<String> = fit
+                    .free
+                    .iter()
+                    .zip(&result.theta)
+                    .zip(&result.std_err)
+                    .map(|((p, x), e)| {
+                        format!(
+                            "{p} = {} ± {}",
+                            super::plot::fmt_g(*x, 6),
+                            super::plot::fmt_g(*e, 2)
+                        )
+                    })
+                    .collect();
+                let text = format!(
+                    "fit {} after {} runs: {}",
+                    if result.converged {
+                        "converged"
+                    } else {
+                        "stopped"
+                    },
+                    result.runs,
+                    values.join(", ")
+                );
+                // the fitted parameters and their run (no need to compute it again)
+                let best = result.best;
+                self.config = *config;
+                self.run = RunData {
+                    job,
+                    config: self.config.clone(),
+                    header: Some(best.header),
+                    elapsed: vec![Duration::ZERO; best.shells.len()],
+                    shells: best.shells,
+                    summary: Some(best.summary),
+                    error: None,
+                };
+                let kind = if result.converged {
+                    MessageKind::Ok
+                } else {
+                    MessageKind::Error
+                };
+                self.set_message(kind, text);
+                true
+            }
             Event::Failed { job, error } => {
+                if let Some(fit) = self.fit.as_mut().filter(|f| f.job == job && f.is_running()) {
+                    fit.status = FitStatus::Failed(error.clone());
+                    self.set_message(MessageKind::Error, format!("fit failed: {error}"));
+                    return true;
+                }
                 if job != self.run.job {
                     return false;
                 }
@@ -421,6 +595,7 @@ impl App {
             panic!("panic requested with {PANIC_KEY_ENV} (testing the terminal restore)");
         }
         match key.code {
+            KeyCode::Esc if self.fit_running() => self.cancel_fit(),
             KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
             KeyCode::Char('?') | KeyCode::F(1) => self.overlay = Overlay::Help { scroll: 0 },
             KeyCode::Tab => self.view = View::ALL[(self.view.index() + 1) % 4],
@@ -439,6 +614,9 @@ impl App {
             KeyCode::Char('d') => self.toggle_derive(),
             KeyCode::Char('o') => self.toggle_parity(),
             KeyCode::Char('t') => self.next_sens_param(),
+            KeyCode::Char('m') => self.open_target(),
+            KeyCode::Char('M') => self.forget_targets(),
+            KeyCode::Char('f') => self.start_fit(),
             KeyCode::Enter if self.view == View::Parameters => self.begin_edit(),
             KeyCode::Up | KeyCode::Char('k') => self.vertical(-1),
             KeyCode::Down | KeyCode::Char('j') => self.vertical(1),
@@ -469,7 +647,19 @@ impl App {
                     .map_or(0, |s| flow::sorted_levels(&self.run.shells[s]).len());
                 self.level_sel = clamp(self.level_sel, n);
             }
-            View::Thermo => {}
+            View::Thermo => {
+                let n = TARGET_OBSERVABLES.len() as i64;
+                self.target_obs = (self.target_obs as i64 + delta).rem_euclid(n) as usize;
+                let obs = TARGET_OBSERVABLES[self.target_obs];
+                let value = self
+                    .cursor_shell()
+                    .and_then(|c| observable(&self.run.shells[c], obs));
+                let value = value.map_or("—".into(), |v| super::plot::fmt_g(v, 6));
+                self.set_message(
+                    MessageKind::Info,
+                    format!("fit target observable: {obs} = {value} here (m marks it)"),
+                );
+            }
             View::Sensitivities => {
                 let n = sensitivities::observables(&self.run).len();
                 self.sens_obs = clamp(self.sens_obs, n);
@@ -801,11 +991,15 @@ impl App {
 
     fn prompt_key(&mut self, key: KeyEvent, mut prompt: Prompt) {
         if prompt.kind == PromptKind::Export && key.code == KeyCode::Tab {
-            // switch the format by switching the extension
+            // switch the format by switching the extension: jsonl → csv → svg → png → jsonl
             let text = &prompt.input.text;
             let swapped = if let Some(stem) = text.strip_suffix(".jsonl") {
                 format!("{stem}.csv")
             } else if let Some(stem) = text.strip_suffix(".csv") {
+                format!("{stem}.svg")
+            } else if let Some(stem) = text.strip_suffix(".svg") {
+                format!("{stem}.png")
+            } else if let Some(stem) = text.strip_suffix(".png") {
                 format!("{stem}.jsonl")
             } else {
                 format!("{text}.csv")
@@ -823,6 +1017,7 @@ impl App {
                 let result = match prompt.kind {
                     PromptKind::SavePreset => self.save_preset(&text, false),
                     PromptKind::Export => self.export(&text, false),
+                    PromptKind::FitTarget => self.add_target(&text),
                 };
                 if let Err(error) = result {
                     prompt.error = Some(error);
@@ -887,20 +1082,51 @@ impl App {
         let mut header = header.clone();
         header.preset = Some(self.preset_name.clone());
         header.description = Some(self.description.clone()).filter(|d| !d.is_empty());
-        match export::write(
-            Path::new(path),
-            &header,
-            &self.run.shells,
-            summary,
-            overwrite,
-        ) {
+        let written = match export::figure_for(path) {
+            Some(figure) => {
+                // the panel in focus, drawn by the library's plot code from these records
+                let what = match self.view {
+                    View::Flow => What::Flow,
+                    View::Thermo => What::Thermo,
+                    View::Sensitivities if self.run.derive().is_empty() => {
+                        return Err("no derivatives in this run, so no sensitivities figure: \
+                                    select a parameter (4) and press d"
+                            .into());
+                    }
+                    View::Sensitivities => What::Sens,
+                    View::Parameters => {
+                        return Err(format!(
+                            "a .{} figure shows one panel: focus Flow (1), Thermo (2) or \
+                             Sensitivities (3), then press e",
+                            figure.name()
+                        ));
+                    }
+                };
+                let run = RunFile::from_records(&header, &self.run.shells, Some(summary))
+                    .map_err(|e| e.to_string())?;
+                let bytes = dnrg::plot::render(&run, what, figure)
+                    .map_err(|e| format!("cannot draw the {} figure: {e}", what.name()))?;
+                export::write_bytes(Path::new(path), &bytes, overwrite)
+            }
+            None => export::write(
+                Path::new(path),
+                &header,
+                &self.run.shells,
+                summary,
+                overwrite,
+            ),
+        };
+        match written {
             Ok(written) => {
-                let format = export::format_for(path);
+                let what = match export::figure_for(path) {
+                    Some(_) => format!("{} panel", self.view.title()),
+                    None => format!("{} shells", self.run.shells.len()),
+                };
                 self.set_message(
                     MessageKind::Ok,
                     format!(
-                        "exported {} shells as {format} to {}",
-                        self.run.shells.len(),
+                        "exported {what} as {} to {}",
+                        export::describe(path),
                         written.display()
                     ),
                 );
@@ -916,6 +1142,238 @@ impl App {
             Err(ExportError::Other(e)) => Err(e),
         }
     }
+}
+
+impl App {
+    // ---- fits ------------------------------------------------------------------------
+
+    /// Where a target marked now applies: the cursor shell's temperature, or the last shell
+    /// when the cursor follows the newest one.
+    fn target_at(&self) -> Option<At> {
+        let c = self.cursor_shell()?;
+        Some(match self.shell_cursor {
+            Some(_) if c + 1 < self.run.shells.len() || self.run.is_running() => {
+                At::T(self.run.shells[c].t)
+            }
+            _ => At::Last,
+        })
+    }
+
+    fn open_target(&mut self) {
+        let obs = TARGET_OBSERVABLES[self.target_obs % TARGET_OBSERVABLES.len()];
+        let (Some(at), Some(c)) = (self.target_at(), self.cursor_shell()) else {
+            return self.set_message(MessageKind::Error, "no shell yet to take a target from");
+        };
+        let Some(value) = observable(&self.run.shells[c], obs) else {
+            return self.set_message(
+                MessageKind::Error,
+                format!(
+                    "{obs} is not computed in this run (Kondo model or plain NRG): \
+                     select another observable with ↑↓ on Thermo (2)"
+                ),
+            );
+        };
+        self.target_at = at;
+        self.overlay = Overlay::Prompt(Prompt {
+            kind: PromptKind::FitTarget,
+            input: Input::new(&format!(
+                "{obs} = {} ± {}",
+                super::plot::fmt_g(value, 6),
+                fmt_exact(DEFAULT_SIGMA)
+            )),
+            error: None,
+        });
+    }
+
+    /// Where the target being typed applies, for the prompt.
+    pub fn target_at_label(&self) -> String {
+        match self.target_at {
+            At::Last => "the last shell".into(),
+            At::T(t) => format!("T = {}", super::plot::fmt_g(t, 3)),
+        }
+    }
+
+    fn add_target(&mut self, text: &str) -> Result<(), String> {
+        let target = parse_target(text, self.target_at)?;
+        // one target per observable and temperature: marking it again replaces it
+        self.targets
+            .retain(|t| !(t.obs == target.obs && t.at == target.at));
+        let label = target.label();
+        self.targets.push(target);
+        self.set_message(
+            MessageKind::Ok,
+            format!(
+                "target {label} ({} marked; f fits, M forgets them)",
+                self.targets.len()
+            ),
+        );
+        Ok(())
+    }
+
+    fn forget_targets(&mut self) {
+        if self.fit_running() {
+            return self.set_message(MessageKind::Error, "a fit is running: Esc cancels it first");
+        }
+        let n = self.targets.len();
+        self.targets.clear();
+        self.fit = None;
+        self.set_message(MessageKind::Info, format!("{n} fit targets forgotten"));
+    }
+
+    fn cancel_fit(&mut self) {
+        self.next_id += 1;
+        self.pending = Some(Job {
+            id: self.next_id,
+            config: self.config.clone(),
+            kind: JobKind::Cancel,
+        });
+        self.stop_fit("Esc");
+        self.set_message(
+            MessageKind::Info,
+            "fit cancelled: the parameters are those before the fit",
+        );
+    }
+
+    fn start_fit(&mut self) {
+        if self.fit_running() {
+            return self.set_message(MessageKind::Info, "a fit is running (Esc cancels it)");
+        }
+        if self.targets.is_empty() {
+            return self.set_message(
+                MessageKind::Error,
+                "no fit targets: on Thermo (2) select an observable (↑↓) and press m",
+            );
+        }
+        let free: Vec<Param> = self.config.derive.clone();
+        if free.is_empty() {
+            return self.set_message(
+                MessageKind::Error,
+                "no free parameters: the fit varies the derived ones; select a parameter (4) \
+                 and press d",
+            );
+        }
+        if free.len() > self.targets.len() {
+            let names: Vec<&str> = free.iter().map(|p| p.name()).collect();
+            return self.set_message(
+                MessageKind::Error,
+                format!(
+                    "{} free parameters ({}) but {} target(s): mark more targets (m) or \
+                     stop deriving some (d on Parameters)",
+                    free.len(),
+                    names.join(", "),
+                    self.targets.len()
+                ),
+            );
+        }
+        if self.run.is_running() {
+            return self.set_message(
+                MessageKind::Error,
+                "the run is still computing: press f again once it is done",
+            );
+        }
+        let request = FitRequest {
+            free: free
+                .iter()
+                .map(|&p| {
+                    // couplings and widths stay ≥ 0; a trial the solver refuses is a rejected step
+                    let min = match p {
+                        Param::U | Param::Gamma | Param::J => 0.0,
+                        _ => f64::NEG_INFINITY,
+                    };
+                    Free {
+                        key: format!("model.{}", p.name()),
+                        param: p,
+                        start: self.config.model.get(p),
+                        min,
+                        max: f64::INFINITY,
+                    }
+                })
+                .collect(),
+            targets: self
+                .targets
+                .iter()
+                .map(|t| Target {
+                    kind: TargetKind::Observable {
+                        name: t.obs.to_string(),
+                        at: t.at,
+                        value: t.value,
+                        sigma: t.sigma,
+                    },
+                    weight: 1.0,
+                    label: t.label(),
+                })
+                .collect(),
+            max_runs: FIT_MAX_RUNS,
+            xtol: FIT_XTOL,
+        };
+        self.next_id += 1;
+        self.fit = Some(FitState {
+            job: self.next_id,
+            best: free.iter().map(|&p| self.config.model.get(p)).collect(),
+            free,
+            steps: Vec::new(),
+            status: FitStatus::Running,
+            std_err: Vec::new(),
+        });
+        self.pending = Some(Job {
+            id: self.next_id,
+            config: self.config.clone(),
+            kind: JobKind::Fit(request),
+        });
+        self.set_message(MessageKind::Info, "fitting… (Esc cancels)");
+    }
+}
+
+/// The value of a target observable at one shell.
+fn observable(shell: &ShellRecord, name: &str) -> Option<f64> {
+    shell
+        .obs
+        .entries()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v)
+        .filter(|v| v.is_finite())
+}
+
+/// `NAME = VALUE [± SIGMA]` (also `+-` or `+/-`).
+fn parse_target(text: &str, at: At) -> Result<FitTarget, String> {
+    let syntax = "expected OBSERVABLE = VALUE [± SIGMA], e.g. n_d = 0.8 ± 0.001";
+    let (name, rest) = text.split_once('=').ok_or_else(|| syntax.to_string())?;
+    let name = name.trim();
+    let obs = TARGET_OBSERVABLES
+        .into_iter()
+        .find(|o| *o == name)
+        .ok_or_else(|| {
+            format!(
+                "'{name}' cannot be a target: use one of {}",
+                TARGET_OBSERVABLES.join(", ")
+            )
+        })?;
+    let rest = rest.replace("+/-", "±").replace("+-", "±");
+    let (value, sigma) = match rest.split_once('±') {
+        Some((v, s)) => (v.trim(), Some(s.trim())),
+        None => (rest.trim(), None),
+    };
+    let number = |s: &str, what: &str| -> Result<f64, String> {
+        s.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("{what}: expected a number, found '{s}' ({syntax})"))
+    };
+    let value = number(value, "value")?;
+    let sigma = match sigma {
+        Some(s) => number(s, "σ")?,
+        None => DEFAULT_SIGMA,
+    };
+    if sigma <= 0.0 {
+        return Err(format!("σ must be positive, found {sigma}"));
+    }
+    Ok(FitTarget {
+        obs,
+        at,
+        value,
+        sigma,
+    })
 }
 
 fn help_key(key: KeyEvent, scroll: u16) -> Overlay {
@@ -946,9 +1404,7 @@ fn set_override(field: Field, value: &str) -> Result<Override, String> {
         return Err(format!("{}: no value given", field.key()));
     }
     let value = match value.parse::<f64>() {
-        Ok(v) if field.choices().is_none() && !field.is_integer() && v.is_finite() => {
-            super::plot::fmt_exact(v)
-        }
+        Ok(v) if field.choices().is_none() && !field.is_integer() && v.is_finite() => fmt_exact(v),
         _ => value.to_string(),
     };
     Override::set(&format!("{}={value}", field.key())).map_err(|e| e.reason())

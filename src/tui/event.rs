@@ -3,7 +3,9 @@
 //! Solver messages carry the id of the job they belong to; the app drops stale ones.
 
 use crossterm::event::KeyEvent;
+use dnrg::params::RunConfig;
 use dnrg::record::{Header, ShellRecord, Summary};
+use dnrg::workflow::fit::{FitResult, Iteration};
 use std::time::Duration;
 
 /// Identifies one solver job; every parameter change starts a new one.
@@ -33,6 +35,18 @@ pub enum Event {
     Failed {
         job: JobId,
         error: String,
+    },
+    /// One more run of a fit job: where it stands.
+    FitStep {
+        job: JobId,
+        step: Box<Iteration>,
+    },
+    /// The fit job finished (converged or stopped): the parameters of its best run, and
+    /// the result with that run's records.
+    FitDone {
+        job: JobId,
+        config: Box<RunConfig>,
+        result: Box<FitResult>,
     },
     /// Time passed (the redraw throttle wakes the loop with this).
     Tick,

@@ -1,12 +1,27 @@
-//! Export of the current run with the library's writers (the same records as `dnrg run`).
-//! The file is written to a temporary file next to the target and moved into place only
-//! when complete.
+//! Export of the current run with the library's writers (the same records as `dnrg run`), or
+//! of the panel in focus as a figure drawn by the library's plot code (the same figures as
+//! `dnrg plot`). The file is written to a temporary file next to the target and moved into
+//! place only when complete.
 
 use dnrg::files::{OutputError, OutputFile};
 use dnrg::output::Format;
+use dnrg::plot::Figure;
 use dnrg::record::{Header, ShellRecord, Summary};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// What a file name asks for: a figure for `.svg` and `.png`, records otherwise.
+pub fn figure_for(path: &str) -> Option<Figure> {
+    Figure::for_path(Path::new(path))
+}
+
+/// The format's name for messages and the prompt: jsonl, csv, svg or png.
+pub fn describe(path: &str) -> String {
+    match figure_for(path) {
+        Some(f) => f.name().to_string(),
+        None => format_for(path).to_string(),
+    }
+}
 
 /// JSON Lines unless the path ends in `.csv`.
 pub fn format_for(path: &str) -> Format {
@@ -58,6 +73,24 @@ pub fn write(
         Ok(())
     })();
     written.map_err(|e| fail(e.to_string()))?;
+    file.commit().map_err(refused)?;
+    Ok(path.to_path_buf())
+}
+
+/// Write `bytes` (a rendered figure) to `path` with the same checks as [`write`].
+pub fn write_bytes(path: &Path, bytes: &[u8], overwrite: bool) -> Result<PathBuf, ExportError> {
+    let fail = |reason: String| ExportError::Other(format!("{}: {reason}", path.display()));
+    let refused = |e: OutputError| match e {
+        OutputError::Exists(p) => ExportError::Exists(p),
+        OutputError::Refused(reason) => fail(reason),
+    };
+    if path.as_os_str().is_empty() {
+        return Err(ExportError::Other("no file name given".into()));
+    }
+    let mut file = OutputFile::create(path, overwrite).map_err(refused)?;
+    file.write_all(bytes)
+        .and_then(|()| file.flush())
+        .map_err(|e| fail(e.to_string()))?;
     file.commit().map_err(refused)?;
     Ok(path.to_path_buf())
 }

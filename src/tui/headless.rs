@@ -121,9 +121,9 @@ impl Session<'_> {
                 self.handle(Event::Key(key));
                 self.drain();
             }
-            Step::WaitDone => {
-                self.wait_until("the run to complete", |app| !app.run.is_running())?
-            }
+            Step::WaitDone => self.wait_until("the run (or the fit) to complete", |app| {
+                !app.run.is_running() && !app.fit_running()
+            })?,
             Step::WaitShells(n) => {
                 self.wait_until(&format!("{n} shells"), |app| {
                     app.run.shells.len() >= n || !app.run.is_running()

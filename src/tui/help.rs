@@ -44,7 +44,7 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ),
             (
                 "e",
-                "export the run: JSONL, or CSV if the name ends in .csv (Tab switches)",
+                "export the run (.jsonl .csv) or the focused panel (.svg .png); Tab",
             ),
         ],
     ),
@@ -57,6 +57,25 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
             ),
             ("o", "even / odd shells (small screens show one at a time)"),
             ("t", "which dE/dθ the level table shows"),
+        ],
+    ),
+    (
+        "Fit (the strip under the Thermo charts)",
+        &[
+            (
+                "↑  ↓",
+                "Thermo: select the observable m marks (n_d S_imp C_imp Tχ docc)",
+            ),
+            (
+                "m",
+                "mark it as a target at the cursor T (End: last shell); edit X = v ± σ",
+            ),
+            ("M", "forget the targets"),
+            (
+                "f",
+                "fit the derived parameters (d) to the targets; each run is shown",
+            ),
+            ("Esc", "cancel the fit (a parameter change cancels it too)"),
         ],
     ),
     (

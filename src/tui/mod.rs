@@ -11,6 +11,7 @@ mod app;
 mod event;
 mod export;
 mod fields;
+mod fitpanel;
 mod flow;
 mod headless;
 mod help;

@@ -18,12 +18,20 @@ pub fn render_prompt(frame: &mut Frame, area: Rect, app: &App, prompt: &Prompt) 
             "name: ",
             "letters, digits, - and _; Enter saves, Esc cancels".to_string(),
         ),
+        PromptKind::FitTarget => (
+            "Fit target",
+            "target: ",
+            format!(
+                "at {}; OBS = VALUE ± σ; Enter marks it, Esc cancels",
+                app.target_at_label()
+            ),
+        ),
         PromptKind::Export => (
             "Export the run",
             "file: ",
             format!(
                 "format: {} (from the extension; Tab switches); Enter writes, Esc cancels",
-                export::format_for(&prompt.input.text)
+                export::describe(&prompt.input.text)
             ),
         ),
     };

@@ -9,7 +9,7 @@
 //! | `<Up>` `<Down>` `<Left>` `<Right>` `<Home>` `<End>` `<PgUp>` `<PgDn>` | cursor keys |
 //! | `<C-x>` | Ctrl + x (e.g. `<C-c>`, `<C-u>`) |
 //! | `<lt>` | a literal `<` |
-//! | `<wait>` | wait until the current job has computed all its shells (or failed) |
+//! | `<wait>` | wait until the current job has computed all its shells (or failed), and a fit has finished |
 //! | `<wait:500ms>` `<wait:2s>` | keep handling solver messages for that long |
 //! | `<shells:10>` | wait until the current job shows at least 10 shells |
 //! | `<resize:120x40>` | resize the virtual terminal |
@@ -47,7 +47,7 @@ pub const HELP: &[&str] = &[
     "plain characters are key presses, e.g. 4<Down><Enter>0.2<Enter>",
     "<Enter> <Esc> <Tab> <S-Tab> <BS> <Del> <Space> <Up> <Down> <Left> <Right>",
     "<Home> <End> <PgUp> <PgDn> <C-x> (Ctrl+x) <lt> (a literal <)",
-    "<wait>: until the current run is complete",
+    "<wait>: until the current run (or fit) is complete",
     "<shells:N>: until the current run shows N shells",
     "<wait:500ms>, <wait:2s>: keep handling events that long",
     "<resize:WxH>: resize the virtual terminal",

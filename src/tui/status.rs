@@ -61,7 +61,9 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     let shown = run.shells.len();
     let total = run.n_max().map(|n| n + 1);
 
-    let (state, state_style) = if run.error.is_some() {
+    let (state, state_style) = if app.fit_running() {
+        ("fitting", theme.warning())
+    } else if run.error.is_some() {
         ("failed", theme.error())
     } else if run.summary.is_some() {
         ("done", theme.ok())

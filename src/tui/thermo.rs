@@ -52,9 +52,21 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
     if ui::no_shells_yet(frame, inner, app) {
         return;
     }
-    let [summary, charts] =
-        Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
+    let strip = if super::fitpanel::shown(app) {
+        super::fitpanel::HEIGHT
+    } else {
+        0
+    };
+    let [summary, charts, fit_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(strip),
+    ])
+    .areas(inner);
     summary_line(frame, summary, app);
+    if strip > 0 {
+        super::fitpanel::render(frame, fit_area, app);
+    }
     let [a, _, b] = if charts.width >= 100 {
         Layout::horizontal([
             Constraint::Fill(1),

@@ -9,6 +9,7 @@
 use super::event::{Event, JobId};
 use dnrg::params::RunConfig;
 use dnrg::solver::Run;
+use dnrg::workflow::fit::{self, FitSpec, Free, Target};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -27,6 +28,26 @@ const STOP: JobId = u64::MAX;
 pub struct Job {
     pub id: JobId,
     pub config: RunConfig,
+    pub kind: JobKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// Compute the run of `config`, streaming its shells.
+    Run,
+    /// Fit free parameters of `config` to targets (Levenberg–Marquardt of
+    /// [`dnrg::workflow::fit`]), streaming each iteration.
+    Fit(FitRequest),
+    /// Nothing: submitting it cancels the running job.
+    Cancel,
+}
+
+#[derive(Debug, Clone)]
+pub struct FitRequest {
+    pub free: Vec<Free>,
+    pub targets: Vec<Target>,
+    pub max_runs: usize,
+    pub xtol: f64,
 }
 
 /// What the UI thread and the solver thread share.
@@ -149,6 +170,13 @@ fn run_job(job: &Job, shared: &Shared, events: &Sender<Event>) -> Result<(), ()>
                 error: e.to_string(),
             });
         }
+        match &job.kind {
+            JobKind::Run => {}
+            JobKind::Cancel => return Ok(()),
+            JobKind::Fit(request) => {
+                return run_fit(job, request, Arc::clone(&flag), events);
+            }
+        }
         let mut run = match Run::new(&job.config) {
             Ok(run) => run.with_cancel_flag(flag),
             Err(e) => {
@@ -200,6 +228,53 @@ fn run_job(job: &Job, shared: &Shared, events: &Sender<Event>) -> Result<(), ()>
     }
 }
 
+/// A fit job: one derivative run per iteration, each iteration sent as it is done.
+fn run_fit(
+    job: &Job,
+    request: &FitRequest,
+    flag: Arc<AtomicBool>,
+    events: &Sender<Event>,
+) -> Result<(), ()> {
+    let id = job.id;
+    let spec = FitSpec::from_config(
+        "explorer fit",
+        job.config.clone(),
+        request.free.clone(),
+        request.targets.clone(),
+        request.max_runs,
+        request.xtol,
+    )
+    .with_cancel_flag(flag);
+    let result = fit::levenberg_marquardt(&spec, &mut |step| {
+        // a failed send means the UI is gone; the next run notices nothing, which is fine
+        let _ = events.send(Event::FitStep {
+            job: id,
+            step: Box::new(step.clone()),
+        });
+    });
+    if spec.is_cancelled() {
+        return Ok(()); // superseded: a newer job or Esc
+    }
+    let event = match result {
+        Ok(result) => match spec.config(&result.theta, true) {
+            Ok(config) => Event::FitDone {
+                job: id,
+                config: Box::new(config),
+                result: Box::new(result),
+            },
+            Err(e) => Event::Failed {
+                job: id,
+                error: e.to_string(),
+            },
+        },
+        Err(e) => Event::Failed {
+            job: id,
+            error: e.to_string(),
+        },
+    };
+    events.send(event).map_err(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +297,7 @@ mod tests {
             worker.submit(Job {
                 id,
                 config: quick(50 + id as usize),
+                kind: JobKind::Run,
             });
         }
         let mut last_shells = Vec::new();
@@ -253,7 +329,11 @@ mod tests {
         let worker = Worker::spawn(tx).unwrap();
         let mut bad = quick(50);
         bad.nrg.lambda = 0.5;
-        worker.submit(Job { id: 1, config: bad });
+        worker.submit(Job {
+            id: 1,
+            config: bad,
+            kind: JobKind::Run,
+        });
         match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
             Event::Failed { job: 1, error } => assert!(error.contains("nrg.Lambda"), "{error}"),
             other => panic!("unexpected {other:?}"),
@@ -261,6 +341,7 @@ mod tests {
         worker.submit(Job {
             id: 2,
             config: quick(50),
+            kind: JobKind::Run,
         });
         loop {
             if let Event::Done { job: 2, .. } = rx.recv_timeout(Duration::from_secs(60)).unwrap() {

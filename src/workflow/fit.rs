@@ -44,6 +44,8 @@ use crate::record::{Header, ShellRecord, Summary};
 use crate::solver::Run;
 use nalgebra::{DMatrix, DVector};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use toml::{Table, Value};
 
 const TOP_KEYS: &[&str] = &["preset", "description", "set", "free", "target", "options"];
@@ -108,6 +110,10 @@ pub struct FitSpec {
     pub targets: Vec<Target>,
     pub max_runs: usize,
     pub xtol: f64,
+    /// Parameters given directly (the explorer's), instead of the preset and `set`.
+    base: Option<Box<RunConfig>>,
+    /// Set from another thread to stop the fit (checked by every run between its stages).
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 /// One evaluation: residuals and Jacobian from one derivative run, and the run itself.
@@ -444,6 +450,8 @@ pub fn parse(path: &Path, text: &str) -> Result<FitSpec, WorkflowError> {
         targets,
         max_runs,
         xtol,
+        base: None,
+        cancel: None,
     };
     // resolve once now, so that bad keys and values are reported before any run
     spec.config(&spec.start(), true)?;
@@ -572,6 +580,47 @@ fn ln_kondo_t(shells: &[ShellRecord], params: &[Param]) -> Option<(f64, Vec<f64>
 }
 
 impl FitSpec {
+    /// A fit of `base` (complete parameters, e.g. the explorer's) instead of a fit file: the
+    /// free parameters are set on a copy of it. `origin` names it in messages.
+    pub fn from_config(
+        origin: &str,
+        base: RunConfig,
+        free: Vec<Free>,
+        targets: Vec<Target>,
+        max_runs: usize,
+        xtol: f64,
+    ) -> FitSpec {
+        FitSpec {
+            file: PathBuf::from(origin),
+            preset: origin.to_string(),
+            preset_arg: String::new(),
+            set: Vec::new(),
+            free,
+            targets,
+            max_runs,
+            xtol,
+            base: Some(Box::new(base)),
+            cancel: None,
+        }
+    }
+
+    /// Stop the fit when `flag` is set: the run in progress stops between its stages, and
+    /// [`levenberg_marquardt`] returns [`FitSpec::cancelled_error`].
+    pub fn with_cancel_flag(mut self, flag: Arc<AtomicBool>) -> FitSpec {
+        self.cancel = Some(flag);
+        self
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
+    fn cancelled_error(&self) -> WorkflowError {
+        WorkflowError::file(&self.file, "fit cancelled")
+    }
+
     pub fn start(&self) -> Vec<f64> {
         self.free.iter().map(|f| f.start).collect()
     }
@@ -583,6 +632,19 @@ impl FitSpec {
     /// The run at `theta`; with `derivatives`, differentiating with respect to the free
     /// parameters (otherwise none: what a derivative-free method would run).
     pub fn config(&self, theta: &[f64], derivatives: bool) -> Result<RunConfig, WorkflowError> {
+        if let Some(base) = &self.base {
+            let mut config = (**base).clone();
+            for (f, x) in self.free.iter().zip(theta) {
+                config.model.set(f.param, *x);
+            }
+            config.derive = if derivatives {
+                self.params()
+            } else {
+                Vec::new()
+            };
+            config.output.impurity_observables = true;
+            return Ok(config);
+        }
         let file = self.file.display().to_string();
         let mut overrides = self.set.clone();
         for (f, x) in self.free.iter().zip(theta) {
@@ -620,9 +682,15 @@ impl FitSpec {
         let mut run = Run::new(&config).map_err(|e| {
             WorkflowError::key(&self.file.display().to_string(), "free", e.to_string())
         })?;
+        if let Some(flag) = &self.cancel {
+            run = run.with_cancel_flag(Arc::clone(flag));
+        }
         let mut header = run.header().clone();
         header.preset = Some(self.preset.clone());
         let shells: Vec<ShellRecord> = run.by_ref().collect();
+        if run.is_cancelled() || self.is_cancelled() {
+            return Err(self.cancelled_error());
+        }
         let summary = run.summary(false);
         let params = if derivatives {
             self.params()
@@ -715,7 +783,8 @@ pub fn standard_errors(e: &Evaluation) -> Vec<f64> {
 }
 
 /// Levenberg–Marquardt from the start values (see the module documentation). `on_iteration` is
-/// called after every run.
+/// called after every run. With a cancel flag ([`FitSpec::with_cancel_flag`]) set, it stops
+/// within the current run and returns an error saying "fit cancelled".
 pub fn levenberg_marquardt(
     spec: &FitSpec,
     on_iteration: &mut dyn FnMut(&Iteration),
@@ -758,6 +827,9 @@ pub fn levenberg_marquardt(
         }
         // a trial where a target cannot be evaluated (e.g. T_K not reached) is a rejected step
         let candidate = spec.evaluate(&trial, true);
+        if spec.is_cancelled() {
+            return Err(spec.cancelled_error());
+        }
         runs += 1;
         let candidate_cost = candidate.as_ref().map_or(f64::INFINITY, |c| c.cost);
         let accepted = candidate_cost < best.cost;

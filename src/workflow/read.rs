@@ -56,6 +56,32 @@ impl RunFile {
         })
     }
 
+    /// The records of a run held in memory, as [`RunFile::read`] would find them in its
+    /// JSONL file (written and read back by the same code).
+    pub fn from_records(
+        header: &crate::record::Header,
+        shells: &[crate::record::ShellRecord],
+        summary: Option<&crate::record::Summary>,
+    ) -> Result<RunFile, WorkflowError> {
+        let here = Path::new("(explorer)");
+        let mut bytes = Vec::new();
+        let written: std::io::Result<()> = (|| {
+            let mut writer = crate::output::Format::Jsonl.writer(&mut bytes);
+            writer.header(header)?;
+            for shell in shells {
+                writer.shell(shell)?;
+            }
+            if let Some(summary) = summary {
+                writer.done(summary)?;
+            }
+            Ok(())
+        })();
+        written.map_err(|e| WorkflowError::file(here, e.to_string()))?;
+        let text =
+            String::from_utf8(bytes).map_err(|e| WorkflowError::file(here, e.to_string()))?;
+        RunFile::parse(here, &text)
+    }
+
     /// The derived parameters of the header.
     pub fn derive(&self) -> Vec<Param> {
         self.header
