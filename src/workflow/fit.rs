@@ -164,38 +164,13 @@ fn number(v: &Value) -> Option<f64> {
 
 /// Read a fit file.
 pub fn load(path: &Path) -> Result<FitSpec, WorkflowError> {
-    let text = crate::files::read_limited(path, crate::files::MAX_INPUT_BYTES)
-        .map_err(|e| WorkflowError::file(path, format!("cannot read: {e}")))?;
-    parse(path, &text)
+    parse(path, &super::read_spec(path)?)
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<FitSpec, WorkflowError> {
     let file = path.display().to_string();
-    let table: Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| super::toml_syntax(&file, text, &e))?;
+    let (table, preset) = super::spec_table(&file, text, TOP_KEYS)?;
     let bad = |key: &str, reason: String| WorkflowError::key(&file, key, reason);
-    for key in table.keys() {
-        if !TOP_KEYS.contains(&key.as_str()) {
-            return Err(bad(
-                key,
-                format!(
-                    "unknown key (valid keys at the top level: {})",
-                    TOP_KEYS.join(", ")
-                ),
-            ));
-        }
-    }
-    let preset = match table.get("preset") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(other) => {
-            return Err(bad(
-                "preset",
-                format!("expected a preset name or path, found {other}"),
-            ));
-        }
-        None => return Err(bad("preset", "missing: name the base preset".into())),
-    };
     let sub = |name: &str| -> Result<Table, WorkflowError> {
         match table.get(name) {
             None => Ok(Table::new()),

@@ -50,6 +50,50 @@ impl WorkflowError {
     }
 }
 
+/// The text of a sweep or fit file, through the bounded reader.
+pub(crate) fn read_spec(path: &std::path::Path) -> Result<String, WorkflowError> {
+    crate::files::read_limited(path, crate::files::MAX_INPUT_BYTES)
+        .map_err(|e| WorkflowError::file(path, format!("cannot read: {e}")))
+}
+
+/// The table of a sweep or fit file with every top-level key checked against `keys`, and the
+/// base preset it names (required).
+pub(crate) fn spec_table(
+    file: &str,
+    text: &str,
+    keys: &[&str],
+) -> Result<(toml::Table, String), WorkflowError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| toml_syntax(file, text, &e))?;
+    let bad = |key: &str, reason: String| WorkflowError::key(file, key, reason);
+    if let Some(key) = table.keys().find(|k| !keys.contains(&k.as_str())) {
+        return Err(bad(
+            key,
+            format!(
+                "unknown key (valid keys at the top level: {})",
+                keys.join(", ")
+            ),
+        ));
+    }
+    let preset = match table.get("preset") {
+        Some(toml::Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(other) => {
+            return Err(bad(
+                "preset",
+                format!("expected a preset name or path, found {}", other.type_str()),
+            ));
+        }
+        None => {
+            return Err(bad(
+                "preset",
+                "missing: name the base preset, e.g. preset = \"kondo-symmetric\"".into(),
+            ));
+        }
+    };
+    Ok((table, preset))
+}
+
 /// A TOML syntax error with its line and column, as presets report them.
 pub(crate) fn toml_syntax(file: &str, text: &str, e: &toml::de::Error) -> WorkflowError {
     let position = e

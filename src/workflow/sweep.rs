@@ -113,45 +113,14 @@ pub struct Sweep {
 
 /// Read and resolve a sweep file.
 pub fn load(path: &Path) -> Result<Sweep, WorkflowError> {
-    let text = crate::files::read_limited(path, crate::files::MAX_INPUT_BYTES)
-        .map_err(|e| WorkflowError::file(path, format!("cannot read: {e}")))?;
-    parse(path, &text)
+    parse(path, &super::read_spec(path)?)
 }
 
 /// Resolve the text of a sweep file; `path` names it in messages and anchors relative presets.
 pub fn parse(path: &Path, text: &str) -> Result<Sweep, WorkflowError> {
     let file = path.display().to_string();
-    let table: Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| super::toml_syntax(&file, text, &e))?;
+    let (table, preset_name) = super::spec_table(&file, text, TOP_KEYS)?;
     let bad = |key: &str, reason: String| WorkflowError::key(&file, key, reason);
-
-    for key in table.keys() {
-        if !TOP_KEYS.contains(&key.as_str()) {
-            return Err(bad(
-                key,
-                format!(
-                    "unknown key (valid keys at the top level: {})",
-                    TOP_KEYS.join(", ")
-                ),
-            ));
-        }
-    }
-    let preset_name = match table.get("preset") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(other) => {
-            return Err(bad(
-                "preset",
-                format!("expected a preset name or path, found {}", other.type_str()),
-            ));
-        }
-        None => {
-            return Err(bad(
-                "preset",
-                "missing: name the base preset, e.g. preset = \"kondo-symmetric\"".into(),
-            ));
-        }
-    };
     let preset_arg = preset_argument(path, &preset_name);
     let description = match table.get("description") {
         None => String::new(),
