@@ -7,4 +7,5 @@ pub mod diagnostics;
 pub mod free_chain;
 pub mod levels;
 pub mod readout;
+pub mod spectral;
 pub mod thermo;
