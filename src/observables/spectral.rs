@@ -140,8 +140,14 @@ impl SpectralOptions {
 /// The broadening kernel K(ω, Ω), normalized (∫K dω = 1) for every pole Ω:
 ///
 ///   K = h(Ω)·P(ω, Ω) + (1 − h(Ω))·G(ω − Ω),   h(Ω) = 1 − exp(−(Ω/ω₀)²),
-///   P = θ(ωΩ)/(√π b|Ω|)·exp(−u²), u = ln|ω/Ω|/b − b/4   (log-Gaussian, §1.5),
+///   P = θ(ωΩ)/(√π b|Ω|)·exp(−u²), u = ln|ω/Ω|/b + b/4   (log-Gaussian),
 ///   G(x) = exp(−(x/γ)²)/(√π γ)                             (linear Gaussian, width γ ~ T).
+///
+/// The log-Gaussian is Weichselbaum–von Delft's θ(ωΩ)/(√π b|ω|)·exp(−(ln|ω/Ω|/b − b/4)²),
+/// rewritten with the prefactor 1/|Ω| (the two are identical). The design note's §1.5 pairs
+/// 1/|Ω| with −b/4, which integrates over ω to e^{b²/2} (1.197 at b = 0.6; the unit test below
+/// caught it); with +b/4 it is normalized. Its Ω-derivatives keep the note's form
+/// (∂_Ω P = κP/Ω, κ = 2u/b − 1), as a constant in u does not enter them.
 ///
 /// Why the crossover is in the pole position Ω rather than in ω: each pole keeps exactly its
 /// weight whatever the mix, so the broadened A integrates to Σ W. Poles with |Ω| ≪ T (discarded
@@ -171,7 +177,7 @@ impl Kernel {
         let h = self.log_share(big);
         let mut k = 0.0;
         if h > 0.0 && omega * big > 0.0 {
-            let u = (omega / big).ln() / self.b - self.b / 4.0;
+            let u = (omega / big).ln() / self.b + self.b / 4.0;
             k += h * (-u * u).exp() / (PI.sqrt() * self.b * big.abs());
         }
         if h < 1.0 {
@@ -622,8 +628,14 @@ fn backward(
             (n_max - n) as f64 * ln4 + log_sum_exp(x.iter().copied())
         })
         .collect();
-    let ln_z = log_sum_exp(ln_mz.iter().copied());
-    let weights: Vec<f64> = ln_mz.iter().map(|&l| (l - ln_z).exp()).collect();
+    let mut ln_z = log_sum_exp(ln_mz.iter().copied());
+    let mut weights: Vec<f64> = ln_mz.iter().map(|&l| (l - ln_z).exp()).collect();
+    // The exponents are of order |ℰ|/T (10³ and more), so each w_N carries a relative round-off
+    // of ~|ℰ|/T·ε and Σ w_N misses 1 by ~1e-13. Folding the measured sum into Z makes the
+    // normalization exact to the last bits (it is a multiplicative correction of 1 + O(1e-13)).
+    let total: f64 = weights.iter().sum();
+    ln_z += total.ln();
+    weights.iter_mut().for_each(|w| *w /= total);
 
     let mut sums = [SpinSums::default(); 2];
     let mut trace_residual = 0.0f64;
@@ -785,7 +797,7 @@ mod tests {
             omega0: 1e-3,
             gamma: 1e-3,
         };
-        for big in [-3e-2, 1e-4, 1e-3, 5e-3, 0.3] {
+        for big in [-3e-2f64, 1e-4, 1e-3, 5e-3, 0.3] {
             let lo = -big.abs() * 20.0 - 1e-2;
             let hi = big.abs() * 20.0 + 1e-2;
             let n = 400_000;
