@@ -258,6 +258,9 @@ fn spectrum_bad_input_exits_2() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
         assert!(err.contains("error"), "{extra:?}: {err}");
+        if extra == ["--set", "model.kind=kondo"] {
+            assert!(err.contains("SIAM only"), "the refusal says why: {err}");
+        }
         assert!(out.stdout.is_empty(), "{extra:?}: records written");
     }
     // --out: nothing left behind on failure, the file in place on success
