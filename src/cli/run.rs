@@ -228,7 +228,7 @@ impl Interrupt {
         Interrupt { flag }
     }
 
-    fn flag(&self) -> Arc<AtomicBool> {
+    pub(super) fn flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.flag)
     }
 

@@ -11,7 +11,7 @@ use super::run::{Interrupt, Sink};
 use super::{CliError, PresetArgs};
 use clap::Args;
 use dnrg::output::Format;
-use dnrg::spectral::{SpectralOptions, Spectrum, spectrum as compute};
+use dnrg::spectral::{SpectralOptions, Spectrum, spectrum_cancellable as compute};
 use serde_json::{Value, json};
 use std::f64::consts::PI;
 use std::io::{self, Write};
@@ -57,16 +57,21 @@ pub fn spectrum(args: SpectrumArgs) -> Result<ExitCode, CliError> {
         super::check_stdout()?;
     }
     let mut sink = Sink::open(args.out.as_deref())?;
-    // the computation cannot stop half-way: a signal exits after the grace period, removing
-    // the temporary file
+    // a signal cancels the computation (or exits after the grace period, removing the
+    // temporary file); nothing is written either way
     let interrupt = Interrupt::install(sink.temp_path(), args.quiet);
     if !args.quiet {
         eprintln!("spectrum: {} at T = {:e}", preset.name, opts.t);
     }
-    let s = compute(config, &opts).map_err(|e| CliError::new(format!("{}: {e}", preset.name)))?;
-    if let Some(signal) = interrupt.received() {
+    let s = compute(config, &opts, interrupt.flag())
+        .map_err(|e| CliError::new(format!("{}: {e}", preset.name)))?;
+    let (Some(s), None) = (s, interrupt.received()) else {
+        let signal = interrupt.received().unwrap_or(super::signals::SIGINT);
+        if !args.quiet {
+            eprintln!("interrupted; nothing was written");
+        }
         return Ok(ExitCode::from(super::signals::exit_code(signal)));
-    }
+    };
     let result = {
         let mut out = io::BufWriter::new(sink.writer());
         write(&mut out, &s, &preset.name, args.format).and_then(|()| out.flush())

@@ -36,6 +36,8 @@ use crate::symmetry::{Qn, SPINS, creation_qn};
 use faer::Mat;
 use std::collections::HashMap;
 use std::f64::consts::PI;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How the poles are binned and broadened, and where A(ω) is evaluated.
@@ -321,12 +323,12 @@ pub struct SpinSums {
     pub occupation_spectral: f64,
 }
 
-/// Wall time of the two passes.
+/// Wall time of the two passes (binning is part of the backward one; broadening happens when
+/// A is evaluated).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpectralTimes {
     pub forward: Duration,
     pub backward: Duration,
-    pub broaden: Duration,
 }
 
 /// The FDM spectral function of one run.
@@ -410,6 +412,17 @@ fn bins_for(o: &SpectralOptions, omega_last: f64) -> Binned {
 /// Compute the FDM spectral function of the impurity level of a SIAM run at temperature
 /// `opts.t`. The run's own `derive` list is ignored: this phase is value only.
 pub fn spectrum(config: &RunConfig, opts: &SpectralOptions) -> Result<Spectrum, InvalidParam> {
+    let never = Arc::new(AtomicBool::new(false));
+    Ok(spectrum_cancellable(config, opts, never)?.expect("not cancelled"))
+}
+
+/// [`spectrum`] that gives up (`Ok(None)`) as soon as `cancel` is set: the forward run stops at
+/// its next block, the backward sweep before its next shell.
+pub fn spectrum_cancellable(
+    config: &RunConfig,
+    opts: &SpectralOptions,
+    cancel: Arc<AtomicBool>,
+) -> Result<Option<Spectrum>, InvalidParam> {
     opts.validate()?;
     if config.model.kind != ModelKind::Siam {
         return Err(InvalidParam {
@@ -421,20 +434,27 @@ pub fn spectrum(config: &RunConfig, opts: &SpectralOptions) -> Result<Spectrum, 
         });
     }
     let started = Instant::now();
-    let mut run = Run::with_directions(config, Directions::default())?;
+    let mut run =
+        Run::with_directions(config, Directions::default())?.with_cancel_flag(cancel.clone());
     let header = run.header().clone();
     let space = run.model().space();
     let shells = forward(&mut run, &space);
+    if run.is_cancelled() {
+        return Ok(None);
+    }
     let forward_time = started.elapsed();
 
     let clock = Instant::now();
     let n_max = shells.len() - 1;
     let omega_last = shells[n_max].omega;
     let mut bins = [bins_for(opts, omega_last), bins_for(opts, omega_last)];
-    let (sums, shell_weights, trace_residual) = backward(&shells, opts.t, &mut bins);
+    let Some((sums, shell_weights, trace_residual)) = backward(&shells, opts.t, &mut bins, &cancel)
+    else {
+        return Ok(None);
+    };
     let backward_time = clock.elapsed();
     let stored_bytes = shells.iter().map(StoredShell::bytes).sum();
-    Ok(Spectrum {
+    Ok(Some(Spectrum {
         header,
         options: opts.clone(),
         kernel: Kernel {
@@ -450,9 +470,8 @@ pub fn spectrum(config: &RunConfig, opts: &SpectralOptions) -> Result<Spectrum, 
         times: SpectralTimes {
             forward: forward_time,
             backward: backward_time,
-            broaden: Duration::ZERO,
         },
-    })
+    }))
 }
 
 /// The forward pass: run the iteration and keep, per shell, the eigenbases and d_σ on all
@@ -607,12 +626,13 @@ fn discarded_exponents(sh: &StoredShell, b: &StoredBlock, t: f64) -> Vec<f64> {
 }
 
 /// The backward pass: weights, density matrices, poles. Returns the per-spin sums, w_N and the
-/// residual of the trace check.
+/// residual of the trace check (`None` if cancelled).
 fn backward(
     shells: &[StoredShell],
     t: f64,
     bins: &mut [Binned; 2],
-) -> ([SpinSums; 2], Vec<f64>, f64) {
+    cancel: &AtomicBool,
+) -> Option<([SpinSums; 2], Vec<f64>, f64)> {
     let n_max = shells.len() - 1;
     let ln4 = 4f64.ln();
     // ln(4^{N_max−N} Z̃_N), with Z̃_N = Tr_{D_N} e^{−ℰ/T} (E_ref = 0; it cancels in w_N, ρ^D)
@@ -646,6 +666,9 @@ fn backward(
         .map(|b| Mat::zeros(b.kept, b.kept))
         .collect();
     for n in (0..=n_max).rev() {
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
         let sh = &shells[n];
         let ln_pref = (n_max - n) as f64 * ln4 - ln_z;
         let rho_d: Vec<Vec<f64>> = sh
@@ -706,7 +729,7 @@ fn backward(
             })
             .collect();
     }
-    (sums, weights, trace_residual)
+    Some((sums, weights, trace_residual))
 }
 
 /// The poles of one block pair of d_σ at one shell: W_rs = X_rs (ρ_L X + X ρ_R)_rs for every
