@@ -10,6 +10,7 @@ mod plot;
 mod presets;
 mod run;
 pub(crate) mod signals;
+mod spectrum;
 mod sweep;
 mod tui;
 
@@ -38,6 +39,8 @@ enum Command {
     Tui(tui::TuiArgs),
     /// Run NRG and write the records (JSON Lines or CSV) to stdout or a file
     Run(run::RunArgs),
+    /// FDM spectral function of the impurity level (JSON Lines or CSV) at a temperature T
+    Spectrum(spectrum::SpectrumArgs),
     /// List the shipped and user presets
     #[command(after_help = USER_PRESETS_HELP)]
     Presets,
@@ -166,6 +169,7 @@ pub fn main() -> ExitCode {
         None => tui::tui(tui::TuiArgs::default()),
         Some(Command::Tui(args)) => tui::tui(args),
         Some(Command::Run(args)) => run::run(args),
+        Some(Command::Spectrum(args)) => spectrum::spectrum(args),
         Some(Command::Presets) => presets::list(),
         Some(Command::Show(args)) => presets::show(&args),
         Some(Command::Sweep(args)) => sweep::sweep(args),

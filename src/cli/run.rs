@@ -41,7 +41,7 @@ pub struct RunArgs {
 /// heavy shell is uninterruptible (at keep = 8000 one eigendecomposition took over 20 s), and
 /// the exit then comes from here. Measured at keep = 8000 (8.5 GiB) with a 0.8 s grace: exit
 /// 1.37 s after SIGINT, the rest being the release of the memory; hence 0.4 s.
-const GRACE: Duration = Duration::from_millis(400);
+pub(super) const GRACE: Duration = Duration::from_millis(400);
 
 pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let preset = args.preset.load()?;
@@ -126,7 +126,7 @@ fn write_run(
 }
 
 /// Where the records go.
-enum Sink {
+pub(super) enum Sink {
     Stdout,
     /// A temporary file next to the target, renamed into place by [`Sink::commit`] (dropping
     /// it deletes it).
@@ -138,7 +138,7 @@ enum Sink {
 
 impl Sink {
     /// Creating the temporary file up front checks that FILE is writable before any work.
-    fn open(out: Option<&Path>) -> Result<Sink, CliError> {
+    pub(super) fn open(out: Option<&Path>) -> Result<Sink, CliError> {
         let Some(path) = out else {
             return Ok(Sink::Stdout);
         };
@@ -152,25 +152,25 @@ impl Sink {
 
     /// Stdout is not locked for the whole run: a signal's deadline can take the lock between
     /// two records, so that no line is ever cut.
-    fn writer(&mut self) -> Box<dyn Write + '_> {
+    pub(super) fn writer(&mut self) -> Box<dyn Write + '_> {
         match self {
             Sink::Stdout => Box::new(io::stdout()),
             Sink::File { file, .. } => Box::new(file),
         }
     }
 
-    fn is_stdout(&self) -> bool {
+    pub(super) fn is_stdout(&self) -> bool {
         matches!(self, Sink::Stdout)
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         match self {
             Sink::Stdout => "stdout".into(),
             Sink::File { path, .. } => path.display().to_string(),
         }
     }
 
-    fn temp_path(&self) -> Option<PathBuf> {
+    pub(super) fn temp_path(&self) -> Option<PathBuf> {
         match self {
             Sink::Stdout => None,
             Sink::File { file, .. } => Some(file.temp_path().to_path_buf()),
@@ -178,7 +178,7 @@ impl Sink {
     }
 
     /// Move the finished output into place.
-    fn commit(self) -> Result<(), CliError> {
+    pub(super) fn commit(self) -> Result<(), CliError> {
         let Sink::File { file, path } = self else {
             return Ok(());
         };
@@ -192,12 +192,12 @@ impl Sink {
 /// (the solver stops handing out blocks, the summary says "cancelled", no file is written);
 /// if the run has not stopped after [`GRACE`], or on a second signal, the process exits at
 /// once, removing the temporary output file first.
-struct Interrupt {
+pub(super) struct Interrupt {
     flag: Arc<AtomicBool>,
 }
 
 impl Interrupt {
-    fn install(temp: Option<PathBuf>, quiet: bool) -> Interrupt {
+    pub(super) fn install(temp: Option<PathBuf>, quiet: bool) -> Interrupt {
         let flag = Arc::new(AtomicBool::new(false));
         let seen = Arc::clone(&flag);
         let exit_now = move |signal: i32| {
@@ -228,7 +228,7 @@ impl Interrupt {
         Interrupt { flag }
     }
 
-    fn flag(&self) -> Arc<AtomicBool> {
+    pub(super) fn flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.flag)
     }
 
@@ -236,7 +236,7 @@ impl Interrupt {
         self.flag.load(Ordering::SeqCst)
     }
 
-    fn received(&self) -> Option<i32> {
+    pub(super) fn received(&self) -> Option<i32> {
         if self.requested() {
             Some(signals::received().unwrap_or(signals::SIGINT))
         } else {

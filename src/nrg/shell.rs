@@ -57,6 +57,11 @@ pub struct ProductShell {
     pub fdag: Vec<ProductOp>,
     /// Fermionic orbitals so far (impurity included): fixes the Jordan–Wigner signs.
     pub orbitals: usize,
+    /// Per block: for each site state s, the kept block of the previous shell it pairs with and
+    /// the row offset of that sub-block (empty at shell 0, which has no previous shell). Only
+    /// the spectral function reads it: its backward sweep and the impurity operators need to
+    /// know which rows of a product block belong to which (kept state, site state).
+    pub subs: Vec<SubBlocks>,
 }
 
 impl ProductShell {
@@ -237,12 +242,13 @@ fn local_shell(
         blocks,
         fdag,
         orbitals: space.orbitals(),
+        subs: Vec::new(),
     }
 }
 
 /// Basis states grouped by quantum numbers, and each state's (block, row).
 #[allow(clippy::type_complexity)]
-fn group_by_qn(space: &LocalSpace) -> (BTreeMap<Qn, Vec<usize>>, Vec<(Qn, usize)>) {
+pub(crate) fn group_by_qn(space: &LocalSpace) -> (BTreeMap<Qn, Vec<usize>>, Vec<(Qn, usize)>) {
     let mut groups: BTreeMap<Qn, Vec<usize>> = BTreeMap::new();
     let mut position = Vec::with_capacity(space.dim());
     for i in 0..space.dim() {
@@ -402,11 +408,12 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
         blocks,
         fdag,
         orbitals: kept.orbitals + 1,
+        subs: layout.into_values().collect(),
     }
 }
 
 /// For each site state: the kept block it is paired with and the offset of that sub-block.
-type SubBlocks = [Option<(usize, usize)>; SITE_STATES];
+pub type SubBlocks = [Option<(usize, usize)>; SITE_STATES];
 
 /// A hopping term of a new block: c·f†_N between rows `row..` and columns `col..` (plus h.c.).
 type Hop<'a> = (&'a KeptOp, usize, usize, f64);

@@ -72,6 +72,10 @@ pub(crate) struct Shell {
     pub states: usize,
     /// States kept for the next shell.
     pub kept: usize,
+    /// Kept states of every block (all zero at the last shell): the lowest ones of each block.
+    pub kept_blocks: Vec<usize>,
+    /// The product layout this shell was built on ([`ProductShell::subs`]).
+    pub subs: Vec<shell::SubBlocks>,
     pub gap: Option<f64>,
     pub e_cut: f64,
     /// Rescaled ground energy subtracted at this shell (before the shift).
@@ -207,8 +211,10 @@ impl Iteration {
         self.check_cancel()?;
 
         let states = product.states();
+        let mut kept_blocks = vec![0; eig.len()];
         let (kept, gap, e_cut, discarded_weight) = match cut {
             Some(cut) => {
+                kept_blocks.clone_from(&cut.kept);
                 let weight =
                     discarded_weight(&eig, &cut.kept, tau * self.chain.omega[n + 1] / omega);
                 let kept_shell = self.truncate(&product, &eig, &cut, &mut clock)?;
@@ -240,6 +246,8 @@ impl Iteration {
             eig,
             states,
             kept,
+            kept_blocks,
+            subs: product.subs,
             gap,
             e_cut,
             ground_energy,
@@ -685,6 +693,17 @@ impl Run {
         let zero_field = self.config.model.h == 0.0;
         let siam = self.model.kind() == ModelKind::Siam;
         self.diagnostics.summary(cancelled, zero_field && siam)
+    }
+
+    /// The next shell of the bare iteration, without any read-out: the spectral function
+    /// ([`crate::spectral`]) keeps each shell's eigenvectors and does its own bookkeeping.
+    pub(crate) fn next_raw_shell(&mut self) -> Option<Shell> {
+        self.iteration.step()
+    }
+
+    /// The impurity model of the run.
+    pub(crate) fn model(&self) -> &dyn ImpurityModel {
+        self.model.as_ref()
     }
 
     /// Impose the total kept count of every shell (as recorded by another run) instead of

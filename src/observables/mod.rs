@@ -1,10 +1,12 @@
 //! What is read off each shell: the free energy and its derivatives (`thermo`), the bare chain
 //! subtracted for impurity contributions (`bare`, `free_chain`), the observables (`readout`),
-//! the levels of the flow diagram (`levels`) and the run's own diagnosis (`diagnostics`).
+//! the levels of the flow diagram (`levels`), the run's own diagnosis (`diagnostics`), and the
+//! impurity spectral function, which needs every shell at once (`spectral`).
 
 pub mod bare;
 pub mod diagnostics;
 pub mod free_chain;
 pub mod levels;
 pub mod readout;
+pub mod spectral;
 pub mod thermo;

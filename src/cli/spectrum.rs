@@ -1,0 +1,215 @@
+//! `dnrg spectrum`: the FDM spectral function of the impurity level at a temperature T.
+//!
+//! Records (JSON Lines; names are a contract: extend, never rename):
+//! `{"type":"header",…}` with the resolved parameters, T, the broadening and the grid; one
+//! `{"type":"point","omega":…,"A":…,"A_raw":…}` per frequency (plus `"A_up"`, `"A_down"` when
+//! h ≠ 0); `{"type":"summary","sum_rule":{…},"n_d_spectral":…,"n_d":…,"piGammaA0":…,
+//! "friedel":…}`. CSV has the point columns only. With `--out FILE` nothing is written unless
+//! the spectrum is complete (the same temporary file as `dnrg run`).
+
+use super::run::{Interrupt, Sink};
+use super::{CliError, PresetArgs};
+use clap::Args;
+use dnrg::output::Format;
+use dnrg::spectral::{SpectralOptions, Spectrum, spectrum_cancellable as compute};
+use serde_json::{Value, json};
+use std::f64::consts::PI;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct SpectrumArgs {
+    #[command(flatten)]
+    pub preset: PresetArgs,
+    /// Temperature of the density matrix [default: the preset's nrg.T_min]
+    #[arg(long = "T", value_name = "T")]
+    pub t: Option<f64>,
+    /// Width b of the log-Gaussian kernel
+    #[arg(long, value_name = "B", default_value_t = SpectralOptions::at(1.0).b)]
+    pub b: f64,
+    /// Logarithmic bins per decade for the poles
+    #[arg(long, value_name = "N", default_value_t = SpectralOptions::at(1.0).bins_per_decade)]
+    pub bins_per_decade: usize,
+    /// Output frequencies per decade (each sign)
+    #[arg(long, value_name = "N", default_value_t = SpectralOptions::at(1.0).points_per_decade)]
+    pub points_per_decade: usize,
+    /// Output format: jsonl (header, points, summary) or csv (the points)
+    #[arg(long, value_name = "jsonl|csv", default_value = "jsonl")]
+    pub format: Format,
+    /// Write to FILE instead of stdout (only a complete spectrum is written)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// No progress output on stderr
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn spectrum(args: SpectrumArgs) -> Result<ExitCode, CliError> {
+    let preset = args.preset.load()?;
+    let config = &preset.config;
+    dnrg::estimate::check(config).map_err(|e| CliError::new(format!("{}: {e}", preset.name)))?;
+    let mut opts = SpectralOptions::at(args.t.unwrap_or(config.nrg.t_min));
+    opts.b = args.b;
+    opts.bins_per_decade = args.bins_per_decade;
+    opts.points_per_decade = args.points_per_decade;
+    if args.out.is_none() {
+        super::check_stdout()?;
+    }
+    let mut sink = Sink::open(args.out.as_deref())?;
+    // a signal cancels the computation (or exits after the grace period, removing the
+    // temporary file); nothing is written either way
+    let interrupt = Interrupt::install(sink.temp_path(), args.quiet);
+    if !args.quiet {
+        eprintln!("spectrum: {} at T = {:e}", preset.name, opts.t);
+    }
+    let s = compute(config, &opts, interrupt.flag())
+        .map_err(|e| CliError::new(format!("{}: {e}", preset.name)))?;
+    let (Some(s), None) = (s, interrupt.received()) else {
+        let signal = interrupt.received().unwrap_or(super::signals::SIGINT);
+        if !args.quiet {
+            eprintln!("interrupted; nothing was written");
+        }
+        return Ok(ExitCode::from(super::signals::exit_code(signal)));
+    };
+    let result = {
+        let mut out = io::BufWriter::new(sink.writer());
+        write(&mut out, &s, &preset.name, args.format).and_then(|()| out.flush())
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe && sink.is_stdout() => {
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(CliError::new(format!("writing {}: {e}", sink.name()))),
+    }
+    sink.commit()?;
+    if !args.quiet {
+        let worst = s
+            .sums
+            .iter()
+            .map(|x| (x.weight - 1.0).abs())
+            .fold(0.0, f64::max);
+        eprintln!(
+            "spectrum: {} shells, |ΣW − 1| = {worst:.1e}, {:.2} s",
+            s.header.n_max + 1,
+            (s.times.forward + s.times.backward).as_secs_f64()
+        );
+        if opts.t < s.omega_last() {
+            eprintln!(
+                "warning: T = {:e} is below the last shell's scale ω_N = {:e}: lower nrg.T_min",
+                opts.t,
+                s.omega_last()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the spectra of the two spins differ (a field), so that both are written.
+fn spin_resolved(s: &Spectrum) -> bool {
+    s.header
+        .model
+        .get("h")
+        .and_then(Value::as_f64)
+        .is_some_and(|h| h != 0.0)
+}
+
+fn write(out: &mut dyn Write, s: &Spectrum, preset: &str, format: Format) -> io::Result<()> {
+    let resolved = spin_resolved(s);
+    let omega = s.frequencies();
+    let points: Vec<(f64, f64, f64)> = omega.iter().map(|&w| (w, s.a(0, w), s.a(1, w))).collect();
+    match format {
+        Format::Csv => {
+            let cols = if resolved { ",A_up,A_down" } else { "" };
+            writeln!(out, "omega,A,A_raw{cols}")?;
+            for &(w, up, down) in &points {
+                let a = 0.5 * (up + down);
+                if resolved {
+                    writeln!(out, "{w:e},{a:e},{a:e},{up:e},{down:e}")?;
+                } else {
+                    writeln!(out, "{w:e},{a:e},{a:e}")?;
+                }
+            }
+        }
+        Format::Jsonl => {
+            writeln!(out, "{}", header(s, preset, omega.len(), resolved))?;
+            for &(w, up, down) in &points {
+                let a = 0.5 * (up + down);
+                let mut p = json!({"type": "point", "omega": w, "A": a, "A_raw": a});
+                if resolved {
+                    p["A_up"] = json!(up);
+                    p["A_down"] = json!(down);
+                }
+                writeln!(out, "{p}")?;
+            }
+            writeln!(out, "{}", summary(s))?;
+        }
+    }
+    Ok(())
+}
+
+fn header(s: &Spectrum, preset: &str, points: usize, resolved: bool) -> Value {
+    let o = &s.options;
+    let mut h = serde_json::to_value(&s.header).expect("header serializes");
+    let map = h.as_object_mut().expect("header is an object");
+    // derivatives of A are not computed in this phase; the run's output options do not apply
+    map.remove("derive");
+    map.remove("output");
+    map.insert("preset".into(), json!(preset));
+    map.insert("T".into(), json!(o.t));
+    map.insert(
+        "broadening".into(),
+        json!({
+            "kernel": "log-gaussian with a linear-gaussian crossover in the pole position",
+            "b": o.b,
+            "omega0": s.kernel.omega0,
+            "gamma": s.kernel.gamma,
+            "bins_per_decade": o.bins_per_decade,
+            "bin_min": o.bin_floor * o.t.min(s.omega_last()),
+            "bin_max": o.bin_ceiling,
+        }),
+    );
+    let omega = s.frequencies();
+    map.insert(
+        "grid".into(),
+        json!({
+            "points": points,
+            "points_per_decade": o.points_per_decade,
+            "omega_min": omega.iter().copied().filter(|w| *w > 0.0).fold(f64::INFINITY, f64::min),
+            "omega_max": omega.last().copied().unwrap_or(0.0),
+        }),
+    );
+    map.insert("spin_resolved".into(), json!(resolved));
+    map.insert("self_energy_trick".into(), json!(false));
+    map.insert("z_average".into(), json!(1));
+    h
+}
+
+fn summary(s: &Spectrum) -> Value {
+    let gamma = s
+        .header
+        .model
+        .get("Gamma")
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN);
+    let a0 = 0.5 * (s.a(0, 0.0) + s.a(1, 0.0));
+    let n_d = s.n_d();
+    let spin = |i: usize| {
+        json!({
+            "weight": s.sums[i].weight,
+            "residual": s.sums[i].weight - 1.0,
+        })
+    };
+    json!({
+        "type": "summary",
+        "sum_rule": {"up": spin(0), "down": spin(1), "trace_residual": s.trace_residual},
+        "n_d_spectral": s.sums.iter().map(|x| x.occupation_spectral).sum::<f64>(),
+        "n_d": n_d,
+        "n_d_source": "FDM density matrix",
+        "piGammaA0": PI * gamma * a0,
+        "friedel": (PI * n_d / 2.0).sin().powi(2),
+        "shell_weights": s.shell_weights,
+        "stored_bytes": s.stored_bytes,
+    })
+}
