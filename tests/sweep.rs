@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -489,4 +490,47 @@ fn bad_sweep_files_name_file_key_and_reason() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn merge_output_goes_through_the_safe_output_routine() {
+    // `merge --out` refuses what `run --out` refuses (a FIFO, a read-only file) and leaves no
+    // temporary file behind; a regular target is written whole
+    let tmp = sandbox(&sym_sweep(60));
+    let d = tmp.path();
+    ok(&run(
+        d,
+        &["sweep", "sweep.toml", "--out", "dir", "--shard", "0/12"],
+    ));
+    let fifo = d.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = run(d, &["merge", "dir", "--out", "fifo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+    fs::write(d.join("locked.csv"), "keep me\n").unwrap();
+    fs::set_permissions(d.join("locked.csv"), fs::Permissions::from_mode(0o444)).unwrap();
+    let out = run(d, &["merge", "dir", "--out", "locked.csv"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(d.join("locked.csv")).unwrap(),
+        "keep me\n"
+    );
+    ok(&run(d, &["merge", "dir", "--out", "table.csv"]));
+    assert!(
+        fs::read_to_string(d.join("table.csv"))
+            .unwrap()
+            .starts_with("# dnrg merge")
+    );
+    let leftovers: Vec<_> = fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

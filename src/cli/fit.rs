@@ -3,9 +3,9 @@
 
 use super::CliError;
 use clap::Args;
+use dnrg::files::OutputFile;
 use dnrg::output::{JsonlWriter, RecordWriter};
 use dnrg::workflow::fit::{self, Iteration};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,27 +76,23 @@ pub fn fit(args: FitArgs) -> Result<ExitCode, CliError> {
     for ((f, x), se) in spec.free.iter().zip(&result.theta).zip(&result.std_err) {
         println!("{} = {x:.10e} ± {se:.3e}", f.key);
     }
-    // the final run, atomically
+    // the final run, through the one safe output routine (atomic; FIFOs, devices and read-only
+    // targets refused like `run --out`)
     let fail = |e: std::io::Error| CliError::new(format!("--out {}: {e}", out.display()));
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".dnrg-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(fail)?;
-    {
-        let mut writer = JsonlWriter::new(std::io::BufWriter::new(tmp.as_file_mut()));
-        writer.header(&result.best.header).map_err(fail)?;
-        for s in &result.best.shells {
-            writer.shell(s).map_err(fail)?;
-        }
-        writer.done(&result.best.summary).map_err(fail)?;
-        writer.into_inner().flush().map_err(fail)?;
+    let file = OutputFile::create(&out, true)
+        .map_err(|e| CliError::new(format!("--out {}: {e}", out.display())))?;
+    let mut writer = JsonlWriter::new(std::io::BufWriter::new(file));
+    writer.header(&result.best.header).map_err(fail)?;
+    for s in &result.best.shells {
+        writer.shell(s).map_err(fail)?;
     }
-    tmp.persist(&out).map_err(|e| fail(e.error))?;
+    writer.done(&result.best.summary).map_err(fail)?;
+    let file = writer
+        .into_inner()
+        .into_inner()
+        .map_err(|e| fail(e.into_error()))?;
+    file.commit()
+        .map_err(|e| CliError::new(format!("--out {}: {e}", out.display())))?;
     println!("final run: {}", out.display());
     Ok(if result.converged {
         ExitCode::SUCCESS

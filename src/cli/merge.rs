@@ -2,6 +2,7 @@
 
 use super::CliError;
 use clap::Args;
+use dnrg::files::OutputFile;
 use dnrg::workflow::merge::{self, Selection};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -77,18 +78,14 @@ pub fn merge(args: MergeArgs) -> Result<ExitCode, CliError> {
             }
         }
         Some(path) => {
-            let fail = |e: io::Error| CliError::new(format!("--out {}: {e}", path.display()));
-            let dir = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
+            // the one safe output routine: atomic, FIFOs and read-only targets refused
+            let refused = |e: dnrg::files::OutputError| {
+                CliError::new(format!("--out {}: {e}", path.display()))
             };
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".dnrg-")
-                .suffix(".tmp")
-                .tempfile_in(&dir)
-                .map_err(fail)?;
-            tmp.write_all(&buffer).map_err(fail)?;
-            tmp.persist(path).map_err(|e| fail(e.error))?;
+            let mut file = OutputFile::create(path, true).map_err(refused)?;
+            file.write_all(&buffer)
+                .map_err(|e| CliError::new(format!("--out {}: {e}", path.display())))?;
+            file.commit().map_err(refused)?;
         }
     }
     if !merged.missing.is_empty() {
