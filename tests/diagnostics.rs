@@ -121,3 +121,32 @@ fn gamma_derivatives_are_refused_below_their_accuracy_bound() {
         "{small} vs {smaller}"
     );
 }
+
+#[test]
+fn impurity_field_derivatives_are_flagged_below_their_precision_floor() {
+    // χ_loc loses precision below T ≈ 1e-40 (README, known limits): those shells say so, and the
+    // Wilson ratio comes from the lowest shell above the floor (here still deep in the Fermi
+    // liquid: R = 2 within the charge-fluctuation correction of the symmetric model)
+    let mut c = common::siam(0.1, -0.05, 0.01, 4.0, 100, 1e-50);
+    c.nrg.beta_bar = 1.0;
+    let (records, summary) = run_with_summary(&c);
+    let flagged = |r: &ShellRecord| r.warnings.iter().any(|w| w.contains("lose precision"));
+    for r in &records {
+        assert_eq!(
+            flagged(r),
+            r.t < dnrg::diagnostics::IMPURITY_FIELD_FLOOR,
+            "N = {}",
+            r.n
+        );
+    }
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .any(|w| w.contains("lose precision"))
+    );
+    let r = summary
+        .wilson_ratio
+        .expect("a shell above the floor and below T_K/100");
+    assert!((r - 2.0).abs() < 0.2, "R = {r}");
+}

@@ -591,7 +591,7 @@ impl Run {
         );
         let bare = Bare::new(&config.nrg, chain, n_max, h_total);
         Run {
-            diagnostics: Diagnostics::default(),
+            diagnostics: Diagnostics::new(&config.nrg),
             config,
             header,
             model,

@@ -5,6 +5,7 @@
 //! - truncation too aggressive for the temperature: the states discarded at shell N carry more
 //!   than [`MAX_DISCARDED_WEIGHT`] of the Boltzmann weight at T_{N+1}, so shell N+1's trace misses
 //!   them;
+//! - impurity-field derivatives (χ_loc) below T = 1e-40, where round-off takes over;
 //! - values no converged run can produce: docc ∉ [0, 1], n_d ∉ [0, 2], S_imp outside
 //!   [0, ln 4], Tχ_imp below the even/odd discretization ripple.
 //!
@@ -13,6 +14,7 @@
 //! local-moment regime and stays below; the Fermi-liquid Wilson ratio only when the last shell
 //! lies well below the crossover where Tχ_imp fell through 0.07.
 
+use crate::params::NrgParams;
 use crate::record::{Observables, Summary};
 use crate::solver::Shell;
 use crate::truncation::WANTED_GAP;
@@ -29,13 +31,15 @@ pub const MAX_DISCARDED_WEIGHT: f64 = 2e-3;
 /// below what a broken run produces.
 const VALUE_SLACK: f64 = 1e-3;
 
-/// Slack on S_imp ∈ [0, ln 4]: the even/odd discretization ripple of S_imp reaches ~0.01 at
-/// Λ = 3 and grows with Λ.
-const ENTROPY_SLACK: f64 = 0.05;
+/// Slack on S_imp ∈ [0, ln 4], per unit of Λ: single-shell thermodynamics oscillates between
+/// even and odd shells by an amount that grows with Λ (measured at the strong-coupling fixed point:
+/// ±0.001, 0.002, 0.078, 0.034, 0.30, 0.71 at Λ = 2, 3, 4, 6, 10, 20), so the slack is 0.05·Λ.
+const ENTROPY_SLACK_PER_LAMBDA: f64 = 0.05;
 
-/// Lowest Tχ_imp a converged run shows: the even/odd ripple at the strong-coupling fixed point
-/// is a few 1e-3 at Λ ≤ 3 (the exact finite chain has it too).
-const TCHI_FLOOR: f64 = -0.02;
+/// Lowest Tχ_imp a converged run shows, per unit of Λ: the even/odd ripple at the
+/// strong-coupling fixed point (measured ±1.3e-4, 2.2e-3, 5.0e-3, 8.5e-3, 0.037, 0.063 at the same
+/// Λ; the exact finite chain has it too), so the floor is −0.005·Λ.
+const TCHI_FLOOR_PER_LAMBDA: f64 = -0.005;
 
 /// Wilson's definition of the Kondo temperature: T_K χ_imp(T_K) = 0.07.
 const TK_CROSSING: f64 = 0.07;
@@ -44,8 +48,13 @@ const TK_CROSSING: f64 = 0.07;
 /// as opposed to a free orbital (1/8) or a mixed-valence state.
 const LOCAL_MOMENT: (f64, f64) = (0.18, 0.3);
 
-/// The Fermi-liquid Wilson ratio needs the last shell this far below the crossover.
+/// The Fermi-liquid Wilson ratio needs a shell this far below the crossover.
 const FERMI_LIQUID_DEPTH: f64 = 100.0;
+
+/// Below this temperature derivatives with respect to an impurity field (χ_loc, hence the
+/// Wilson ratio) lose precision: round-off in the field part's component along the conserved
+/// total spin grows like 1/T (measured onset 1e-44 at Λ = 4; README, known limits).
+pub const IMPURITY_FIELD_FLOOR: f64 = 1e-40;
 
 /// What a warning is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +65,8 @@ enum Kind {
     Truncation,
     /// A value no converged run can produce.
     Value,
+    /// A derivative known to be limited by round-off there.
+    Precision,
 }
 
 /// One kind of warning over the run: its first message and how often it occurred.
@@ -69,14 +80,24 @@ struct Tally {
 /// The running diagnosis of one run.
 #[derive(Debug, Clone, Default)]
 pub struct Diagnostics {
+    /// Λ of the run: the discretization ripple the value checks allow for grows with it.
+    lambda: f64,
     /// (T, Tχ_imp) of every shell so far.
     tchi: Vec<(f64, f64)>,
-    last: Option<Observables>,
+    /// (T, χ_loc, χ_c) of every shell that has them, for the Wilson ratio.
+    local: Vec<(f64, f64, f64)>,
     min_gap: Option<f64>,
     tallies: Vec<Tally>,
 }
 
 impl Diagnostics {
+    pub fn new(nrg: &NrgParams) -> Diagnostics {
+        Diagnostics {
+            lambda: nrg.lambda,
+            ..Diagnostics::default()
+        }
+    }
+
     /// The warnings of one shell (also remembered for the summary).
     pub(crate) fn shell(&mut self, shell: &Shell, obs: &Observables) -> Vec<String> {
         let n = shell.n;
@@ -118,14 +139,24 @@ impl Diagnostics {
         };
         outside("docc", obs.docc, 0.0, 1.0, VALUE_SLACK);
         outside("n_d", obs.n_d, 0.0, 2.0, VALUE_SLACK);
-        outside("S_imp", Some(obs.s_imp), 0.0, 2.0 * LN_2, ENTROPY_SLACK);
-        if obs.tchi_imp < TCHI_FLOOR {
+        let entropy_slack = ENTROPY_SLACK_PER_LAMBDA * self.lambda;
+        outside("S_imp", Some(obs.s_imp), 0.0, 2.0 * LN_2, entropy_slack);
+        if obs.tchi_imp < TCHI_FLOOR_PER_LAMBDA * self.lambda {
             out.push((
                 Kind::Value,
                 format!(
                     "N = {n}: Tchi_imp = {:.4} is negative beyond the even/odd ripple: the run is \
                      not converged (keep more states)",
                     obs.tchi_imp
+                ),
+            ));
+        }
+        if let Some(chi) = obs.chi_loc.filter(|_| shell.t < IMPURITY_FIELD_FLOOR) {
+            out.push((
+                Kind::Precision,
+                format!(
+                    "N = {n}: below T = {IMPURITY_FIELD_FLOOR:e} impurity-field derivatives \
+                     (chi_loc = {chi:.4e}) lose precision to round-off"
                 ),
             ));
         }
@@ -140,7 +171,9 @@ impl Diagnostics {
             }
         }
         self.tchi.push((shell.t, obs.tchi_imp));
-        self.last = Some(obs.clone());
+        if let (Some(s), Some(c)) = (obs.chi_loc, obs.chi_c) {
+            self.local.push((shell.t, s, c));
+        }
         out.into_iter().map(|(_, m)| m).collect()
     }
 
@@ -198,18 +231,29 @@ impl Diagnostics {
         if self.unconverged() {
             return Err("the run is not converged (see warnings)".into());
         }
-        let (Some(o), Some(&(t_last, _))) = (&self.last, self.tchi.last()) else {
+        if self.tchi.is_empty() {
             return Err("no shell computed".into());
-        };
-        let (Some(s), Some(c)) = (o.chi_loc, o.chi_c) else {
+        }
+        if self.local.is_empty() {
             return Err("needs the impurity observables (output.impurity_observables)".into());
-        };
+        }
         let Some((t_star, _)) = self.crossover() else {
             return Err("no Fermi-liquid regime: Tchi_imp never falls through 0.07".into());
         };
-        if t_last > t_star / FERMI_LIQUID_DEPTH {
+        // the lowest shell whose local susceptibility is still precise
+        let Some(&(t, s, c)) = self
+            .local
+            .iter()
+            .rev()
+            .find(|&&(t, _, _)| t >= IMPURITY_FIELD_FLOOR)
+        else {
             return Err(format!(
-                "the last shell (T = {t_last:.3e}) is not well below the crossover \
+                "no shell above T = {IMPURITY_FIELD_FLOOR:e}, where chi_loc is precise"
+            ));
+        };
+        if t > t_star / FERMI_LIQUID_DEPTH {
+            return Err(format!(
+                "the last usable shell (T = {t:.3e}) is not well below the crossover \
                  T* = {t_star:.3e}: lower nrg.T_min to at most T*/{FERMI_LIQUID_DEPTH}"
             ));
         }
