@@ -48,7 +48,8 @@ pub struct SpectrumArgs {
 pub fn spectrum(args: SpectrumArgs) -> Result<ExitCode, CliError> {
     let preset = args.preset.load()?;
     let config = &preset.config;
-    dnrg::estimate::check(config).map_err(|e| CliError::new(format!("{}: {e}", preset.name)))?;
+    dnrg::estimate::check_spectrum(config)
+        .map_err(|e| CliError::new(format!("{}: {e}", preset.name)))?;
     let mut opts = SpectralOptions::at(args.t.unwrap_or(config.nrg.t_min));
     opts.b = args.b;
     opts.bins_per_decade = args.bins_per_decade;
