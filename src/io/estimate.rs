@@ -161,7 +161,11 @@ impl Estimate {
     /// The cost of `dnrg spectrum` for `config`: the forward run plus every shell's stored
     /// eigenvectors and impurity operators, and a backward pass of about the forward's cost.
     pub fn of_spectrum(config: &RunConfig) -> Estimate {
-        let mut e = Estimate::of(config);
+        // the spectral run carries no derivative parts (value only, for now)
+        let mut plain = config.clone();
+        plain.derive.clear();
+        plain.output.impurity_observables = false;
+        let mut e = Estimate::of(&plain);
         let keep = config.nrg.keep as f64;
         let stored = SPECTRAL_PER_SHELL * keep * keep * e.shells as f64;
         e.memory = e.memory.saturating_add(stored.min(u64::MAX as f64) as u64);
@@ -237,12 +241,14 @@ mod tests {
         let mut config = RunConfig::default();
         config.nrg.keep = 1000;
         config.nrg.max_memory = 1 << 40;
-        let run = check(&config).unwrap();
+        let mut plain = config.clone();
+        plain.output.impurity_observables = false;
+        let run = check(&plain).unwrap();
         let spectrum = check_spectrum(&config).unwrap();
         // 20 bytes · 1000² per shell over the run's shells, on top of the run
         let stored = 20e6 * run.shells as f64;
         assert_eq!(spectrum.memory, run.memory + stored as u64);
-        config.nrg.max_memory = run.memory + 1;
-        assert!(check(&config).is_ok() && check_spectrum(&config).is_err());
+        config.nrg.max_memory = spectrum.memory - 1;
+        assert!(check(&plain).is_ok() && check_spectrum(&config).is_err());
     }
 }
