@@ -211,7 +211,11 @@ fn header(s: &Spectrum, preset: &str, points: usize, resolved: bool) -> Value {
             }),
         );
     }
-    map.insert("z_average".into(), json!(1));
+    map.insert("z_average".into(), json!(s.z_values.len()));
+    if s.z_values.len() > 1 {
+        // the chains z_i = i/Nz, i = 1…Nz; A, A_raw and F are averaged before Σ is formed
+        map.insert("z_values".into(), json!(s.z_values));
+    }
     h
 }
 

@@ -27,8 +27,13 @@
 //! Σ W_F = ⟨n_σ̄⟩ is checked. [`Spectrum::evaluate`] makes G and F complex by Kramers–Kronig,
 //! forms Σ = U F/G and A = −Im G_new/π with G_new = 1/(ω − ε_dσ − Δ_σ(ω) − Σ).
 //!
-//! Not in this phase: derivatives of A, z-averaging, the Kondo model's T-matrix, spilling
-//! per-shell data to disk.
+//! z-averaging (`nrg.z_average = Nz`): Nz chains with z_i = i/Nz, i = 1…Nz (so z = 1, the
+//! plain chain, is one of them), run in parallel on rayon's pool and binned on one grid; the
+//! bins of A and of F are averaged in z order (independent of the scheduling) before Σ is
+//! formed, as is standard.
+//!
+//! Not in this phase: derivatives of A, the Kondo model's T-matrix, z-averaged
+//! thermodynamics, spilling per-shell data to disk.
 
 use crate::jet::Directions;
 use crate::linalg::{gemm, mul, sandwich};
@@ -362,13 +367,18 @@ pub struct Spectrum {
     /// What the self-energy trick needs of the model.
     pub siam: SiamLevels,
     pub sums: [SpinSums; 2],
-    /// w_N of every shell (Σ = 1).
+    /// w_N of every shell (Σ = 1); of the z = 1 chain when z-averaged.
     pub shell_weights: Vec<f64>,
     /// max_N |Tr R_{N−1} − Σ_{M≥N} w_M|: the backward sweep's own check.
     pub trace_residual: f64,
-    /// Bytes of per-shell data stored between the passes (eigenvectors, energies, d).
+    /// Bytes of per-shell data stored between the passes (eigenvectors, energies, d), of the
+    /// largest chain when z-averaged (chains run in parallel: as many at once as threads).
     pub stored_bytes: usize,
+    /// Wall time of the passes, summed over the chains of a z-average.
     pub times: SpectralTimes,
+    omega_last: f64,
+    /// The twists z of the averaged chains (one value without z-averaging).
+    pub z_values: Vec<f64>,
 }
 
 impl Spectrum {
@@ -388,14 +398,9 @@ impl Spectrum {
         all
     }
 
-    /// ω_{N_max}.
+    /// ω_{N_max} (the smallest over the chains of a z-average).
     pub fn omega_last(&self) -> f64 {
-        *self
-            .header
-            .chain
-            .omega
-            .get(self.header.n_max)
-            .unwrap_or(&1.0)
+        self.omega_last
     }
 
     /// A_σ(ω), broadened.
@@ -624,33 +629,68 @@ pub fn spectrum_cancellable(
                 .into(),
         });
     }
-    let started = Instant::now();
-    let mut run =
-        Run::with_directions(config, Directions::default())?.with_cancel_flag(cancel.clone());
-    let header = run.header().clone();
-    let space = run.model().space();
     let siam = SiamLevels::of(config);
     let trick = opts.self_energy_trick && siam.u != 0.0;
-    let shells = forward(&mut run, &space, trick);
-    if run.is_cancelled() {
-        return Ok(None);
+    // z-averaging: one chain per z_i = i/Nz (i = 1…Nz, so z = 1 is among them), all binned on
+    // one grid, whose lowest bin is set by the smallest ω_{N_max} of the chains
+    let nz = config.nrg.z_average;
+    let configs: Vec<RunConfig> = (1..=nz)
+        .map(|i| {
+            let mut c = config.clone();
+            c.nrg.z_average = 1;
+            if nz > 1 {
+                c.nrg.z = i as f64 / nz as f64;
+            }
+            c
+        })
+        .collect();
+    for c in &configs {
+        c.validate()?;
     }
-    let forward_time = started.elapsed();
-
-    let clock = Instant::now();
-    let n_max = shells.len() - 1;
-    let omega_last = shells[n_max].omega;
-    let mut bins = [bins_for(opts, omega_last), bins_for(opts, omega_last)];
-    let mut bins_f = [bins_for(opts, omega_last), bins_for(opts, omega_last)];
-    let Some((sums, shell_weights, trace_residual)) =
-        backward(&shells, opts.t, &mut bins, &mut bins_f, &cancel)
-    else {
+    let omega_last = configs
+        .iter()
+        .map(|c| crate::chain::omega(&c.nrg, crate::chain::last_shell(&c.nrg)))
+        .fold(f64::INFINITY, f64::min);
+    let template = bins_for(opts, omega_last);
+    use rayon::prelude::*;
+    // each chain is independent; the results are combined in the order of z afterwards, so
+    // they do not depend on the scheduling
+    let chains: Vec<Option<OneChain>> = configs
+        .par_iter()
+        .map(|c| one_chain(c, opts.t, trick, &template, &cancel))
+        .collect::<Result<_, _>>()?;
+    let Some(chains) = chains.into_iter().collect::<Option<Vec<OneChain>>>() else {
         return Ok(None);
     };
-    let backward_time = clock.elapsed();
-    let stored_bytes = shells.iter().map(StoredShell::bytes).sum();
+    let scale = 1.0 / nz as f64;
+    let average = |pick: &dyn Fn(&OneChain) -> &[Binned; 2]| -> [Binned; 2] {
+        let mut out = [template.clone(), template.clone()];
+        for ch in &chains {
+            for (o, b) in out.iter_mut().zip(pick(ch)) {
+                for (x, y) in o.pos.iter_mut().zip(&b.pos) {
+                    *x += scale * y;
+                }
+                for (x, y) in o.neg.iter_mut().zip(&b.neg) {
+                    *x += scale * y;
+                }
+            }
+        }
+        out
+    };
+    let bins = average(&|c| &c.bins);
+    let bins_f = average(&|c| &c.bins_f);
+    let mut sums = [SpinSums::default(); 2];
+    for ch in &chains {
+        for (s, c) in sums.iter_mut().zip(&ch.sums) {
+            s.weight += scale * c.weight;
+            s.occupation += scale * c.occupation;
+            s.occupation_spectral += scale * c.occupation_spectral;
+            s.weight_f += scale * c.weight_f;
+        }
+    }
+    let last = chains.last().expect("at least one chain");
     Ok(Some(Spectrum {
-        header,
+        header: last.header.clone(),
         options: opts.clone(),
         kernel: Kernel {
             b: opts.b,
@@ -661,12 +701,66 @@ pub fn spectrum_cancellable(
         bins_f: trick.then_some(bins_f),
         siam,
         sums,
+        shell_weights: last.shell_weights.clone(),
+        trace_residual: chains.iter().map(|c| c.trace_residual).fold(0.0, f64::max),
+        stored_bytes: chains.iter().map(|c| c.stored_bytes).max().unwrap_or(0),
+        times: SpectralTimes {
+            forward: chains.iter().map(|c| c.times.forward).sum(),
+            backward: chains.iter().map(|c| c.times.backward).sum(),
+        },
+        omega_last,
+        z_values: configs.iter().map(|c| c.nrg.z).collect(),
+    }))
+}
+
+/// The forward and backward passes of one chain (one z).
+struct OneChain {
+    header: Header,
+    bins: [Binned; 2],
+    bins_f: [Binned; 2],
+    sums: [SpinSums; 2],
+    shell_weights: Vec<f64>,
+    trace_residual: f64,
+    stored_bytes: usize,
+    times: SpectralTimes,
+}
+
+fn one_chain(
+    config: &RunConfig,
+    t: f64,
+    trick: bool,
+    template: &Binned,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Option<OneChain>, InvalidParam> {
+    let started = Instant::now();
+    let mut run =
+        Run::with_directions(config, Directions::default())?.with_cancel_flag(cancel.clone());
+    let header = run.header().clone();
+    let space = run.model().space();
+    let shells = forward(&mut run, &space, trick);
+    if run.is_cancelled() {
+        return Ok(None);
+    }
+    let forward_time = started.elapsed();
+    let clock = Instant::now();
+    let mut bins = [template.clone(), template.clone()];
+    let mut bins_f = [template.clone(), template.clone()];
+    let Some((sums, shell_weights, trace_residual)) =
+        backward(&shells, t, &mut bins, &mut bins_f, cancel)
+    else {
+        return Ok(None);
+    };
+    Ok(Some(OneChain {
+        header,
+        bins,
+        bins_f,
+        sums,
         shell_weights,
         trace_residual,
-        stored_bytes,
+        stored_bytes: shells.iter().map(StoredShell::bytes).sum(),
         times: SpectralTimes {
             forward: forward_time,
-            backward: backward_time,
+            backward: clock.elapsed(),
         },
     }))
 }
