@@ -87,6 +87,16 @@ fn sum_rule_holds_to_round_off() {
             s.stored_bytes / 1_000_000
         );
         assert!(worst < 1e-11, "sum rule residual {worst:e}");
+        // with U ≠ 0 the self-energy trick's F: Σ W_F = ⟨n_σ̄⟩ exactly, per spin (a field
+        // makes the two differ, so a spin mix-up fails). Same bound as Σ W.
+        assert_eq!(s.self_energy_trick(), config.model.u != 0.0);
+        if s.self_energy_trick() {
+            for i in 0..2 {
+                let r = (s.sums[i].weight_f - s.sums[1 - i].occupation).abs();
+                println!("  Σ W_F − ⟨n_σ̄⟩ (σ = {i}): {r:.1e}");
+                assert!(r < 1e-11, "σ = {i}: Σ W_F − ⟨n_σ̄⟩ = {r:e}");
+            }
+        }
         // ∫A f dω and Tr ρ d†d differ only through the off-diagonal R_N (measured ≤ 6e-6 here);
         // 1e-4 still catches a wrong spin or side of the Fermi function (errors of order 1)
         let spectral: f64 = s.sums.iter().map(|x| x.occupation_spectral).sum();
@@ -182,6 +192,31 @@ fn symmetric_siam_is_particle_hole_symmetric_with_hubbard_peaks() {
         "Hubbard peak at {}",
         peaks[0]
     );
+    // the self-energy trick's A: the Friedel value and the Hubbard peak
+    let pts = s.evaluate(&omega);
+    let a0 = pts.iter().find(|p| p.omega == 0.0).unwrap().a[0];
+    let improved: Vec<(f64, f64)> = pts
+        .iter()
+        .filter(|p| p.omega > u / 4.0)
+        .map(|p| (p.omega, p.a[0]))
+        .collect();
+    let peaks: Vec<f64> = improved
+        .windows(3)
+        .filter(|x| x[1].1 > x[0].1 && x[1].1 > x[2].1)
+        .map(|x| x[1].0)
+        .collect();
+    let friedel = std::f64::consts::PI * gamma * a0;
+    println!("with Σ = UF/G: πΓA(0) = {friedel:.5}, peaks {peaks:?}");
+    // measured 2026-12-01: 1.0061 (raw FDM A: 0.696) at keep 200, T/T_K ≈ 1e-2; bound 2%
+    // (3×). The issue's 1% is asserted on the U = 0.4 case below (measured 5e-4 there). The
+    // peak moves from 0.228 (raw) to 0.255, closer to U/2 = 0.3.
+    assert!((friedel - 1.0).abs() < 0.02, "πΓA(0) = {friedel}");
+    assert_eq!(peaks.len(), 1, "one Hubbard peak above U/4: {peaks:?}");
+    assert!(
+        (peaks[0] / (u / 2.0)).ln().abs() < 0.8,
+        "Hubbard peak at {}",
+        peaks[0]
+    );
 }
 
 // ---- the CLI contract ------------------------------------------------------------------------
@@ -229,12 +264,15 @@ fn spectrum_jsonl_contract() {
         assert!(head.get(key).is_some(), "header lacks {key}");
     }
     assert_eq!(head["self_energy_trick"], false);
+    assert_eq!(head["z_average"], 1);
     assert_eq!(head["T"], 1e-3);
     assert_eq!(head["broadening"]["b"], 0.6);
     assert_eq!(head["grid"]["points"], points.len());
     for p in points {
         assert_eq!(p["type"], "point");
         assert_eq!(p["A"], p["A_raw"], "no self-energy trick: A_raw = A");
+        assert_eq!(p["Sigma_re"], 0.0, "U = 0: Σ = 0");
+        assert_eq!(p["Sigma_im"], 0.0, "U = 0: Σ = 0");
         assert!(p["omega"].is_f64() && p["A"].as_f64().unwrap() >= 0.0);
         assert!(p.get("A_up").is_none(), "h = 0: no spin-resolved columns");
     }
@@ -255,7 +293,45 @@ fn spectrum_jsonl_contract() {
     let out = sb.run(&field);
     assert!(out.status.success());
     let csv = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(csv.lines().next(), Some("omega,A,A_raw,A_up,A_down"));
+    assert_eq!(
+        csv.lines().next(),
+        Some("omega,A,A_raw,A_up,A_down,Sigma_re,Sigma_im")
+    );
+
+    // U ≠ 0: the self-energy trick by default, A ≠ A_raw, Σ written and Σ W_F reported;
+    // --raw turns it off
+    let interacting = [&["spectrum"], SMALL, &["--set", "model.U=0.2"]].concat();
+    let out = sb.run(&interacting);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = lines(&out);
+    assert_eq!(recs[0]["self_energy_trick"], true);
+    assert!(recs[0]["kramers_kronig"].is_object());
+    let points = &recs[1..recs.len() - 1];
+    assert!(points.iter().any(|p| p["A"] != p["A_raw"]));
+    assert!(
+        points
+            .iter()
+            .any(|p| p["Sigma_re"].as_f64().unwrap() != 0.0)
+    );
+    let summary = recs.last().unwrap();
+    let f = summary["sum_rule"]["F_up"]["residual"].as_f64().unwrap();
+    assert!(f.abs() < 1e-11, "{f}");
+    // z-averaging recorded in the header
+    let averaged = [&interacting[..], &["--set", "nrg.z_average=2"]].concat();
+    let recs = lines(&sb.run(&averaged));
+    assert_eq!(recs[0]["z_average"], 2);
+    assert_eq!(recs[0]["z_values"], serde_json::json!([0.5, 1.0]));
+    let raw = [&interacting[..], &["--raw"]].concat();
+    let recs = lines(&sb.run(&raw));
+    assert_eq!(recs[0]["self_energy_trick"], false);
+    for p in &recs[1..recs.len() - 1] {
+        assert_eq!(p["A"], p["A_raw"]);
+        assert_eq!(p["Sigma_re"], 0.0);
+    }
 }
 
 #[test]
@@ -281,6 +357,21 @@ fn spectrum_bad_input_exits_2() {
         assert!(out.stdout.is_empty(), "{extra:?}: records written");
     }
     // --out: nothing left behind on failure, the file in place on success
+    // z-averaging: 1…64; `dnrg run` refuses it (the thermodynamics does not average yet)
+    for nz in ["0", "65"] {
+        let key = format!("nrg.z_average={nz}");
+        let out = sb.run(&[&["spectrum"], SMALL, &["--set", &key]].concat());
+        assert_eq!(out.status.code(), Some(2), "z_average = {nz}");
+    }
+    let out = sb.run(&[
+        "run",
+        "resonant-level",
+        "--set",
+        "nrg.z_average=2",
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("z_average"));
     let target = sb.work().join("a.jsonl");
     let bad = [&["spectrum"], SMALL, &["--T", "0", "--out", "a.jsonl"]].concat();
     assert_eq!(sb.run(&bad).status.code(), Some(2));
@@ -292,4 +383,186 @@ fn spectrum_bad_input_exits_2() {
     let good = [&["spectrum"], SMALL, &["--out", "a.jsonl"]].concat();
     assert!(sb.run(&good).status.success());
     assert!(target.exists());
+}
+
+// ---- the self-energy trick -------------------------------------------------------------------
+
+#[test]
+fn self_energy_trick_friedel_and_symmetry() {
+    // Symmetric SIAM, U = 0.4, Γ = 0.1 (U/πΓ = 1.27, T_K ≈ 0.04), T = 5e-5 ≪ T_K: the design
+    // note's §7(c) case, Λ = 3, keep 300, no z-averaging.
+    let (u, gamma, t) = (0.4, 0.1, 5e-5);
+    let config = common::siam(u, -u / 2.0, gamma, 3.0, 300, t);
+    let s = spectrum(&config, &SpectralOptions::at(t)).unwrap();
+    assert!(s.self_energy_trick(), "on by default when U ≠ 0");
+    let omega = s.frequencies();
+    let pts = s.evaluate(&omega);
+    let pi_gamma = std::f64::consts::PI * gamma;
+    let at0 = pts.iter().find(|p| p.omega == 0.0).unwrap();
+    // Σ W_F = Tr ρ{d n̄, d†} = ⟨n_σ̄⟩ exactly (complete basis), like Σ W = 1
+    let f_res = (0..2)
+        .map(|i| (s.sums[i].weight_f - s.sums[1 - i].occupation).abs())
+        .fold(0.0, f64::max);
+    // particle–hole symmetry: Σ(ω) − U/2 = −(Σ(−ω) − U/2)* (Σ = U F/G carries the Hartree U/2)
+    let asym = pts
+        .iter()
+        .zip(pts.iter().rev())
+        .map(|(p, m)| {
+            let (a, b) = (p.sigma[0], m.sigma[0]);
+            (a.re + b.re - u).abs().max((a.im - b.im).abs())
+        })
+        .fold(0.0, f64::max);
+    let max_sigma = pts.iter().map(|p| p.sigma[0].norm()).fold(0.0, f64::max);
+    let worst_im = pts
+        .iter()
+        .filter(|p| p.omega.abs() < 1.0)
+        .map(|p| p.sigma[0].im)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let friedel = pi_gamma * at0.a[0];
+    println!(
+        "πΓA(0) = {friedel:.5} (raw {:.5}), |ΣW_F − ⟨n_σ̄⟩| = {f_res:.1e}, max Im Σ = \
+         {worst_im:.2e}, ph asymmetry of Σ {asym:.1e} (max |Σ| {max_sigma:.2})",
+        pi_gamma * at0.a_raw[0]
+    );
+    // measured 2026-12-01: 0.99951 (raw FDM A: 0.720); asserted at the issue's 1%
+    assert!((friedel - 1.0).abs() < 0.01, "πΓA(0) = {friedel}");
+    // measured 4.0e-15; the bound of Σ W − 1
+    assert!(f_res < 1e-11, "Σ W_F − ⟨n_σ̄⟩ = {f_res:e}");
+    // Q and −Q blocks are diagonalized separately: round-off only. Measured 4.6e-15.
+    assert!(asym < 1e-12, "Σ(ω) + Σ(−ω)* − U: {asym:e}");
+    // causality: Im Σ ≤ 0. The broadened F and G are not exactly consistent, so F/G has tiny
+    // positive wiggles near ω ~ 1e-3: measured max Im Σ = 1.1e-4 = 4.4e-4·max|Σ|; bound 2e-3
+    // (4.5×). A wrong sign of the Kramers–Kronig part or of F would give O(0.1).
+    assert!(
+        worst_im < 2e-3 * max_sigma,
+        "Im Σ = {worst_im:e} > 0 (max |Σ| = {max_sigma})"
+    );
+    // and the improved A is positive and particle–hole symmetric
+    for (p, m) in pts.iter().zip(pts.iter().rev()) {
+        assert!(p.a[0] > 0.0, "A({}) = {}", p.omega, p.a[0]);
+        assert!((p.a[0] - m.a[0]).abs() < 1e-12 * friedel / pi_gamma);
+    }
+}
+
+#[test]
+fn without_the_trick_a_is_the_raw_fdm_a() {
+    // U = 0: Σ = 0 and the trick is not applied (it would replace the discretized spectrum by
+    // the continuum one); `self_energy_trick = false` (the CLI's --raw) at U ≠ 0 does the same.
+    let t = 1e-3;
+    let raw_opts = SpectralOptions {
+        self_energy_trick: false,
+        ..SpectralOptions::at(t)
+    };
+    for (config, opts) in [
+        (
+            common::siam(0.0, -0.05, 0.1, 3.0, 150, t),
+            SpectralOptions::at(t),
+        ),
+        (common::siam(0.3, -0.1, 0.1, 3.0, 150, t), raw_opts),
+    ] {
+        let s = spectrum(&config, &opts).unwrap();
+        assert!(!s.self_energy_trick());
+        assert!(s.sums.iter().all(|x| x.weight_f == 0.0));
+        for p in s.evaluate(&s.frequencies()) {
+            assert_eq!(p.a, p.a_raw, "ω = {}", p.omega);
+            assert_eq!(p.a[0], s.a(0, p.omega));
+            assert!(p.sigma.iter().all(|z| z.re == 0.0 && z.im == 0.0));
+        }
+    }
+}
+
+// ---- z-averaging -----------------------------------------------------------------------------
+
+#[test]
+fn z_averaged_resonant_level_matches_the_continuum() {
+    // U = 0, Žitko–Pruschke, Nz = 8: the discretization artefacts average out and πΓA(ω)
+    // approaches the continuum G = 1/(ω − ε_d − Δ(ω)) of the flat band.
+    let (eps, gamma, t) = (-0.05, 0.1, 1e-3);
+    let mut config = common::siam(0.0, eps, gamma, 3.0, 300, t);
+    config.nrg.discretization = dnrg::params::Discretization::ZitkoPruschke;
+    config.nrg.z_average = 8;
+    // b ≈ ln Λ / Nz = 0.137: the z-average fills in the discrete shells, so the kernel can be
+    // much narrower than without it, and the log-Gaussian's own distortion of the Lorentzian
+    // dominates otherwise. Measured 2026-12-01, max |πΓ(A − A_continuum)| for 10T < |ω| < 0.5:
+    // b = 0.6: 11%, 0.4: 5.7%, 0.3: 3.5%, 0.2: 1.9%, 0.15: 1.36%, 0.1: 1.12% (keep 300, Λ = 3).
+    // Not monotonic in keep or Λ: keep 500 gives 6.0% and Λ = 2 5.3% at b = 0.15 (open; the
+    // U = 0 finite-chain test sees the same non-monotonic truncation error).
+    let opts = SpectralOptions {
+        b: 0.15,
+        ..SpectralOptions::at(t)
+    };
+    let s = spectrum(&config, &opts).unwrap();
+    assert_eq!(s.z_values.len(), 8);
+    let pi_gamma = std::f64::consts::PI * gamma;
+    let omega: Vec<f64> = s
+        .frequencies()
+        .into_iter()
+        .filter(|w| w.abs() > 10.0 * t && w.abs() < 0.5)
+        .collect();
+    let worst = s
+        .evaluate(&omega)
+        .iter()
+        .map(|p| {
+            let g = (nalgebra::Complex::new(p.omega - eps, 0.0) - s.siam.hybridization(0, p.omega))
+                .inv();
+            let exact = -g.im / std::f64::consts::PI;
+            (pi_gamma * (p.a[0] - exact)).abs()
+        })
+        .fold(0.0, f64::max);
+    println!(
+        "Nz = 8, ZP, b = {}: max |πΓ(A − A_continuum)| = {worst:.2e}, |ΣW − 1| = {:.1e}",
+        opts.b,
+        worst_sum_rule(&s)
+    );
+    assert!(worst_sum_rule(&s) < 1e-11);
+    // the issue's acceptance bound, 2.2× the measured 1.36%
+    assert!(worst < 0.03, "{worst:e}");
+    // and the average does something: the z = 1 chain alone is much further off
+    let mut single = config.clone();
+    single.nrg.z_average = 1;
+    let one = spectrum(&single, &opts).unwrap();
+    let worst_one = omega
+        .iter()
+        .map(|&w| {
+            let g = (nalgebra::Complex::new(w - eps, 0.0) - one.siam.hybridization(0, w)).inv();
+            (pi_gamma * (one.a(0, w) + g.im / std::f64::consts::PI)).abs()
+        })
+        .fold(0.0, f64::max);
+    println!("Nz = 1, same b: {worst_one:.2e}");
+    assert!(worst_one > 2.0 * worst, "{worst_one:e} vs {worst:e}");
+}
+
+#[test]
+fn z_average_is_independent_of_scheduling_and_keeps_friedel() {
+    // Symmetric SIAM with the self-energy trick and Nz = 4 (z = ¼, ½, ¾, 1), computed on one
+    // thread and on two: the same bins bit for bit (chains combined in z order). πΓA(0) = 1
+    // as in the issue's acceptance (trick + z-averaging).
+    let (u, gamma, t) = (0.4, 0.1, 5e-5);
+    let mut config = common::siam(u, -u / 2.0, gamma, 3.0, 150, t);
+    config.nrg.z_average = 4;
+    let opts = SpectralOptions::at(t);
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| spectrum(&config, &opts).unwrap())
+    };
+    let (a, b) = (on(1), on(2));
+    assert_eq!(a.z_values, vec![0.25, 0.5, 0.75, 1.0]);
+    assert_eq!(a.bins, b.bins);
+    assert_eq!(a.bins_f, b.bins_f);
+    assert!(worst_sum_rule(&a) < 1e-11);
+    let f_res = (0..2)
+        .map(|i| (a.sums[i].weight_f - a.sums[1 - i].occupation).abs())
+        .fold(0.0, f64::max);
+    assert!(f_res < 1e-11, "{f_res:e}");
+    let p0 = a.evaluate(&[0.0])[0];
+    let friedel = std::f64::consts::PI * gamma * p0.a[0];
+    println!(
+        "Nz = 4, keep 150: πΓA(0) = {friedel:.5} (raw {:.4})",
+        std::f64::consts::PI * gamma * p0.a_raw[0]
+    );
+    // measured 2026-12-01: 0.99946 (raw FDM A: 0.701); the issue's 1%, 18× that
+    assert!((friedel - 1.0).abs() < 0.01, "πΓA(0) = {friedel}");
 }

@@ -2,9 +2,12 @@
 //!
 //! Records (JSON Lines; names are a contract: extend, never rename):
 //! `{"type":"header",…}` with the resolved parameters, T, the broadening and the grid; one
-//! `{"type":"point","omega":…,"A":…,"A_raw":…}` per frequency (plus `"A_up"`, `"A_down"` when
-//! h ≠ 0); `{"type":"summary","sum_rule":{…},"n_d_spectral":…,"n_d":…,"piGammaA0":…,
-//! "friedel":…}`. CSV has the point columns only. With `--out FILE` nothing is written unless
+//! `{"type":"point","omega":…,"A":…,"A_raw":…,"Sigma_re":…,"Sigma_im":…}` per frequency (plus
+//! `"A_up"`, `"A_down"` when h ≠ 0); `{"type":"summary","sum_rule":{…},"n_d_spectral":…,"n_d":…,
+//! "piGammaA0":…,"friedel":…}`. With the self-energy trick (the default when U ≠ 0; `--raw`
+//! turns it off) A is the improved spectral function and A_raw the FDM one; without it A = A_raw
+//! and Σ = 0. `sum_rule` then also has `F_up`, `F_down`: Σ W_F against ⟨n_σ̄⟩. CSV has the point
+//! columns only (Sigma_re, Sigma_im last). With `--out FILE` nothing is written unless
 //! the spectrum is complete (the same temporary file as `dnrg run`).
 
 use super::run::{Interrupt, Sink};
@@ -34,6 +37,10 @@ pub struct SpectrumArgs {
     /// Output frequencies per decade (each sign)
     #[arg(long, value_name = "N", default_value_t = SpectralOptions::at(1.0).points_per_decade)]
     pub points_per_decade: usize,
+    /// No self-energy trick: A is the raw FDM spectral function (the trick is on by default
+    /// when U ≠ 0)
+    #[arg(long)]
+    pub raw: bool,
     /// Output format: jsonl (header, points, summary) or csv (the points)
     #[arg(long, value_name = "jsonl|csv", default_value = "jsonl")]
     pub format: Format,
@@ -54,6 +61,7 @@ pub fn spectrum(args: SpectrumArgs) -> Result<ExitCode, CliError> {
     opts.b = args.b;
     opts.bins_per_decade = args.bins_per_decade;
     opts.points_per_decade = args.points_per_decade;
+    opts.self_energy_trick = !args.raw;
     if args.out.is_none() {
         super::check_stdout()?;
     }
@@ -119,32 +127,44 @@ fn spin_resolved(s: &Spectrum) -> bool {
 fn write(out: &mut dyn Write, s: &Spectrum, preset: &str, format: Format) -> io::Result<()> {
     let resolved = spin_resolved(s);
     let omega = s.frequencies();
-    let points: Vec<(f64, f64, f64)> = omega.iter().map(|&w| (w, s.a(0, w), s.a(1, w))).collect();
+    let points = s.evaluate(&omega);
+    // spin averages (Σ too: with h ≠ 0 the per-spin A's are the columns to read)
+    let avg = |x: [f64; 2]| 0.5 * (x[0] + x[1]);
     match format {
         Format::Csv => {
             let cols = if resolved { ",A_up,A_down" } else { "" };
-            writeln!(out, "omega,A,A_raw{cols}")?;
-            for &(w, up, down) in &points {
-                let a = 0.5 * (up + down);
+            // Σ's columns come last: the earlier columns keep their places
+            writeln!(out, "omega,A,A_raw{cols},Sigma_re,Sigma_im")?;
+            for p in &points {
+                let (a, raw) = (avg(p.a), avg(p.a_raw));
+                let (sre, sim) = (avg(p.sigma.map(|z| z.re)), avg(p.sigma.map(|z| z.im)));
+                let w = p.omega;
+                write!(out, "{w:e},{a:e},{raw:e}")?;
                 if resolved {
-                    writeln!(out, "{w:e},{a:e},{a:e},{up:e},{down:e}")?;
-                } else {
-                    writeln!(out, "{w:e},{a:e},{a:e}")?;
+                    write!(out, ",{:e},{:e}", p.a[0], p.a[1])?;
                 }
+                writeln!(out, ",{sre:e},{sim:e}")?;
             }
         }
         Format::Jsonl => {
             writeln!(out, "{}", header(s, preset, omega.len(), resolved))?;
-            for &(w, up, down) in &points {
-                let a = 0.5 * (up + down);
-                let mut p = json!({"type": "point", "omega": w, "A": a, "A_raw": a});
+            for p in &points {
+                let mut r = json!({
+                    "type": "point",
+                    "omega": p.omega,
+                    "A": avg(p.a),
+                    "A_raw": avg(p.a_raw),
+                    "Sigma_re": avg(p.sigma.map(|z| z.re)),
+                    "Sigma_im": avg(p.sigma.map(|z| z.im)),
+                });
                 if resolved {
-                    p["A_up"] = json!(up);
-                    p["A_down"] = json!(down);
+                    r["A_up"] = json!(p.a[0]);
+                    r["A_down"] = json!(p.a[1]);
                 }
-                writeln!(out, "{p}")?;
+                writeln!(out, "{r}")?;
             }
-            writeln!(out, "{}", summary(s))?;
+            let zero = points.iter().find(|p| p.omega == 0.0).map(|p| avg(p.a));
+            writeln!(out, "{}", summary(s, zero.unwrap_or(f64::NAN)))?;
         }
     }
     Ok(())
@@ -182,19 +202,32 @@ fn header(s: &Spectrum, preset: &str, points: usize, resolved: bool) -> Value {
         }),
     );
     map.insert("spin_resolved".into(), json!(resolved));
-    map.insert("self_energy_trick".into(), json!(false));
-    map.insert("z_average".into(), json!(1));
+    map.insert("self_energy_trick".into(), json!(s.self_energy_trick()));
+    if s.self_energy_trick() {
+        map.insert(
+            "kramers_kronig".into(),
+            json!({
+                "method": "piecewise-linear principal value on a logarithmic grid",
+                "points_per_decade": dnrg::spectral::KK_POINTS_PER_DECADE,
+            }),
+        );
+    }
+    map.insert("z_average".into(), json!(s.z_values.len()));
+    if s.z_values.len() > 1 {
+        // the chains z_i = i/Nz, i = 1…Nz; A, A_raw and F are averaged before Σ is formed
+        map.insert("z_values".into(), json!(s.z_values));
+    }
     h
 }
 
-fn summary(s: &Spectrum) -> Value {
+/// `a0`: A(0) as written in the points (improved when the trick is on).
+fn summary(s: &Spectrum, a0: f64) -> Value {
     let gamma = s
         .header
         .model
         .get("Gamma")
         .and_then(Value::as_f64)
         .unwrap_or(f64::NAN);
-    let a0 = 0.5 * (s.a(0, 0.0) + s.a(1, 0.0));
     let n_d = s.n_d();
     let spin = |i: usize| {
         json!({
@@ -202,9 +235,22 @@ fn summary(s: &Spectrum) -> Value {
             "residual": s.sums[i].weight - 1.0,
         })
     };
+    // Σ W_F = ⟨n_σ̄⟩: the other spin's occupation from the density matrix
+    let spin_f = |i: usize| {
+        json!({
+            "weight": s.sums[i].weight_f,
+            "residual": s.sums[i].weight_f - s.sums[1 - i].occupation,
+        })
+    };
+    let mut sum_rule = json!({"up": spin(0), "down": spin(1), "trace_residual": s.trace_residual});
+    if s.self_energy_trick() {
+        sum_rule["F_up"] = spin_f(0);
+        sum_rule["F_down"] = spin_f(1);
+    }
     json!({
         "type": "summary",
-        "sum_rule": {"up": spin(0), "down": spin(1), "trace_residual": s.trace_residual},
+        "sum_rule": sum_rule,
+        "piGammaA0_raw": PI * gamma * 0.5 * (s.a(0, 0.0) + s.a(1, 0.0)),
         "n_d_spectral": s.sums.iter().map(|x| x.occupation_spectral).sum::<f64>(),
         "n_d": n_d,
         "n_d_source": "FDM density matrix",

@@ -249,6 +249,19 @@ pub struct NrgParams {
     /// before this key existed load unchanged.
     #[serde(default = "crate::estimate::default_max_memory")]
     pub max_memory: u64,
+    /// z-averaging: the spectral function is averaged over Nz twisted chains z_i = i/Nz,
+    /// i = 1…Nz (1: the plain chain at `z`). `dnrg spectrum` only; 1…64. Not serialized at 1,
+    /// so run headers and written presets stay as they were.
+    #[serde(default = "default_z_average", skip_serializing_if = "is_one")]
+    pub z_average: usize,
+}
+
+fn default_z_average() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 fn default_bare_chain() -> BareChain {
@@ -268,6 +281,7 @@ impl Default for NrgParams {
             gap_window: 0.2,
             bare_chain: BareChain::Truncated,
             max_memory: crate::estimate::default_max_memory(),
+            z_average: 1,
         }
     }
 }
@@ -389,6 +403,13 @@ impl RunConfig {
         }
         if !(n.z.is_finite() && n.z >= 0.01 && n.z <= 1.0) {
             return bad("nrg.z", format!("{:?}", n.z), "twist must lie in [0.01, 1]");
+        }
+        if !(1..=64).contains(&n.z_average) {
+            return bad(
+                "nrg.z_average",
+                n.z_average.to_string(),
+                "must be between 1 and 64",
+            );
         }
         if n.keep == 0 {
             return bad(

@@ -94,6 +94,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "gap_window",
             "bare_chain",
             "max_memory",
+            "z_average",
         ],
     ),
     ("output", &["levels", "impurity_observables"]),
@@ -781,6 +782,9 @@ impl Reader<'_> {
         if let Some(bytes) = self.memory("nrg", "max_memory")? {
             n.max_memory = bytes;
         }
+        if let Some(nz) = self.count("nrg", "z_average", "a positive integer")? {
+            n.z_average = nz;
+        }
 
         let o = &mut config.output;
         if let Some(levels) = self.count("output", "levels", "a non-negative integer")? {
@@ -1119,6 +1123,9 @@ pub fn to_toml(config: &RunConfig, description: &str) -> String {
     // the default depends on the machine: only a budget of the user's own is written
     if n.max_memory != crate::estimate::default_max_memory() {
         line(format!("max_memory = {}", n.max_memory));
+    }
+    if n.z_average != 1 {
+        line(format!("z_average = {}", n.z_average));
     }
     line(String::new());
     line("[output]".into());

@@ -515,10 +515,27 @@ pub struct Run {
     diagnostics: Diagnostics,
 }
 
+/// A run is one chain: z-averaging (`nrg.z_average` > 1) is done by the spectral function,
+/// which runs one chain per z; the thermodynamics does not average yet, so it refuses rather
+/// than silently ignoring the key.
+fn one_chain(config: &RunConfig) -> Result<(), InvalidParam> {
+    if config.nrg.z_average != 1 {
+        return Err(InvalidParam {
+            key: "nrg.z_average".into(),
+            value: config.nrg.z_average.to_string(),
+            reason: "z-averaging is implemented for `dnrg spectrum` only (the thermodynamics \
+                     of one run is one chain: set nrg.z instead)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 impl Run {
     /// Validate the parameters and prepare the chain and the impurity model.
     pub fn new(config: &RunConfig) -> Result<Run, InvalidParam> {
         config.validate()?;
+        one_chain(config)?;
         let model = model::build(&config.model);
         let plan = readout::plan_directions(config, model.as_ref());
         Ok(Run::assemble(config.clone(), model, plan))
@@ -529,6 +546,7 @@ impl Run {
     #[doc(hidden)]
     pub fn with_directions(config: &RunConfig, dirs: Directions) -> Result<Run, InvalidParam> {
         config.validate()?;
+        one_chain(config)?;
         let model = model::build(&config.model);
         let plan = Plan::bare_directions(dirs);
         Ok(Run::assemble(config.clone(), model, plan))
