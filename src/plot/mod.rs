@@ -606,17 +606,7 @@ fn sens<DB: DrawingBackend>(root: &Area<DB>, series: &[Series]) -> Result<(), St
             .collect();
         // a symmetric log-like squash keeps small and large sensitivities visible: asinh
         let squash = |y: f64| y.asinh();
-        let (y_lo, y_hi) = curves
-            .iter()
-            .flat_map(|c| c.3.iter().map(|p| squash(p.1)))
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-                (a.min(v), b.max(v))
-            });
-        let (y_lo, y_hi) = if y_lo.is_finite() && y_hi > y_lo {
-            (y_lo, y_hi)
-        } else {
-            (-1.0, 1.0)
-        };
+        let (y_lo, y_hi) = value_range(curves.iter().flat_map(|c| c.3.iter().map(|p| squash(p.1))));
         let mut chart = ChartBuilder::on(area)
             .caption(
                 format!("d X / d {theta}  (asinh scale)"),
@@ -703,17 +693,7 @@ fn levels<DB: DrawingBackend>(root: &Area<DB>, run: &RunFile) -> Result<(), Stri
         }
     }
     let n_max = points.iter().map(|p| p.1).fold(1.0f64, f64::max);
-    let (lo, hi) = points
-        .iter()
-        .map(|p| p.2.asinh())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
-    let (lo, hi) = if lo.is_finite() && hi > lo {
-        (lo, hi)
-    } else {
-        (-1.0, 1.0)
-    };
+    let (lo, hi) = value_range(points.iter().map(|p| p.2.asinh()));
     let mut chart = ChartBuilder::on(root)
         .caption(
             format!("level sensitivities dE/d{theta} (asinh scale)"),
@@ -757,4 +737,16 @@ fn levels<DB: DrawingBackend>(root: &Area<DB>, run: &RunFile) -> Result<(), Stri
         .draw()
         .map_err(err)?;
     Ok(())
+}
+
+/// The range of `values`, or [−1, 1] when they give none (no values, or all equal).
+fn value_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (-1.0, 1.0)
+    }
 }

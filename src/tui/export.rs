@@ -47,20 +47,9 @@ pub fn write(
     summary: &Summary,
     overwrite: bool,
 ) -> Result<PathBuf, ExportError> {
-    // the same checks as `dnrg run --out` and preset saves: links followed, FIFOs, devices and
-    // read-only files refused, written atomically
-    let fail = |reason: String| ExportError::Other(format!("{}: {reason}", path.display()));
-    let refused = |e: OutputError| match e {
-        OutputError::Exists(p) => ExportError::Exists(p),
-        OutputError::Refused(reason) => fail(reason),
-    };
-    if path.as_os_str().is_empty() {
-        return Err(ExportError::Other("no file name given".into()));
-    }
-    let mut file = OutputFile::create(path, overwrite).map_err(refused)?;
     let format = format_for(&path.to_string_lossy());
-    let written: io::Result<()> = (|| {
-        let mut out = io::BufWriter::new(&mut file);
+    write_with(path, overwrite, |file| {
+        let mut out = io::BufWriter::new(file);
         {
             let mut writer = format.writer(&mut out);
             writer.header(header)?;
@@ -69,16 +58,25 @@ pub fn write(
             }
             writer.done(summary)?;
         }
-        out.flush()?;
-        Ok(())
-    })();
-    written.map_err(|e| fail(e.to_string()))?;
-    file.commit().map_err(refused)?;
-    Ok(path.to_path_buf())
+        out.flush()
+    })
 }
 
 /// Write `bytes` (a rendered figure) to `path` with the same checks as [`write`].
 pub fn write_bytes(path: &Path, bytes: &[u8], overwrite: bool) -> Result<PathBuf, ExportError> {
+    write_with(path, overwrite, |file| {
+        file.write_all(bytes)?;
+        file.flush()
+    })
+}
+
+/// The checks of `dnrg run --out` and preset saves (links followed, FIFOs, devices and read-only
+/// files refused), then `fill` writes the temporary file, which replaces `path` atomically.
+fn write_with(
+    path: &Path,
+    overwrite: bool,
+    fill: impl FnOnce(&mut OutputFile) -> io::Result<()>,
+) -> Result<PathBuf, ExportError> {
     let fail = |reason: String| ExportError::Other(format!("{}: {reason}", path.display()));
     let refused = |e: OutputError| match e {
         OutputError::Exists(p) => ExportError::Exists(p),
@@ -88,9 +86,7 @@ pub fn write_bytes(path: &Path, bytes: &[u8], overwrite: bool) -> Result<PathBuf
         return Err(ExportError::Other("no file name given".into()));
     }
     let mut file = OutputFile::create(path, overwrite).map_err(refused)?;
-    file.write_all(bytes)
-        .and_then(|()| file.flush())
-        .map_err(|e| fail(e.to_string()))?;
+    fill(&mut file).map_err(|e| fail(e.to_string()))?;
     file.commit().map_err(refused)?;
     Ok(path.to_path_buf())
 }
