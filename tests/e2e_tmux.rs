@@ -219,6 +219,23 @@ fn assert_restored(tmux: &Tmux, status: i32) {
     assert!(lines.contains(&"echo"), "echo restored:\n{pane}");
 }
 
+/// A scratch directory and a tmux session in it whose explorer (`env` prefixes the command)
+/// has finished a small resonant-level run.
+fn explorer_after_a_run(name: &str, env: &str) -> (TempDir, Tmux) {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("config");
+    fs::create_dir_all(&config).unwrap();
+    let tmux = Tmux::start(name, dir.path(), &config);
+    tmux.wait_for("the shell prompt", PATIENCE, |p| p.contains(PROMPT_SEEN));
+    tmux.type_text(&format!(
+        "{env}'{}' tui resonant-level --set nrg.T_min=1e-4",
+        env!("CARGO_BIN_EXE_dnrg")
+    ));
+    tmux.send(&["Enter"]);
+    tmux.wait_for("the run to complete", PATIENCE, |p| p.contains(" done "));
+    (dir, tmux)
+}
+
 /// A panic on the UI thread restores the terminal before the message is printed
 /// (`DNRG_TUI_PANIC_KEY` makes `!` panic).
 #[test]
@@ -226,17 +243,7 @@ fn a_panic_restores_the_terminal() {
     if skip_without_tmux("a_panic_restores_the_terminal") {
         return;
     }
-    let dir = TempDir::new().unwrap();
-    let config = dir.path().join("config");
-    fs::create_dir_all(&config).unwrap();
-    let tmux = Tmux::start("panic", dir.path(), &config);
-    tmux.wait_for("the shell prompt", PATIENCE, |p| p.contains(PROMPT_SEEN));
-    tmux.type_text(&format!(
-        "DNRG_TUI_PANIC_KEY=1 '{}' tui resonant-level --set nrg.T_min=1e-4",
-        env!("CARGO_BIN_EXE_dnrg")
-    ));
-    tmux.send(&["Enter"]);
-    tmux.wait_for("the run to complete", PATIENCE, |p| p.contains(" done "));
+    let (_dir, tmux) = explorer_after_a_run("panic", "DNRG_TUI_PANIC_KEY=1 ");
     assert!(tmux.alternate_on());
     tmux.send(&["!"]);
     let pane = tmux.wait_for("the prompt after the panic", PATIENCE, |p| {
@@ -272,17 +279,7 @@ fn sigterm_and_sighup_restore_the_terminal() {
         return;
     }
     for (signal, code) in [("-TERM", 143), ("-HUP", 129)] {
-        let dir = TempDir::new().unwrap();
-        let config = dir.path().join("config");
-        fs::create_dir_all(&config).unwrap();
-        let tmux = Tmux::start(&format!("sig{}", &signal[1..]), dir.path(), &config);
-        tmux.wait_for("the shell prompt", PATIENCE, |p| p.contains(PROMPT_SEEN));
-        tmux.type_text(&format!(
-            "'{}' tui resonant-level --set nrg.T_min=1e-4",
-            env!("CARGO_BIN_EXE_dnrg")
-        ));
-        tmux.send(&["Enter"]);
-        tmux.wait_for("the run to complete", PATIENCE, |p| p.contains(" done "));
+        let (_dir, tmux) = explorer_after_a_run(&format!("sig{}", &signal[1..]), "");
         assert!(tmux.alternate_on());
         let pid = pane_child(&tmux);
         let killed = Command::new("kill")
@@ -308,17 +305,7 @@ fn a_long_paste_is_one_edit() {
     if skip_without_tmux("a_long_paste_is_one_edit") {
         return;
     }
-    let dir = TempDir::new().unwrap();
-    let config = dir.path().join("config");
-    fs::create_dir_all(&config).unwrap();
-    let tmux = Tmux::start("paste", dir.path(), &config);
-    tmux.wait_for("the shell prompt", PATIENCE, |p| p.contains(PROMPT_SEEN));
-    tmux.type_text(&format!(
-        "'{}' tui resonant-level --set nrg.T_min=1e-4",
-        env!("CARGO_BIN_EXE_dnrg")
-    ));
-    tmux.send(&["Enter"]);
-    tmux.wait_for("the run to complete", PATIENCE, |p| p.contains(" done "));
+    let (dir, tmux) = explorer_after_a_run("paste", "");
     tmux.send(&["4"]);
     tmux.send(&["Enter"]);
     tmux.wait_for("the editor", PATIENCE, |p| p.contains("Enter apply"));

@@ -1,6 +1,10 @@
 //! `dnrg plot`: SVG that parses with the expected elements, PNG whose pixels show the curves,
 //! and clear errors. Small runs (Λ = 3, 120 kept, T_min = 1e-6).
 
+mod common;
+
+use common::figures::{coloured_pixels, svg};
+
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -41,43 +45,6 @@ fn small_run(dir: &Path) {
             "run.jsonl",
         ],
     ));
-}
-
-/// Texts and the number of polylines (line series) of an SVG, which must be well-formed.
-fn svg(path: &Path) -> (Vec<String>, usize) {
-    let text = fs::read_to_string(path).unwrap();
-    let doc =
-        roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(doc.root_element().tag_name().name(), "svg");
-    let texts = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("text"))
-        .map(|n| n.text().unwrap_or("").trim().to_string())
-        .collect();
-    let lines = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("polyline"))
-        .count();
-    (texts, lines)
-}
-
-/// Pixels of a PNG that are clearly coloured (not white, black or grey: axes, grid and text
-/// are grey levels), and the image size.
-fn coloured_pixels(path: &Path) -> (usize, (u32, u32)) {
-    let decoder = png::Decoder::new(fs::File::open(path).unwrap());
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    assert!(channels >= 3, "{:?}", info.color_type);
-    let coloured = buf[..info.buffer_size()]
-        .chunks(channels)
-        .filter(|px| {
-            let (max, min) = (px[..3].iter().max().unwrap(), px[..3].iter().min().unwrap());
-            max - min > 60
-        })
-        .count();
-    (coloured, (info.width, info.height))
 }
 
 #[test]

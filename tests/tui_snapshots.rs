@@ -9,6 +9,10 @@
 //! Update after an intended change with `INSTA_UPDATE=always cargo test --release --test
 //! tui_snapshots` and review the diff of `tests/snapshots/`.
 
+mod common;
+
+use common::figures::{coloured_pixels, svg};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -406,23 +410,6 @@ fn export_writes_the_same_records_as_dnrg_run() {
     );
 }
 
-/// Texts and polylines (curves) of an SVG file, which must parse.
-fn svg_contents(path: &Path) -> (Vec<String>, usize) {
-    let text = fs::read_to_string(path).unwrap();
-    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(doc.root_element().tag_name().name(), "svg");
-    let texts = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("text"))
-        .map(|n| n.text().unwrap_or("").trim().to_string())
-        .collect();
-    let lines = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("polyline"))
-        .count();
-    (texts, lines)
-}
-
 #[test]
 fn export_draws_the_panel_in_focus_as_the_dnrg_plot_figure() {
     let sandbox = Sandbox::new();
@@ -432,7 +419,7 @@ fn export_draws_the_panel_in_focus_as_the_dnrg_plot_figure() {
         s.contains("exported Thermo panel as svg to thermo.svg"),
         "{s}"
     );
-    let (texts, lines) = svg_contents(&sandbox.path().join("thermo.svg"));
+    let (texts, lines) = svg(&sandbox.path().join("thermo.svg"));
     assert!(lines >= 2, "{lines} curves");
     for label in ["S_imp", "T chi_imp", "ln 2", "1/4", "T_K"] {
         assert!(texts.iter().any(|t| t == label), "no {label} in {texts:?}");
@@ -459,12 +446,12 @@ fn export_draws_the_panel_in_focus_as_the_dnrg_plot_figure() {
     // Flow and Sensitivities
     let s = sandbox.screen("80x24", "<wait>1eflow.svg<Enter>", false);
     assert!(s.contains("exported Flow panel as svg"), "{s}");
-    let (texts, lines) = svg_contents(&sandbox.path().join("flow.svg"));
+    let (texts, lines) = svg(&sandbox.path().join("flow.svg"));
     assert!(lines >= 10, "{lines} level lines");
     assert!(texts.iter().any(|t| t.starts_with("(0,0")), "{texts:?}");
     let s = sandbox.screen("80x24", "<wait>3esens.svg<Enter>", false);
     assert!(s.contains("exported Sensitivities panel as svg"), "{s}");
-    let (texts, _) = svg_contents(&sandbox.path().join("sens.svg"));
+    let (texts, _) = svg(&sandbox.path().join("sens.svg"));
     assert!(
         texts.iter().any(|t| t == "dn_d/dU") && texts.iter().any(|t| t == "dS_imp/deps_d"),
         "{texts:?}"
@@ -472,15 +459,8 @@ fn export_draws_the_panel_in_focus_as_the_dnrg_plot_figure() {
     // PNG: a real image of the right size with coloured curves in it
     let s = sandbox.screen("80x24", "<wait>2ethermo.png<Enter>", false);
     assert!(s.contains("exported Thermo panel as png"), "{s}");
-    let decoder = png::Decoder::new(fs::File::open(sandbox.path().join("thermo.png")).unwrap());
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (960, 600));
-    let coloured = buf[..info.buffer_size()]
-        .chunks(3)
-        .filter(|px| px.iter().max().unwrap() - px.iter().min().unwrap() > 60)
-        .count();
+    let (coloured, size) = coloured_pixels(&sandbox.path().join("thermo.png"));
+    assert_eq!(size, (960, 600));
     // same threshold as tests/plot.rs (measured ~4000 there): a blank canvas has none
     assert!(coloured > 1000, "{coloured} coloured pixels");
     // the Parameters panel has no figure; an existing file needs a confirmation

@@ -407,14 +407,7 @@ fn observable_panel<DB: DrawingBackend>(
         }
     }
     if legend && series.len() > 1 && series.len() <= 24 {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(err)?;
+        legend_box(&mut chart, Some(SeriesLabelPosition::LowerRight))?;
     }
     Ok(())
 }
@@ -649,13 +642,7 @@ fn sens<DB: DrawingBackend>(root: &Area<DB>, series: &[Series]) -> Result<(), St
             }
         }
         if series.len() == 1 {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(err)?;
+            legend_box(&mut chart, None)?;
         }
     }
     Ok(())
@@ -729,13 +716,7 @@ fn levels<DB: DrawingBackend>(root: &Area<DB>, run: &RunFile) -> Result<(), Stri
             .label(format!("(Q, Sz) = ({}, {})", sector.0, sector.1))
             .legend(move |(x, y)| Circle::new((x + 8, y), 3, c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 12))
-        .draw()
-        .map_err(err)?;
+    legend_box(&mut chart, None)?;
     Ok(())
 }
 
@@ -749,4 +730,21 @@ fn value_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     } else {
         (-1.0, 1.0)
     }
+}
+
+/// The series labels of `chart` in the figures' one style, where plotters puts them unless
+/// `position` says otherwise.
+fn legend_box<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: Option<SeriesLabelPosition>,
+) -> Result<(), String> {
+    let mut labels = chart.configure_series_labels();
+    labels
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12));
+    if let Some(p) = position {
+        labels.position(p);
+    }
+    labels.draw().map_err(err)
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the physics tests.
 #![allow(dead_code)]
 
+pub mod figures;
 pub mod sandbox;
 
 use dnrg::params::{
