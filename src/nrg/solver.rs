@@ -83,6 +83,17 @@ pub(crate) struct Shell {
     /// Fraction of the Boltzmann weight at T_{N+1} that the discarded states carry: what the
     /// next shell's trace misses (None at the last shell or when nothing was discarded).
     pub discarded_weight: Option<f64>,
+    /// Per block, the kept–discarded decoupling of this shell, when the iteration keeps frames
+    /// (the spectral function's derivatives need it); `None` otherwise and at the last shell.
+    pub frames: Option<Vec<Frame>>,
+}
+
+/// The solver's frame W = exp(S) of one block, as the spectral function's derivatives need it:
+/// the generator's K–D blocks S^x (k×d, every part) and the second-order parts of the kept
+/// Hamiltonian in that frame, H′^ij_KK = B^ij_KK − ½(Y + Yᵀ) (k×k, one per pair).
+pub struct Frame {
+    pub s: Vec<faer::Mat<f64>>,
+    pub kept_pairs: Vec<faer::Mat<f64>>,
 }
 
 /// Wilson's iteration from a given shell 0, with derivative parts along `dirs`.
@@ -102,6 +113,10 @@ pub(crate) struct Iteration {
     shift: ShiftJet,
     /// Kept counts imposed per shell instead of the cut rule (finite-difference checks).
     frozen_kept: Option<Vec<usize>>,
+    /// Keep every shell's decoupling and rotate the second-order parts on all rows: the spectral
+    /// function's derivatives need the discarded blocks too (design note
+    /// `spectral-derivatives.md`, §2).
+    keep_frames: bool,
     times: StageTimes,
     cancel: Option<Arc<AtomicBool>>,
 }
@@ -130,6 +145,7 @@ impl Iteration {
             next: 0,
             pending: Some(initial),
             frozen_kept: None,
+            keep_frames: false,
             times: StageTimes::default(),
             cancel: None,
         }
@@ -212,12 +228,14 @@ impl Iteration {
 
         let states = product.states();
         let mut kept_blocks = vec![0; eig.len()];
+        let mut frames = None;
         let (kept, gap, e_cut, discarded_weight) = match cut {
             Some(cut) => {
                 kept_blocks.clone_from(&cut.kept);
                 let weight =
                     discarded_weight(&eig, &cut.kept, tau * self.chain.omega[n + 1] / omega);
-                let kept_shell = self.truncate(&product, &eig, &cut, &mut clock)?;
+                let (kept_shell, f) = self.truncate(&product, &eig, &cut, &mut clock)?;
+                frames = f;
                 self.check_cancel()?;
                 let step = SiteAddition {
                     scale: omega / self.chain.omega[n + 1],
@@ -252,6 +270,7 @@ impl Iteration {
             e_cut,
             ground_energy,
             discarded_weight,
+            frames,
         })
     }
 
@@ -305,6 +324,7 @@ impl Iteration {
             return Some(vec![Vec::new(); eig.len()]);
         }
         let rows = cut.map_or(ground, |c| c.kept.as_slice());
+        let full = self.keep_frames;
         let dirs = &self.dirs;
         let indices: Vec<usize> = (0..eig.len()).collect();
         let eig_ref: &[EigenBlock] = eig;
@@ -313,7 +333,11 @@ impl Iteration {
             |&b| eig_ref[b].dim(),
             |&b| {
                 let (eb, block) = (&eig_ref[b], &product.blocks[b]);
-                let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b]);
+                let b_pairs = if full {
+                    step::rotate_all_pairs(eb, block, dirs)
+                } else {
+                    step::rotate_pairs(eb, block, dirs, rows[b])
+                };
                 let w = thermo::pair_weights(eb, tau);
                 let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
                 (b_pairs, sums, w.iter().sum::<f64>())
@@ -375,14 +399,14 @@ impl Iteration {
         }
     }
 
-    /// Decouple, transform f†: everything shell N+1 needs.
+    /// Decouple, transform f†: everything shell N+1 needs (and the frames, when kept).
     fn truncate(
         &mut self,
         product: &ProductShell,
         eig: &[EigenBlock],
         cut: &truncation::Cut,
         clock: &mut Instant,
-    ) -> Option<KeptShell> {
+    ) -> Option<(KeptShell, Option<Vec<Frame>>)> {
         let dirs = &self.dirs;
         let with_kept: Vec<(&EigenBlock, usize)> =
             eig.iter().zip(cut.kept.iter().copied()).collect();
@@ -424,16 +448,28 @@ impl Iteration {
             cancel,
         )?;
         self.times.operators += lap(clock);
-        let blocks = decoupled
-            .into_iter()
-            .filter(|(kb, _)| !kb.energies.is_empty())
-            .map(|(kb, _)| kb)
-            .collect();
-        Some(KeptShell {
-            blocks,
-            fdag,
-            orbitals: product.orbitals,
-        })
+        let first = dirs.first();
+        let mut frames = self.keep_frames.then(Vec::new);
+        let mut blocks = Vec::new();
+        for (kb, dec) in decoupled {
+            if let Some(f) = frames.as_mut() {
+                f.push(Frame {
+                    s: dec.s,
+                    kept_pairs: kb.dh[first..].to_vec(),
+                });
+            }
+            if !kb.energies.is_empty() {
+                blocks.push(kb);
+            }
+        }
+        Some((
+            KeptShell {
+                blocks,
+                fdag,
+                orbitals: product.orbitals,
+            },
+            frames,
+        ))
     }
 }
 
@@ -717,6 +753,12 @@ impl Run {
     /// ([`crate::spectral`]) keeps each shell's eigenvectors and does its own bookkeeping.
     pub(crate) fn next_raw_shell(&mut self) -> Option<Shell> {
         self.iteration.step()
+    }
+
+    /// Keep every shell's frame ([`Shell::frames`]) and all rows of the second-order parts, for
+    /// the spectral function's derivatives.
+    pub(crate) fn keep_frames(&mut self) {
+        self.iteration.keep_frames = true;
     }
 
     /// The impurity model of the run.
