@@ -29,4 +29,7 @@ pub mod workflow;
 // and stay valid whatever folder a module lives in.
 pub use io::{estimate, files, output, params, preset, record, text};
 pub use nrg::{cluster, jet, linalg, parallel, shell, solver, step, symmetry, truncation};
-pub use observables::{bare, diagnostics, free_chain, levels, readout, spectral, thermo};
+pub use observables::{
+    bare, broadening, diagnostics, fdm, frames, free_chain, levels, poles, readout, spectral,
+    thermo,
+};

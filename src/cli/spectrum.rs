@@ -1,20 +1,37 @@
-//! `dnrg spectrum`: the FDM spectral function of the impurity level at a temperature T.
+//! `dnrg spectrum`: the FDM spectral function of the impurity level at a temperature T, with its
+//! derivatives in the derived parameters (`--derive`, or the preset's `derive` list).
 //!
 //! Records (JSON Lines; names are a contract: extend, never rename):
-//! `{"type":"header",…}` with the resolved parameters, T, the broadening and the grid; one
-//! `{"type":"point","omega":…,"A":…,"A_raw":…,"Sigma_re":…,"Sigma_im":…}` per frequency (plus
-//! `"A_up"`, `"A_down"` when h ≠ 0); `{"type":"summary","sum_rule":{…},"n_d_spectral":…,"n_d":…,
-//! "piGammaA0":…,"friedel":…}`. With the self-energy trick (the default when U ≠ 0; `--raw`
-//! turns it off) A is the improved spectral function and A_raw the FDM one; without it A = A_raw
-//! and Σ = 0. `sum_rule` then also has `F_up`, `F_down`: Σ W_F against ⟨n_σ̄⟩. CSV has the point
-//! columns only (Sigma_re, Sigma_im last). With `--out FILE` nothing is written unless
-//! the spectrum is complete (the same temporary file as `dnrg run`).
+//! `{"type":"header",…}` with the resolved parameters, T, the broadening, the grid and `derive`;
+//! one `{"type":"point","omega":…,"A":…,"A_raw":…,"Sigma_re":…,"Sigma_im":…}` per frequency (plus
+//! `"A_up"`, `"A_down"` when spin-resolved: h ≠ 0 or h derived); `{"type":"summary",
+//! "sum_rule":{…},"n_d_spectral":…,"n_d":…,"piGammaA0":…,"friedel":…}`. With the self-energy
+//! trick (the default when U ≠ 0; `--raw` turns it off) A is the improved spectral function and
+//! A_raw the FDM one; without it A = A_raw and Σ = 0. `sum_rule` then also has `F_up`, `F_down`:
+//! Σ W_F against ⟨n_σ̄⟩.
+//!
+//! Derivatives (spin averages, like A): `"dA":{"θ":…}`, `"d2A":{"θ,φ":…}` (θ before φ in the
+//! derive order, as `dnrg run`'s `hess`), and the same for the raw A (`dA_raw`, `d2A_raw`) and Σ
+//! (`dSigma_re`, `dSigma_im`, `d2Sigma_re`, `d2Sigma_im`); per spin `dA_up`, `dA_down`, `d2A_up`,
+//! `d2A_down` when spin-resolved (∂A_σ/∂h is odd in σ: its average is 0 at h = 0). The summary's
+//! `sum_rule` adds the largest residuals over the spins: `"W"` (Σ W − 1), `"dW":{"θ":…}` and
+//! `"d2W":{"θ,φ":…}` (Σ ∂W and Σ ∂²W, exactly 0), with the trick `"dW_F"`, `"d2W_F"`
+//! (Σ ∂W_F − ∂⟨n_σ̄⟩); the summary also has `"dn_d":{"θ":…}`, `"d2n_d":{"θ,φ":…}` from the
+//! density matrix.
+//!
+//! CSV has the point columns only: `omega,A,A_raw[,A_up,A_down],Sigma_re,Sigma_im`, then per
+//! derivative `dA_θ`, `d2A_θ_φ`, `dA_raw_θ`, `d2A_raw_θ_φ`, `dSigma_re_θ`, `dSigma_im_θ`,
+//! `d2Sigma_re_θ_φ`, `d2Sigma_im_θ_φ` and, spin-resolved, `dA_up_θ`, `dA_down_θ`, `d2A_up_θ_φ`,
+//! `d2A_down_θ_φ` (the earlier columns keep their places). With `--out FILE` nothing is written
+//! unless the spectrum is complete (the same temporary file as `dnrg run`).
 
 use super::run::{Interrupt, Sink};
 use super::{CliError, PresetArgs};
 use clap::Args;
 use dnrg::output::Format;
-use dnrg::spectral::{SpectralOptions, Spectrum, spectrum_cancellable as compute};
+use dnrg::spectral::{
+    PointParts, SpectralOptions, SpectralPoint, Spectrum, spectrum_cancellable as compute,
+};
 use serde_json::{Value, json};
 use std::f64::consts::PI;
 use std::io::{self, Write};
@@ -94,14 +111,22 @@ pub fn spectrum(args: SpectrumArgs) -> Result<ExitCode, CliError> {
     }
     sink.commit()?;
     if !args.quiet {
-        let worst = s
-            .sums
-            .iter()
-            .map(|x| (x.weight - 1.0).abs())
-            .fold(0.0, f64::max);
+        let rules = s.sum_rule_residuals();
+        let first = s.parts().first();
+        let worst = |r: &[f64]| r.iter().fold(0.0f64, |a, b| a.max(b.abs()));
+        let derivatives = if s.parts().parts() > 0 {
+            format!(
+                ", |Σ∂W| ≤ {:.1e}, |Σ∂²W| ≤ {:.1e}",
+                worst(&rules.weight_parts[..first]),
+                worst(&rules.weight_parts[first..])
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "spectrum: {} shells, |ΣW − 1| = {worst:.1e}, {:.2} s",
+            "spectrum: {} shells, |ΣW − 1| = {:.1e}{derivatives}, {:.2} s",
             s.header.n_max + 1,
+            rules.weight,
             (s.times.forward + s.times.backward).as_secs_f64()
         );
         if opts.t < s.omega_last() {
@@ -115,27 +140,101 @@ pub fn spectrum(args: SpectrumArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether the spectra of the two spins differ (a field), so that both are written.
+/// Whether the spectra of the two spins differ (a field), or their derivatives do (h derived),
+/// so that both are written.
 fn spin_resolved(s: &Spectrum) -> bool {
-    s.header
+    let field = s
+        .header
         .model
         .get("h")
         .and_then(Value::as_f64)
-        .is_some_and(|h| h != 0.0)
+        .is_some_and(|h| h != 0.0);
+    field || s.derive.contains(&dnrg::params::Param::H)
+}
+
+/// The names of the derivative parts: θ for the first-order ones, "θ,φ" for the pairs (in the
+/// layout of [`Spectrum::parts`]), and the CSV form θ, θ_φ.
+fn part_names(s: &Spectrum) -> Vec<(String, String, bool)> {
+    let dirs = s.parts();
+    let name = |i: usize| s.derive[i].name();
+    let mut out: Vec<(String, String, bool)> = (0..dirs.first())
+        .map(|i| (name(i).to_string(), name(i).to_string(), false))
+        .collect();
+    for &(i, j) in dirs.pairs() {
+        out.push((
+            format!("{},{}", name(i), name(j)),
+            format!("{}_{}", name(i), name(j)),
+            true,
+        ));
+    }
+    out
+}
+
+/// The derivative quantities of a point, in output order: (JSON/CSV prefix of first and second
+/// order, the value of part x).
+#[allow(clippy::type_complexity)]
+fn derivative_columns(
+    resolved: bool,
+) -> Vec<(
+    &'static str,
+    &'static str,
+    Box<dyn Fn(&PointParts, usize) -> f64>,
+)> {
+    let avg = |x: [f64; 2]| 0.5 * (x[0] + x[1]);
+    let mut cols: Vec<(
+        &'static str,
+        &'static str,
+        Box<dyn Fn(&PointParts, usize) -> f64>,
+    )> = vec![
+        ("dA", "d2A", Box::new(move |d: &PointParts, x| avg(d.a[x]))),
+        (
+            "dA_raw",
+            "d2A_raw",
+            Box::new(move |d: &PointParts, x| avg(d.a_raw[x])),
+        ),
+        (
+            "dSigma_re",
+            "d2Sigma_re",
+            Box::new(move |d: &PointParts, x| avg(d.sigma[x].map(|z| z.re))),
+        ),
+        (
+            "dSigma_im",
+            "d2Sigma_im",
+            Box::new(move |d: &PointParts, x| avg(d.sigma[x].map(|z| z.im))),
+        ),
+    ];
+    if resolved {
+        cols.push(("dA_up", "d2A_up", Box::new(|d: &PointParts, x| d.a[x][0])));
+        cols.push((
+            "dA_down",
+            "d2A_down",
+            Box::new(|d: &PointParts, x| d.a[x][1]),
+        ));
+    }
+    cols
 }
 
 fn write(out: &mut dyn Write, s: &Spectrum, preset: &str, format: Format) -> io::Result<()> {
     let resolved = spin_resolved(s);
     let omega = s.frequencies();
-    let points = s.evaluate(&omega);
+    let points: Vec<(SpectralPoint, PointParts)> = s.evaluate_with_parts(&omega);
     // spin averages (Σ too: with h ≠ 0 the per-spin A's are the columns to read)
     let avg = |x: [f64; 2]| 0.5 * (x[0] + x[1]);
+    let names = part_names(s);
+    let columns = derivative_columns(resolved);
     match format {
         Format::Csv => {
             let cols = if resolved { ",A_up,A_down" } else { "" };
-            // Σ's columns come last: the earlier columns keep their places
-            writeln!(out, "omega,A,A_raw{cols},Sigma_re,Sigma_im")?;
-            for p in &points {
+            // Σ's columns come last among the values, the derivatives after them: the earlier
+            // columns keep their places
+            write!(out, "omega,A,A_raw{cols},Sigma_re,Sigma_im")?;
+            for (first, second, _) in &columns {
+                for (_, csv, pair) in &names {
+                    write!(out, ",{}_{csv}", if *pair { second } else { first })?;
+                }
+            }
+            writeln!(out)?;
+            for (p, d) in &points {
                 let (a, raw) = (avg(p.a), avg(p.a_raw));
                 let (sre, sim) = (avg(p.sigma.map(|z| z.re)), avg(p.sigma.map(|z| z.im)));
                 let w = p.omega;
@@ -143,12 +242,18 @@ fn write(out: &mut dyn Write, s: &Spectrum, preset: &str, format: Format) -> io:
                 if resolved {
                     write!(out, ",{:e},{:e}", p.a[0], p.a[1])?;
                 }
-                writeln!(out, ",{sre:e},{sim:e}")?;
+                write!(out, ",{sre:e},{sim:e}")?;
+                for (_, _, value) in &columns {
+                    for x in 0..names.len() {
+                        write!(out, ",{:e}", value(d, x))?;
+                    }
+                }
+                writeln!(out)?;
             }
         }
         Format::Jsonl => {
             writeln!(out, "{}", header(s, preset, omega.len(), resolved))?;
-            for p in &points {
+            for (p, d) in &points {
                 let mut r = json!({
                     "type": "point",
                     "omega": p.omega,
@@ -161,9 +266,24 @@ fn write(out: &mut dyn Write, s: &Spectrum, preset: &str, format: Format) -> io:
                     r["A_up"] = json!(p.a[0]);
                     r["A_down"] = json!(p.a[1]);
                 }
+                if !names.is_empty() {
+                    for (first, second, value) in &columns {
+                        let mut d1 = serde_json::Map::new();
+                        let mut d2 = serde_json::Map::new();
+                        for (x, (key, _, pair)) in names.iter().enumerate() {
+                            let target = if *pair { &mut d2 } else { &mut d1 };
+                            target.insert(key.clone(), json!(value(d, x)));
+                        }
+                        r[*first] = Value::Object(d1);
+                        r[*second] = Value::Object(d2);
+                    }
+                }
                 writeln!(out, "{r}")?;
             }
-            let zero = points.iter().find(|p| p.omega == 0.0).map(|p| avg(p.a));
+            let zero = points
+                .iter()
+                .find(|(p, _)| p.omega == 0.0)
+                .map(|(p, _)| avg(p.a));
             writeln!(out, "{}", summary(s, zero.unwrap_or(f64::NAN)))?;
         }
     }
@@ -174,9 +294,12 @@ fn header(s: &Spectrum, preset: &str, points: usize, resolved: bool) -> Value {
     let o = &s.options;
     let mut h = serde_json::to_value(&s.header).expect("header serializes");
     let map = h.as_object_mut().expect("header is an object");
-    // derivatives of A are not computed in this phase; the run's output options do not apply
-    map.remove("derive");
+    // the run's output options do not apply; `derive` lists the parameters of dA, d2A, …
     map.remove("output");
+    map.insert(
+        "derive".into(),
+        json!(s.derive.iter().map(|p| p.name()).collect::<Vec<_>>()),
+    );
     map.insert("preset".into(), json!(preset));
     map.insert("T".into(), json!(o.t));
     map.insert(
@@ -247,7 +370,33 @@ fn summary(s: &Spectrum, a0: f64) -> Value {
         sum_rule["F_up"] = spin_f(0);
         sum_rule["F_down"] = spin_f(1);
     }
-    json!({
+    // the derivatives' sum rules: largest residual over the spins, per part
+    let rules = s.sum_rule_residuals();
+    sum_rule["W"] = json!(rules.weight);
+    let names = part_names(s);
+    let by_order = |values: &[f64]| {
+        let (mut d1, mut d2) = (serde_json::Map::new(), serde_json::Map::new());
+        for ((key, _, pair), v) in names.iter().zip(values) {
+            let target = if *pair { &mut d2 } else { &mut d1 };
+            target.insert(key.clone(), json!(v));
+        }
+        (Value::Object(d1), Value::Object(d2))
+    };
+    let mut derivatives = serde_json::Map::new();
+    if !names.is_empty() {
+        let (dw, d2w) = by_order(&rules.weight_parts);
+        sum_rule["dW"] = dw;
+        sum_rule["d2W"] = d2w;
+        if let Some(f) = rules.weight_f_parts.as_ref() {
+            let (dw, d2w) = by_order(f);
+            sum_rule["dW_F"] = dw;
+            sum_rule["d2W_F"] = d2w;
+        }
+        let (dn, d2n) = by_order(&s.n_d_parts());
+        derivatives.insert("dn_d".into(), dn);
+        derivatives.insert("d2n_d".into(), d2n);
+    }
+    let mut out = json!({
         "type": "summary",
         "sum_rule": sum_rule,
         "piGammaA0_raw": PI * gamma * 0.5 * (s.a(0, 0.0) + s.a(1, 0.0)),
@@ -258,5 +407,8 @@ fn summary(s: &Spectrum, a0: f64) -> Value {
         "friedel": (PI * n_d / 2.0).sin().powi(2),
         "shell_weights": s.shell_weights,
         "stored_bytes": s.stored_bytes,
-    })
+    });
+    let map = out.as_object_mut().expect("summary is an object");
+    map.extend(derivatives);
+    out
 }

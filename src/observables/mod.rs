@@ -4,9 +4,13 @@
 //! impurity spectral function, which needs every shell at once (`spectral`).
 
 pub mod bare;
+pub mod broadening;
 pub mod diagnostics;
+pub mod fdm;
+pub mod frames;
 pub mod free_chain;
 pub mod levels;
+pub mod poles;
 pub mod readout;
 pub mod spectral;
 pub mod thermo;

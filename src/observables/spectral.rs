@@ -1,55 +1,51 @@
 //! The impurity spectral function A_σ(ω, T) = −Im G_dσ(ω)/π by the full-density-matrix NRG
 //! (Weichselbaum & von Delft, PRL 99, 076402 (2007); the complete basis of Anders & Schiller),
-//! value only. The formulas and their notation are those of
-//! `shared/design/spectral-derivatives.md`, §1 and §5.
+//! with its exact first and second derivatives in the derived parameters. The formulas and
+//! their notation are those of `shared/design/spectral-derivatives.md`.
 //!
-//! Two passes over the chain:
-//! 1. **Forward** (the ordinary iteration, no derivative parts): every shell's eigenvalues,
-//!    eigenvectors U and kept counts are stored, and the impurity annihilator d_σ is carried
-//!    along in the eigenbasis of every shell, on all four blocks (KK, KD, DK, DD). d acts on the
-//!    impurity orbital, which is first in the Jordan–Wigner order, so in the product basis
-//!    (kept states of shell N−1) ⊗ (site N) it is d_{N−1,KK} ⊗ 1 with no sign. Storage per
-//!    shell is U and the two d's: proportional to Σ_b n_b², as the backward sweep needs.
-//! 2. **Backward**: the weights w_N = 4^{N_max−N} Z̃_N / Z of every shell's discarded states
-//!    at the user's temperature T (in logarithms: 4^{N_max−N} overflows), the reduced density
-//!    matrices R_N on the kept spaces (R_{N−1} = Σ_s U_s (R_N ⊕ ρ^D_N) U_sᵀ, U_s the rows of a
-//!    product block that belong to site state s), and the pole weights
-//!    W_rs = X_rs (ρX + Xρ)_rs of every pair (r, s) ∉ K×K, at Ω_rs = ω_N (E_s − E_r).
+//! The two passes over the chain are [`crate::fdm`]'s; the poles and their derivative moments
+//! [`crate::poles`]'; the frames that make pole derivatives well defined at degeneracies
+//! [`crate::frames`]'; kernels and bins [`crate::broadening`]'s. This module is the interface:
+//! options, the run(s) (one per z), the [`Spectrum`] and its evaluation.
 //!
 //! The poles are binned on a logarithmic grid per sign of Ω and broadened once at the end
-//! ([`Binned`]). The sum rule Σ W = Tr ρ{d, d†} = 1 holds exactly for the complete basis, so
-//! its residual measures the bookkeeping, not the truncation; ⟨n_dσ⟩ = Tr ρ d†d comes from the
-//! same poles.
+//! ([`Binned`]); so are their derivative moments ([`MomentBins`]): ∂A/∂θ and ∂²A/∂θ∂φ of every
+//! derived parameter come out of one run. The sum rule Σ W = Tr ρ{d, d†} = 1 holds exactly for
+//! the complete basis and for every parameter value, so Σ ∂W = Σ ∂²W = 0: their residuals
+//! measure the bookkeeping, not the truncation, and are reported on every run
+//! ([`Spectrum::sum_rule_residuals`]). ⟨n_dσ⟩ = Tr ρ d†d comes from the same poles.
 //!
 //! The self-energy trick (Bulla, Hewson & Pruschke 1998; design note §1.6), on by default when
 //! U ≠ 0: X_F = d_σ n_σ̄ is carried along with d (from the local Fock space at shell 0, then
 //! exactly like d), its poles W_F = (X_F)_rs (ρX + Xρ)_rs use the same density matrices and
 //! Σ W_F = ⟨n_σ̄⟩ is checked. [`Spectrum::evaluate`] makes G and F complex by Kramers–Kronig,
-//! forms Σ = U F/G and A = −Im G_new/π with G_new = 1/(ω − ε_dσ − Δ_σ(ω) − Σ).
+//! forms Σ = U F/G and A = −Im G_new/π with G_new = 1/(ω − ε_dσ − Δ_σ(ω) − Σ). Derivatives:
+//! Kramers–Kronig is linear, the rest is pointwise complex hyper-dual algebra with the explicit
+//! dependences (U in Σ, ε_d and h in ε_dσ, Γ in Δ = Γ·Δ₁).
 //!
 //! z-averaging (`nrg.z_average = Nz`): Nz chains with z_i = i/Nz, i = 1…Nz (so z = 1, the
 //! plain chain, is one of them), run in parallel on rayon's pool and binned on one grid; the
-//! bins of A and of F are averaged in z order (independent of the scheduling) before Σ is
-//! formed, as is standard.
+//! bins of A and of F (and their moments) are averaged in z order (independent of the
+//! scheduling) before Σ is formed, as is standard.
 //!
-//! Not in this phase: derivatives of A, the Kondo model's T-matrix, z-averaged
-//! thermodynamics, spilling per-shell data to disk.
+//! Derivatives are taken in the matrix directions ε_d, U, Γ and the impurity field h (at any h,
+//! h = 0 included, spin-resolved). Not yet: the field on the total spin as a derived parameter,
+//! the Kondo model's T-matrix, z-averaged thermodynamics, spilling per-shell data to disk.
 
-use crate::jet::Directions;
-use crate::linalg::{gemm, mul, sandwich};
-use crate::model::{IMPURITY, LocalSpace};
-use crate::params::{InvalidParam, ModelKind, RunConfig};
+use crate::broadening::{BinSink, DirectSink, PoleSink};
+pub use crate::broadening::{Binned, Kernel, MomentBins};
+use crate::fdm::{self, StoredShell};
+use crate::jet::{Directions, ScalarJet};
+use crate::model::Variable;
+use crate::params::{FieldKind, InvalidParam, ModelKind, Param, RunConfig};
+use crate::poles::PoleSums;
 use crate::record::Header;
-use crate::shell::{SubBlocks, group_by_qn};
 use crate::solver::Run;
-use crate::step::EigenBlock;
-use crate::symmetry::{Qn, SPINS, creation_qn};
-use faer::Mat;
+use crate::symmetry::SPINS;
 use nalgebra::Complex;
-use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// How the poles are binned and broadened, and where A(ω) is evaluated.
@@ -155,182 +151,6 @@ impl SpectralOptions {
     }
 }
 
-/// The broadening kernel K(ω, Ω), normalized (∫K dω = 1) for every pole Ω:
-///
-///   K = h(Ω)·P(ω, Ω) + (1 − h(Ω))·G(ω − Ω),   h(Ω) = 1 − exp(−(Ω/ω₀)²),
-///   P = θ(ωΩ)/(√π b|Ω|)·exp(−u²), u = ln|ω/Ω|/b + b/4   (log-Gaussian),
-///   G(x) = exp(−(x/γ)²)/(√π γ)                             (linear Gaussian, width γ ~ T).
-///
-/// The log-Gaussian is Weichselbaum–von Delft's θ(ωΩ)/(√π b|ω|)·exp(−(ln|ω/Ω|/b − b/4)²),
-/// rewritten with the prefactor 1/|Ω| (the two are identical). The design note's §1.5 pairs
-/// 1/|Ω| with −b/4, which integrates over ω to e^{b²/2} (1.197 at b = 0.6; the unit test below
-/// caught it); with +b/4 it is normalized. Its Ω-derivatives keep the note's form
-/// (∂_Ω P = κP/Ω, κ = 2u/b − 1), as a constant in u does not enter them.
-///
-/// Why the crossover is in the pole position Ω rather than in ω: each pole keeps exactly its
-/// weight whatever the mix, so the broadened A integrates to Σ W. Poles with |Ω| ≪ T (discarded
-/// pairs nearly degenerate at the scale T) would give the log-Gaussian's spikes at |ω| ≪ T; they
-/// are smeared over ~T instead, which is the physical resolution at temperature T.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Kernel {
-    pub b: f64,
-    /// ω₀ (0: no crossover).
-    pub omega0: f64,
-    /// γ.
-    pub gamma: f64,
-}
-
-impl Kernel {
-    /// Weight of the log-Gaussian part for a pole at Ω.
-    fn log_share(&self, big: f64) -> f64 {
-        if self.omega0 == 0.0 {
-            1.0
-        } else {
-            -(-(big / self.omega0).powi(2)).exp_m1()
-        }
-    }
-
-    /// K(ω, Ω).
-    pub fn eval(&self, omega: f64, big: f64) -> f64 {
-        let h = self.log_share(big);
-        let mut k = 0.0;
-        if h > 0.0 && omega * big > 0.0 {
-            let u = (omega / big).ln() / self.b + self.b / 4.0;
-            k += h * (-u * u).exp() / (PI.sqrt() * self.b * big.abs());
-        }
-        if h < 1.0 {
-            let x = (omega - big) / self.gamma;
-            k += (1.0 - h) * (-x * x).exp() / (PI.sqrt() * self.gamma);
-        }
-        k
-    }
-}
-
-/// Pole weights on a logarithmic grid, one per sign of Ω: bins at |Ω_j| = exp(ℓ₀ + jΔ), each
-/// weight split linearly in ln|Ω| between its two neighbouring bins (design note §5), so the
-/// total weight is exact and the error of the broadened A is O(Δ²).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Binned {
-    l0: f64,
-    dl: f64,
-    /// Weights of the bins at +|Ω_j| and at −|Ω_j|.
-    pub pos: Vec<f64>,
-    pub neg: Vec<f64>,
-}
-
-impl Binned {
-    /// Bins from `lo` to (at least) `hi`, `per_decade` per decade.
-    pub fn new(lo: f64, hi: f64, per_decade: usize) -> Binned {
-        let dl = std::f64::consts::LN_10 / per_decade as f64;
-        let l0 = lo.ln();
-        let n = ((hi.ln() - l0) / dl).ceil().max(1.0) as usize + 1;
-        Binned {
-            l0,
-            dl,
-            pos: vec![0.0; n],
-            neg: vec![0.0; n],
-        }
-    }
-
-    /// |Ω| of bin j.
-    pub fn center(&self, j: usize) -> f64 {
-        (self.l0 + j as f64 * self.dl).exp()
-    }
-
-    /// Add weight `w` at Ω. A pole at exactly zero (degenerate states of neighbouring charge) is
-    /// split evenly between the two signs, which keeps a particle–hole symmetric spectrum so.
-    pub fn add(&mut self, big: f64, w: f64) {
-        if big == 0.0 {
-            self.pos[0] += 0.5 * w;
-            self.neg[0] += 0.5 * w;
-            return;
-        }
-        let n = self.pos.len();
-        let bins = if big > 0.0 {
-            &mut self.pos
-        } else {
-            &mut self.neg
-        };
-        let x = (big.abs().ln() - self.l0) / self.dl;
-        if x <= 0.0 {
-            bins[0] += w;
-        } else if x >= (n - 1) as f64 {
-            bins[n - 1] += w;
-        } else {
-            let j = x.floor() as usize;
-            let f = x - j as f64;
-            bins[j] += (1.0 - f) * w;
-            bins[j + 1] += f * w;
-        }
-    }
-
-    /// Σ_j M_j K(ω, ±|Ω_j|).
-    pub fn broaden(&self, kernel: &Kernel, omega: f64) -> f64 {
-        let mut a = 0.0;
-        for j in 0..self.pos.len() {
-            let c = self.center(j);
-            if self.pos[j] != 0.0 {
-                a += self.pos[j] * kernel.eval(omega, c);
-            }
-            if self.neg[j] != 0.0 {
-                a += self.neg[j] * kernel.eval(omega, -c);
-            }
-        }
-        a
-    }
-
-    /// Total weight.
-    pub fn total(&self) -> f64 {
-        self.pos.iter().sum::<f64>() + self.neg.iter().sum::<f64>()
-    }
-}
-
-/// One diagonalized block as the backward sweep needs it.
-struct StoredBlock {
-    /// Rescaled, shifted eigenvalues (ascending).
-    energies: Vec<f64>,
-    u: Mat<f64>,
-    kept: usize,
-}
-
-/// d_σ between two blocks of one shell, in their eigenbases: X_rs = ⟨r ∈ left|d_σ|s ∈ right⟩.
-struct StoredOp {
-    left: usize,
-    right: usize,
-    x: Mat<f64>,
-}
-
-/// What the backward sweep needs of one shell.
-struct StoredShell {
-    omega: f64,
-    /// Accumulated shift C_N (physical units): ℰ = ω_N E + C_N.
-    shift: f64,
-    blocks: Vec<StoredBlock>,
-    subs: Vec<SubBlocks>,
-    d: [Vec<StoredOp>; 2],
-    /// X_F = d_σ n_σ̄ for the self-energy trick, on the same block pairs as d (empty when the
-    /// trick is off).
-    f: [Vec<StoredOp>; 2],
-}
-
-impl StoredShell {
-    fn bytes(&self) -> usize {
-        let mats: usize = self
-            .blocks
-            .iter()
-            .map(|b| b.u.nrows() * b.u.ncols())
-            .sum::<usize>()
-            + self
-                .d
-                .iter()
-                .chain(&self.f)
-                .flatten()
-                .map(|o| o.x.nrows() * o.x.ncols())
-                .sum::<usize>();
-        8 * (mats + self.blocks.iter().map(|b| b.energies.len()).sum::<usize>())
-    }
-}
-
 /// Sums over all poles of one spin (before any binning or broadening).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SpinSums {
@@ -346,12 +166,47 @@ pub struct SpinSums {
     pub weight_f: f64,
 }
 
+/// The derivative parts of [`SpinSums`] (in the layout of [`Spectrum::parts`]): Σ ∂W (exactly
+/// 0), Σ ∂W_F (exactly ∂⟨n_σ̄⟩) and ∂⟨n_dσ⟩.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SpinSumParts {
+    pub weight: Vec<f64>,
+    pub weight_f: Vec<f64>,
+    pub occupation: Vec<f64>,
+}
+
 /// Wall time of the two passes (binning is part of the backward one; broadening happens when
 /// A is evaluated).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SpectralTimes {
     pub forward: Duration,
     pub backward: Duration,
+}
+
+/// Every pole broadened exactly (no bins) at fixed frequencies: the reference for validating
+/// derivatives (design note §5: the binned derivative is not the derivative of binned A).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unbinned {
+    /// The frequencies asked for.
+    pub omega: Vec<f64>,
+    /// The same, sorted: where the poles were broadened, and with the self-energy trick the
+    /// Kramers–Kronig grid.
+    pub grid: Vec<f64>,
+    /// Per spin: A (and F with the trick) on `grid`.
+    g: [DirectSink; 2],
+    f: Option<[DirectSink; 2]>,
+}
+
+/// Knobs for validation: kept counts imposed per shell (finite differences must compare runs
+/// that truncate identically) and frequencies at which every pole is broadened without bins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Probe {
+    /// Total kept states per shell (see [`Spectrum::kept`]); one chain only (no z-averaging).
+    pub frozen_kept: Option<Vec<usize>>,
+    /// Frequencies for [`Spectrum::evaluate_unbinned`]. With the self-energy trick they are
+    /// also its Kramers–Kronig grid, so they must cover the spectrum (e.g. a logarithmic grid
+    /// over the bins' range, both signs, and 0); a coarse grid makes the unbinned run cheap.
+    pub unbinned: Option<Vec<f64>>,
 }
 
 /// The FDM spectral function of one run.
@@ -364,21 +219,47 @@ pub struct Spectrum {
     pub bins: [Binned; 2],
     /// Binned pole weights of F_σ = ⟨⟨d_σ n_σ̄; d†_σ⟩⟩ when the self-energy trick is applied.
     pub bins_f: Option<[Binned; 2]>,
+    /// Binned derivative moments per spin, when parameters are derived (and of F).
+    pub moments: Option<[MomentBins; 2]>,
+    pub moments_f: Option<[MomentBins; 2]>,
     /// What the self-energy trick needs of the model.
     pub siam: SiamLevels,
     pub sums: [SpinSums; 2],
+    pub sum_parts: [SpinSumParts; 2],
     /// w_N of every shell (Σ = 1); of the z = 1 chain when z-averaged.
     pub shell_weights: Vec<f64>,
-    /// max_N |Tr R_{N−1} − Σ_{M≥N} w_M|: the backward sweep's own check.
+    /// Their derivative parts (per shell, per part): Σ_N ∂w_N = 0.
+    pub shell_weight_parts: Vec<Vec<f64>>,
+    /// max_N |Tr R_{N−1} − Σ_{M≥N} w_M|: the backward sweep's own check; and for every part.
     pub trace_residual: f64,
-    /// Bytes of per-shell data stored between the passes (eigenvectors, energies, d), of the
-    /// largest chain when z-averaged (chains run in parallel: as many at once as threads).
+    pub trace_residual_parts: Vec<f64>,
+    /// Bytes of per-shell data stored between the passes (eigenvectors, energies, operators,
+    /// frames), of the largest chain when z-averaged (chains run in parallel: as many at once as
+    /// threads).
     pub stored_bytes: usize,
     /// Wall time of the passes, summed over the chains of a z-average.
     pub times: SpectralTimes,
     omega_last: f64,
     /// The twists z of the averaged chains (one value without z-averaging).
     pub z_values: Vec<f64>,
+    /// Total kept states per shell of the z = 1 chain (to freeze another run's counts).
+    pub kept: Vec<usize>,
+    /// The derived parameters, in the order of the first-order parts.
+    pub derive: Vec<Param>,
+    dirs: Directions,
+    /// With [`Probe::unbinned`].
+    pub unbinned: Option<Unbinned>,
+}
+
+/// The largest residuals of the sum rules over both spins: ΣW − 1, and Σ ∂W, Σ ∂²W (exactly 0)
+/// per part, in the layout of [`Spectrum::parts`]; with the self-energy trick also
+/// ΣW_F − ⟨n_σ̄⟩ and their parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SumRules {
+    pub weight: f64,
+    pub weight_parts: Vec<f64>,
+    pub weight_f: Option<f64>,
+    pub weight_f_parts: Option<Vec<f64>>,
 }
 
 impl Spectrum {
@@ -403,9 +284,57 @@ impl Spectrum {
         self.omega_last
     }
 
-    /// A_σ(ω), broadened.
+    /// A_σ(ω), broadened (the raw FDM spectral function).
     pub fn a(&self, sigma: usize, omega: f64) -> f64 {
         self.bins[sigma].broaden(&self.kernel, omega)
+    }
+
+    /// The derivative parts: first-order directions (one per derived parameter, in the order of
+    /// [`Spectrum::derive`]) then every pair (i ≤ j) of them.
+    pub fn parts(&self) -> &Directions {
+        &self.dirs
+    }
+
+    /// Index of the part ∂²/∂θ_i∂θ_j (either order).
+    pub fn pair_part(&self, i: usize, j: usize) -> Option<usize> {
+        self.dirs.pair_part(i, j)
+    }
+
+    /// All derivative parts of the raw A_σ at ω (layout of [`Spectrum::parts`]; empty when no
+    /// parameter is derived).
+    pub fn a_parts(&self, sigma: usize, omega: f64) -> Vec<f64> {
+        let mut out = vec![0.0; self.dirs.parts()];
+        if let Some(m) = self.moments.as_ref() {
+            m[sigma].broaden(&self.kernel, omega, &mut out);
+        }
+        out
+    }
+
+    /// ∂A_σ(ω)/∂θ of the raw A for the derived parameter `theta` (index into
+    /// [`Spectrum::derive`]); `None` if not derived.
+    pub fn da(&self, sigma: usize, theta: usize, omega: f64) -> Option<f64> {
+        (theta < self.dirs.first()).then(|| self.a_parts(sigma, omega)[theta])
+    }
+
+    /// ∂²A_σ(ω)/∂θ_i∂θ_j of the raw A; `None` if not derived.
+    pub fn d2a(&self, sigma: usize, i: usize, j: usize, omega: f64) -> Option<f64> {
+        let p = self.pair_part(i, j)?;
+        Some(self.a_parts(sigma, omega)[p])
+    }
+
+    /// The spin-averaged ∂A/∂θ at each of `omega` of the A that [`Spectrum::evaluate`] reports
+    /// (improved by the self-energy trick when it is on): the curve a plot shows next to A.
+    /// `None` if `theta` is not derived.
+    pub fn derivative_curve(&self, theta: usize, omega: &[f64]) -> Option<Vec<f64>> {
+        if theta >= self.dirs.first() {
+            return None;
+        }
+        Some(
+            self.evaluate_with_parts(omega)
+                .iter()
+                .map(|(_, d)| 0.5 * (d.a[theta][0] + d.a[theta][1]))
+                .collect(),
+        )
     }
 
     /// Bin and broaden any set of poles (Ω, W) exactly as this spectrum's were: the reference
@@ -428,6 +357,37 @@ impl Spectrum {
     /// ⟨n_d⟩ = Σ_σ ⟨d†_σ d_σ⟩.
     pub fn n_d(&self) -> f64 {
         self.sums.iter().map(|s| s.occupation).sum()
+    }
+
+    /// ∂⟨n_d⟩ for every part (from the density matrix, like ⟨n_d⟩).
+    pub fn n_d_parts(&self) -> Vec<f64> {
+        (0..self.dirs.parts())
+            .map(|x| self.sum_parts.iter().map(|s| s.occupation[x]).sum())
+            .collect()
+    }
+
+    /// The sum rules' residuals (see [`SumRules`]).
+    pub fn sum_rule_residuals(&self) -> SumRules {
+        let worst = |f: &dyn Fn(usize) -> f64| (0..2).map(f).fold(0.0f64, |a, b| a.max(b.abs()));
+        let parts = self.dirs.parts();
+        let trick = self.self_energy_trick();
+        SumRules {
+            weight: worst(&|s| self.sums[s].weight - 1.0),
+            weight_parts: (0..parts)
+                .map(|x| worst(&|s| self.sum_parts[s].weight[x]))
+                .collect(),
+            weight_f: trick
+                .then(|| worst(&|s| self.sums[s].weight_f - self.sums[1 - s].occupation)),
+            weight_f_parts: trick.then(|| {
+                (0..parts)
+                    .map(|x| {
+                        worst(&|s| {
+                            self.sum_parts[s].weight_f[x] - self.sum_parts[1 - s].occupation[x]
+                        })
+                    })
+                    .collect()
+            }),
+        }
     }
 }
 
@@ -465,7 +425,7 @@ impl SiamLevels {
     }
 
     /// s_σ = ±½ for ↑, ↓.
-    fn spin(sigma: usize) -> f64 {
+    pub fn spin(sigma: usize) -> f64 {
         if sigma == 0 { 0.5 } else { -0.5 }
     }
 
@@ -520,6 +480,89 @@ pub fn hilbert(grid: &[f64], a: &[f64], k: usize) -> f64 {
     sum
 }
 
+/// The derivative parts of A_σ, of the raw A_σ and of Σ_σ at one frequency, in the layout of
+/// [`Spectrum::parts`] (empty when no parameter is derived).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PointParts {
+    pub a: Vec<[f64; 2]>,
+    pub a_raw: Vec<[f64; 2]>,
+    pub sigma: Vec<[Complex<f64>; 2]>,
+}
+
+/// One broadened spectrum (raw A or F of one spin) on a grid: values and parts (`parts[x][i]`).
+struct OnGrid {
+    value: Vec<f64>,
+    parts: Vec<Vec<f64>>,
+}
+
+impl OnGrid {
+    fn binned(
+        bins: &Binned,
+        moments: Option<&MomentBins>,
+        kernel: &Kernel,
+        grid: &[f64],
+    ) -> OnGrid {
+        use rayon::prelude::*;
+        let value = grid.par_iter().map(|&w| bins.broaden(kernel, w)).collect();
+        let parts = match moments {
+            None => Vec::new(),
+            Some(m) => {
+                let rows: Vec<Vec<f64>> = grid
+                    .par_iter()
+                    .map(|&w| {
+                        let mut out = vec![0.0; m.parts];
+                        m.broaden(kernel, w, &mut out);
+                        out
+                    })
+                    .collect();
+                (0..m.parts)
+                    .map(|x| rows.iter().map(|r| r[x]).collect())
+                    .collect()
+            }
+        };
+        OnGrid { value, parts }
+    }
+
+    fn direct(sink: &DirectSink) -> OnGrid {
+        let p = sink.parts;
+        OnGrid {
+            value: sink.value.clone(),
+            parts: (0..p)
+                .map(|x| {
+                    (0..sink.omega.len())
+                        .map(|i| sink.derivatives[i * p + x])
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The Kramers–Kronig grid: [`KK_POINTS_PER_DECADE`] log-spaced points from the lowest bin to
+/// 10× the highest, both signs, plus 0 and the requested ω; sorted.
+fn kk_grid(bins: &Binned, omega: &[f64]) -> Vec<f64> {
+    let lo = bins.center(0);
+    let hi = 10.0 * bins.center(bins.len() - 1);
+    let steps = ((hi / lo).log10() * KK_POINTS_PER_DECADE as f64).ceil() as usize;
+    let mut grid: Vec<f64> = (0..=steps)
+        .map(|i| lo * (hi / lo).powf(i as f64 / steps as f64))
+        .flat_map(|x| [x, -x])
+        .chain(std::iter::once(0.0))
+        .chain(omega.iter().copied())
+        .collect();
+    grid.sort_by(f64::total_cmp);
+    grid.dedup();
+    grid
+}
+
+/// `omega` sorted and without duplicates: the grid of an evaluation without Kramers–Kronig.
+fn plain_grid(omega: &[f64]) -> Vec<f64> {
+    let mut grid = omega.to_vec();
+    grid.sort_by(f64::total_cmp);
+    grid.dedup();
+    grid
+}
+
 impl Spectrum {
     /// Whether A is formed with the self-energy trick.
     pub fn self_energy_trick(&self) -> bool {
@@ -531,8 +574,9 @@ impl Spectrum {
     /// [`KK_POINTS_PER_DECADE`] from the lowest bin to 10× the highest, both signs, plus 0 and
     /// the requested ω), Σ = U F/G and G_new = 1/(ω − ε_dσ − Δ_σ(ω) − Σ).
     pub fn evaluate(&self, omega: &[f64]) -> Vec<SpectralPoint> {
-        use rayon::prelude::*;
-        let Some(bins_f) = &self.bins_f else {
+        if self.bins_f.is_none() {
+            // the raw A at each ω, nothing else to compute
+            use rayon::prelude::*;
             return omega
                 .par_iter()
                 .map(|&w| {
@@ -545,30 +589,65 @@ impl Spectrum {
                     }
                 })
                 .collect();
+        }
+        self.evaluate_with_parts(omega)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// [`Spectrum::evaluate`] with the derivative parts of every quantity (the values are the
+    /// same, bit for bit).
+    pub fn evaluate_with_parts(&self, omega: &[f64]) -> Vec<(SpectralPoint, PointParts)> {
+        let trick = self.self_energy_trick();
+        let grid = if trick {
+            kk_grid(&self.bins[0], omega)
+        } else {
+            plain_grid(omega)
         };
-        let lo = self.bins[0].center(0);
-        let hi = 10.0 * self.bins[0].center(self.bins[0].pos.len() - 1);
-        let steps = ((hi / lo).log10() * KK_POINTS_PER_DECADE as f64).ceil() as usize;
-        let mut grid: Vec<f64> = (0..=steps)
-            .map(|i| lo * (hi / lo).powf(i as f64 / steps as f64))
-            .flat_map(|x| [x, -x])
-            .chain(std::iter::once(0.0))
-            .chain(omega.iter().copied())
-            .collect();
-        grid.sort_by(f64::total_cmp);
-        grid.dedup();
-        // broadened A and A_F on the grid, per spin
-        let spectra: Vec<[Vec<f64>; 2]> = SPINS
-            .iter()
-            .map(|&sigma| {
-                [&self.bins[sigma], &bins_f[sigma]].map(|b| {
-                    grid.par_iter()
-                        .map(|&w| b.broaden(&self.kernel, w))
-                        .collect()
-                })
-            })
-            .collect();
+        fn moments(m: &Option<[MomentBins; 2]>, s: usize) -> Option<&MomentBins> {
+            m.as_ref().map(|m| &m[s])
+        }
+        let g = SPINS.map(|s| {
+            OnGrid::binned(
+                &self.bins[s],
+                moments(&self.moments, s),
+                &self.kernel,
+                &grid,
+            )
+        });
+        let f = self.bins_f.as_ref().map(|bf| {
+            SPINS.map(|s| OnGrid::binned(&bf[s], moments(&self.moments_f, s), &self.kernel, &grid))
+        });
+        self.assemble(&grid, &g, f.as_ref(), omega)
+    }
+
+    /// [`Spectrum::evaluate_with_parts`] from the unbinned poles at [`Unbinned::omega`] (with
+    /// [`Probe::unbinned`]; `None` otherwise).
+    pub fn evaluate_unbinned(&self) -> Option<Vec<(SpectralPoint, PointParts)>> {
+        let u = self.unbinned.as_ref()?;
+        let g = [OnGrid::direct(&u.g[0]), OnGrid::direct(&u.g[1])];
+        let f =
+            u.f.as_ref()
+                .map(|f| [OnGrid::direct(&f[0]), OnGrid::direct(&f[1])]);
+        Some(self.assemble(&u.grid, &g, f.as_ref(), &u.omega))
+    }
+
+    /// The points at `omega` (each on `grid`) from the raw spectra on the grid: the self-energy
+    /// trick by complex hyper-dual algebra when F is given.
+    fn assemble(
+        &self,
+        grid: &[f64],
+        g: &[OnGrid; 2],
+        f: Option<&[OnGrid; 2]>,
+        omega: &[f64],
+    ) -> Vec<(SpectralPoint, PointParts)> {
+        use rayon::prelude::*;
+        let dirs = &self.dirs;
+        let parts = dirs.parts();
         let u = self.siam.u;
+        let zero = Complex::new(0.0, 0.0);
+        let complex = |a: &[f64], k: usize| Complex::new(hilbert(grid, a, k), -PI * a[k]);
         omega
             .par_iter()
             .map(|&w| {
@@ -579,25 +658,99 @@ impl Spectrum {
                     omega: w,
                     a_raw: [0.0; 2],
                     a: [0.0; 2],
-                    sigma: [Complex::new(0.0, 0.0); 2],
+                    sigma: [zero; 2],
+                };
+                let mut d = PointParts {
+                    a: vec![[0.0; 2]; parts],
+                    a_raw: vec![[0.0; 2]; parts],
+                    sigma: vec![[zero; 2]; parts],
                 };
                 for sigma in SPINS {
-                    let [ag, af] = &spectra[sigma];
-                    let g = Complex::new(hilbert(&grid, ag, k), -PI * ag[k]);
-                    let f = Complex::new(hilbert(&grid, af, k), -PI * af[k]);
-                    let s = f / g * u;
+                    let ag = &g[sigma];
+                    p.a_raw[sigma] = ag.value[k];
+                    for x in 0..parts {
+                        d.a_raw[x][sigma] = ag.parts[x][k];
+                    }
+                    let Some(f) = f else {
+                        p.a[sigma] = p.a_raw[sigma];
+                        for x in 0..parts {
+                            d.a[x][sigma] = d.a_raw[x][sigma];
+                        }
+                        continue;
+                    };
+                    let af = &f[sigma];
+                    let gv = complex(&ag.value, k);
+                    let fv = complex(&af.value, k);
+                    let s = fv / gv * u;
                     let g_new = (Complex::new(w - self.siam.level(sigma), 0.0)
                         - self.siam.hybridization(sigma, w)
                         - s)
                         .inv();
-                    p.a_raw[sigma] = ag[k];
                     p.a[sigma] = -g_new.im / PI;
                     p.sigma[sigma] = s;
+                    if parts == 0 {
+                        continue;
+                    }
+                    // the same in complex hyper-dual algebra: G, F linear in the spectra, Σ =
+                    // U·F·G⁻¹, G_new = (ω − ε_dσ − Δ_σ − Σ)⁻¹ with the explicit dependences
+                    let gj = ScalarJet {
+                        v: gv,
+                        p: ag.parts.iter().map(|a| complex(a, k)).collect(),
+                    };
+                    let fj = ScalarJet {
+                        v: fv,
+                        p: af.parts.iter().map(|a| complex(a, k)).collect(),
+                    };
+                    let explicit = self.explicit(sigma, w);
+                    let sj = fj.mul(&gj.inv(dirs), dirs).mul(&explicit.u, dirs);
+                    let den = ScalarJet::constant(Complex::new(w, 0.0), dirs)
+                        .sub(&explicit.level)
+                        .sub(&explicit.hybridization)
+                        .sub(&sj);
+                    let gn = den.inv(dirs);
+                    for x in 0..parts {
+                        d.a[x][sigma] = -gn.p[x].im / PI;
+                        d.sigma[x][sigma] = sj.p[x];
+                    }
                 }
-                p
+                (p, d)
             })
             .collect()
     }
+
+    /// U, ε_dσ and Δ_σ(ω) as jets in the derived parameters: U, ε_d and h enter linearly
+    /// (ε_dσ = ε_d − s_σ h on the impurity), Δ is linear in Γ (Δ^Γ = Δ/Γ).
+    fn explicit(&self, sigma: usize, omega: f64) -> Explicit {
+        let dirs = &self.dirs;
+        let c = |x: f64| Complex::new(x, 0.0);
+        let mut u = ScalarJet::constant(c(self.siam.u), dirs);
+        let mut level = ScalarJet::constant(c(self.siam.level(sigma)), dirs);
+        let hyb = self.siam.hybridization(sigma, omega);
+        let mut hybridization = ScalarJet::constant(hyb, dirs);
+        for (i, v) in dirs.vars().iter().enumerate() {
+            match v {
+                Variable::U => u.p[i] = c(1.0),
+                Variable::EpsD => level.p[i] = c(1.0),
+                Variable::HImp => level.p[i] = c(-SiamLevels::spin(sigma)),
+                Variable::Gamma if self.siam.gamma > 0.0 => {
+                    hybridization.p[i] = hyb / self.siam.gamma;
+                }
+                _ => {}
+            }
+        }
+        Explicit {
+            u,
+            level,
+            hybridization,
+        }
+    }
+}
+
+/// The explicit parameter dependences of the self-energy trick at one ω and spin.
+struct Explicit {
+    u: ScalarJet<Complex<f64>>,
+    level: ScalarJet<Complex<f64>>,
+    hybridization: ScalarJet<Complex<f64>>,
 }
 
 fn bins_for(o: &SpectralOptions, omega_last: f64) -> Binned {
@@ -605,8 +758,44 @@ fn bins_for(o: &SpectralOptions, omega_last: f64) -> Binned {
     Binned::new(lo, o.bin_ceiling.max(lo), o.bins_per_decade)
 }
 
+/// The derivative parts of a spectrum of `config`: one direction per derived parameter (in the
+/// order of `derive`, duplicates dropped) and every pair i ≤ j. The field on the total spin is
+/// not a matrix direction and is refused (its derivative is not implemented for spectra).
+pub fn spectral_directions(config: &RunConfig) -> Result<(Vec<Param>, Directions), InvalidParam> {
+    let mut params: Vec<Param> = Vec::new();
+    for &p in &config.derive {
+        if !params.contains(&p) {
+            params.push(p);
+        }
+    }
+    let vars = params
+        .iter()
+        .map(|&p| match p {
+            Param::EpsD => Ok(Variable::EpsD),
+            Param::U => Ok(Variable::U),
+            Param::Gamma => Ok(Variable::Gamma),
+            Param::H if config.model.field == FieldKind::Impurity => Ok(Variable::HImp),
+            Param::H => Err(InvalidParam {
+                key: "derive".into(),
+                value: "h".into(),
+                reason: "spectral derivatives in h are implemented for the field on the impurity \
+                         (set model.field = \"impurity\"); the field on the total spin is not yet"
+                    .into(),
+            }),
+            other => Err(InvalidParam {
+                key: "derive".into(),
+                value: other.name().into(),
+                reason: "not a parameter of the SIAM".into(),
+            }),
+        })
+        .collect::<Result<Vec<Variable>, InvalidParam>>()?;
+    let m = vars.len();
+    let pairs = (0..m).flat_map(|i| (i..m).map(move |j| (i, j)));
+    Ok((params, Directions::new(vars, pairs)))
+}
+
 /// Compute the FDM spectral function of the impurity level of a SIAM run at temperature
-/// `opts.t`. The run's own `derive` list is ignored: this phase is value only.
+/// `opts.t`, with the derivatives in the run's `derive` list.
 pub fn spectrum(config: &RunConfig, opts: &SpectralOptions) -> Result<Spectrum, InvalidParam> {
     let never = Arc::new(AtomicBool::new(false));
     Ok(spectrum_cancellable(config, opts, never)?.expect("not cancelled"))
@@ -619,6 +808,16 @@ pub fn spectrum_cancellable(
     opts: &SpectralOptions,
     cancel: Arc<AtomicBool>,
 ) -> Result<Option<Spectrum>, InvalidParam> {
+    spectrum_probed(config, opts, &Probe::default(), cancel)
+}
+
+/// [`spectrum_cancellable`] with the validation knobs of [`Probe`].
+pub fn spectrum_probed(
+    config: &RunConfig,
+    opts: &SpectralOptions,
+    probe: &Probe,
+    cancel: Arc<AtomicBool>,
+) -> Result<Option<Spectrum>, InvalidParam> {
     opts.validate()?;
     if config.model.kind != ModelKind::Siam {
         return Err(InvalidParam {
@@ -629,11 +828,19 @@ pub fn spectrum_cancellable(
                 .into(),
         });
     }
+    let (derive, dirs) = spectral_directions(config)?;
     let siam = SiamLevels::of(config);
     let trick = opts.self_energy_trick && siam.u != 0.0;
     // z-averaging: one chain per z_i = i/Nz (i = 1…Nz, so z = 1 is among them), all binned on
     // one grid, whose lowest bin is set by the smallest ω_{N_max} of the chains
     let nz = config.nrg.z_average;
+    if probe.frozen_kept.is_some() && nz > 1 {
+        return Err(InvalidParam {
+            key: "nrg.z_average".into(),
+            value: nz.to_string(),
+            reason: "frozen kept counts describe one chain".into(),
+        });
+    }
     let configs: Vec<RunConfig> = (1..=nz)
         .map(|i| {
             let mut c = config.clone();
@@ -651,58 +858,116 @@ pub fn spectrum_cancellable(
         .iter()
         .map(|c| crate::chain::omega(&c.nrg, crate::chain::last_shell(&c.nrg)))
         .fold(f64::INFINITY, f64::min);
-    let template = bins_for(opts, omega_last);
+    let grid = bins_for(opts, omega_last);
+    let kernel = Kernel {
+        b: opts.b,
+        omega0: opts.crossover * opts.t,
+        gamma: opts.linear_width * opts.t,
+    };
+    let setup = ChainSetup {
+        t: opts.t,
+        trick,
+        grid: &grid,
+        kernel,
+        dirs: &dirs,
+        probe,
+        cancel: &cancel,
+    };
     use rayon::prelude::*;
     // each chain is independent; the results are combined in the order of z afterwards, so
     // they do not depend on the scheduling
     let chains: Vec<Option<OneChain>> = configs
         .par_iter()
-        .map(|c| one_chain(c, opts.t, trick, &template, &cancel))
+        .map(|c| one_chain(c, &setup))
         .collect::<Result<_, _>>()?;
     let Some(chains) = chains.into_iter().collect::<Option<Vec<OneChain>>>() else {
         return Ok(None);
     };
     let scale = 1.0 / nz as f64;
-    let average = |pick: &dyn Fn(&OneChain) -> &[Binned; 2]| -> [Binned; 2] {
-        let mut out = [template.clone(), template.clone()];
+    let parts = dirs.parts();
+    let pairs = dirs.pairs().len();
+    let average = |pick: &dyn Fn(&OneChain) -> &[BinSink; 2]| -> [BinSink; 2] {
+        let mut out = [
+            BinSink::new(&grid, parts, pairs),
+            BinSink::new(&grid, parts, pairs),
+        ];
         for ch in &chains {
             for (o, b) in out.iter_mut().zip(pick(ch)) {
-                for (x, y) in o.pos.iter_mut().zip(&b.pos) {
-                    *x += scale * y;
-                }
-                for (x, y) in o.neg.iter_mut().zip(&b.neg) {
-                    *x += scale * y;
-                }
+                o.merge(b, scale);
             }
         }
         out
     };
-    let bins = average(&|c| &c.bins);
-    let bins_f = average(&|c| &c.bins_f);
-    let mut sums = [SpinSums::default(); 2];
+    let [g0, g1] = average(&|c| &c.sinks);
+    let f = trick.then(|| average(&|c| c.sinks_f.as_ref().expect("trick")));
+    let mut sums = [PoleSums::new(parts), PoleSums::new(parts)];
     for ch in &chains {
         for (s, c) in sums.iter_mut().zip(&ch.sums) {
-            s.weight += scale * c.weight;
-            s.occupation += scale * c.occupation;
-            s.occupation_spectral += scale * c.occupation_spectral;
-            s.weight_f += scale * c.weight_f;
+            s.merge(c, scale);
         }
     }
+    let unbinned = probe.unbinned.as_ref().map(|omega| {
+        let average = |pick: &dyn Fn(&OneChain) -> &[DirectSink; 2]| -> [DirectSink; 2] {
+            let first = pick(&chains[0]);
+            let mut out = [first[0].empty_like(), first[1].empty_like()];
+            for ch in &chains {
+                for (o, b) in out.iter_mut().zip(pick(ch)) {
+                    o.merge(b, scale);
+                }
+            }
+            out
+        };
+        let g = average(&|c| &c.direct.as_ref().expect("probe").0);
+        let f = trick
+            .then(|| average(&|c| c.direct.as_ref().expect("probe").1.as_ref().expect("trick")));
+        Unbinned {
+            omega: omega.clone(),
+            grid: g[0].omega.clone(),
+            g,
+            f,
+        }
+    });
     let last = chains.last().expect("at least one chain");
+    let split = |b: BinSink| (b.weights, b.moments);
+    let ((b0, m0), (b1, m1)) = (split(g0), split(g1));
+    let (bins_f, moments_f) = match f {
+        Some([f0, f1]) => {
+            let ((b0, m0), (b1, m1)) = (split(f0), split(f1));
+            (Some([b0, b1]), m0.zip(m1).map(|(a, b)| [a, b]))
+        }
+        None => (None, None),
+    };
     Ok(Some(Spectrum {
         header: last.header.clone(),
         options: opts.clone(),
-        kernel: Kernel {
-            b: opts.b,
-            omega0: opts.crossover * opts.t,
-            gamma: opts.linear_width * opts.t,
-        },
-        bins,
-        bins_f: trick.then_some(bins_f),
+        kernel,
+        bins: [b0, b1],
+        bins_f,
+        moments: m0.zip(m1).map(|(a, b)| [a, b]),
+        moments_f,
         siam,
-        sums,
-        shell_weights: last.shell_weights.clone(),
+        sums: sums.clone().map(|s| SpinSums {
+            weight: s.weight,
+            occupation: s.occupation,
+            occupation_spectral: s.occupation_spectral,
+            weight_f: s.weight_f,
+        }),
+        sum_parts: sums.map(|s| SpinSumParts {
+            weight: s.weight_parts,
+            weight_f: s.weight_f_parts,
+            occupation: s.occupation_parts,
+        }),
+        shell_weights: last.weights.clone(),
+        shell_weight_parts: last.weight_parts.clone(),
         trace_residual: chains.iter().map(|c| c.trace_residual).fold(0.0, f64::max),
+        trace_residual_parts: (0..parts)
+            .map(|x| {
+                chains
+                    .iter()
+                    .map(|c| c.trace_residual_parts[x])
+                    .fold(0.0, f64::max)
+            })
+            .collect(),
         stored_bytes: chains.iter().map(|c| c.stored_bytes).max().unwrap_or(0),
         times: SpectralTimes {
             forward: chains.iter().map(|c| c.times.forward).sum(),
@@ -710,467 +975,136 @@ pub fn spectrum_cancellable(
         },
         omega_last,
         z_values: configs.iter().map(|c| c.nrg.z).collect(),
+        kept: last.kept.clone(),
+        derive,
+        dirs,
+        unbinned,
     }))
+}
+
+/// What every chain of a spectrum shares.
+struct ChainSetup<'a> {
+    t: f64,
+    trick: bool,
+    grid: &'a Binned,
+    kernel: Kernel,
+    dirs: &'a Directions,
+    probe: &'a Probe,
+    cancel: &'a Arc<AtomicBool>,
 }
 
 /// The forward and backward passes of one chain (one z).
 struct OneChain {
     header: Header,
-    bins: [Binned; 2],
-    bins_f: [Binned; 2],
-    sums: [SpinSums; 2],
-    shell_weights: Vec<f64>,
+    sinks: [BinSink; 2],
+    sinks_f: Option<[BinSink; 2]>,
+    direct: Option<([DirectSink; 2], Option<[DirectSink; 2]>)>,
+    sums: [PoleSums; 2],
+    weights: Vec<f64>,
+    weight_parts: Vec<Vec<f64>>,
     trace_residual: f64,
+    trace_residual_parts: Vec<f64>,
     stored_bytes: usize,
     times: SpectralTimes,
+    kept: Vec<usize>,
 }
 
-fn one_chain(
-    config: &RunConfig,
-    t: f64,
-    trick: bool,
-    template: &Binned,
-    cancel: &Arc<AtomicBool>,
-) -> Result<Option<OneChain>, InvalidParam> {
+/// Two sinks fed with the same poles (bins and, for validation, the unbinned sum).
+impl<A: PoleSink, B: PoleSink> PoleSink for (A, B) {
+    type Slot = (A::Slot, B::Slot);
+    fn empty_like(&self) -> Self {
+        (self.0.empty_like(), self.1.empty_like())
+    }
+    fn locate(&self, big: f64) -> Self::Slot {
+        (self.0.locate(big), self.1.locate(big))
+    }
+    fn add_at(&mut self, slot: Self::Slot, big: f64, w: f64, moments: &[f64]) {
+        self.0.add_at(slot.0, big, w, moments);
+        self.1.add_at(slot.1, big, w, moments);
+    }
+    fn merge(&mut self, other: &Self, c: f64) {
+        self.0.merge(&other.0, c);
+        self.1.merge(&other.1, c);
+    }
+}
+
+fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>, InvalidParam> {
     let started = Instant::now();
-    let mut run =
-        Run::with_directions(config, Directions::default())?.with_cancel_flag(cancel.clone());
+    let dirs = s.dirs;
+    let mut run = Run::with_directions(config, dirs.clone())?.with_cancel_flag(s.cancel.clone());
+    if dirs.parts() > 0 {
+        run.keep_frames();
+    }
+    if let Some(k) = &s.probe.frozen_kept {
+        run.freeze_kept_counts(k.clone());
+    }
     let header = run.header().clone();
     let space = run.model().space();
-    let shells = forward(&mut run, &space, trick);
-    if run.is_cancelled() {
-        return Ok(None);
-    }
-    let forward_time = started.elapsed();
-    let clock = Instant::now();
-    let mut bins = [template.clone(), template.clone()];
-    let mut bins_f = [template.clone(), template.clone()];
-    let Some((sums, shell_weights, trace_residual)) =
-        backward(&shells, t, &mut bins, &mut bins_f, cancel)
-    else {
+    let Some(shells) = fdm::forward(&mut run, &space, s.trick, dirs) else {
         return Ok(None);
     };
+    let forward_time = started.elapsed();
+    let clock = Instant::now();
+    let bins = BinSink::new(s.grid, dirs.parts(), dirs.pairs().len());
+    let stored_bytes = shells.iter().map(StoredShell::bytes).sum();
+    let kept = shells.iter().map(StoredShell::kept_total).collect();
+    let (sinks, sinks_f, direct, rest) = match &s.probe.unbinned {
+        None => {
+            let Some(b) = fdm::backward(&shells, s.t, dirs, &bins, s.trick, s.cancel) else {
+                return Ok(None);
+            };
+            let rest = (
+                b.sums,
+                b.weights,
+                b.weight_parts,
+                b.trace_residual,
+                b.trace_residual_parts,
+            );
+            (b.sinks, b.sinks_f, None, rest)
+        }
+        Some(omega) => {
+            let grid = plain_grid(omega);
+            let direct = DirectSink::new(s.kernel, grid, dirs.parts(), dirs.pairs().len());
+            let template = (bins, direct);
+            let Some(b) = fdm::backward(&shells, s.t, dirs, &template, s.trick, s.cancel) else {
+                return Ok(None);
+            };
+            let [(g0, d0), (g1, d1)] = b.sinks;
+            let (sf, df) = match b.sinks_f {
+                Some([(f0, e0), (f1, e1)]) => (Some([f0, f1]), Some([e0, e1])),
+                None => (None, None),
+            };
+            (
+                [g0, g1],
+                sf,
+                Some(([d0, d1], df)),
+                (
+                    b.sums,
+                    b.weights,
+                    b.weight_parts,
+                    b.trace_residual,
+                    b.trace_residual_parts,
+                ),
+            )
+        }
+    };
+    drop(shells);
+    let (sums, weights, weight_parts, trace_residual, trace_residual_parts) = rest;
     Ok(Some(OneChain {
         header,
-        bins,
-        bins_f,
+        sinks,
+        sinks_f,
+        direct,
         sums,
-        shell_weights,
+        weights,
+        weight_parts,
         trace_residual,
-        stored_bytes: shells.iter().map(StoredShell::bytes).sum(),
+        trace_residual_parts,
+        stored_bytes,
         times: SpectralTimes {
             forward: forward_time,
             backward: clock.elapsed(),
         },
+        kept,
     }))
-}
-
-/// The forward pass: run the iteration and keep, per shell, the eigenbases and d_σ on all
-/// four blocks.
-fn forward(run: &mut Run, space: &LocalSpace, trick: bool) -> Vec<StoredShell> {
-    let mut shells: Vec<StoredShell> = Vec::new();
-    // d_σ (and X_F = d_σ n_σ̄) on the kept space of the previous shell, keyed by (left, right)
-    // kept-block index
-    let mut kept_d: [HashMap<(usize, usize), Mat<f64>>; 2] = [HashMap::new(), HashMap::new()];
-    let mut kept_f: [HashMap<(usize, usize), Mat<f64>>; 2] = [HashMap::new(), HashMap::new()];
-    while let Some(shell) = run.next_raw_shell() {
-        let index: HashMap<Qn, usize> = shell
-            .eig
-            .iter()
-            .enumerate()
-            .map(|(b, eb)| (eb.qn, b))
-            .collect();
-        let d = SPINS.map(|sigma| {
-            if shell.n == 0 {
-                initial_d(space, &space.c(IMPURITY, sigma), &shell.eig, &index, sigma)
-            } else {
-                propagate_d(&shell.eig, &shell.subs, &index, &kept_d[sigma], sigma)
-            }
-        });
-        // X_F = d_σ n_σ̄ acts on the impurity only, like d: the same propagation, no sign
-        let f = SPINS.map(|sigma| {
-            if !trick {
-                Vec::new()
-            } else if shell.n == 0 {
-                let local = space.c(IMPURITY, sigma) * space.number(IMPURITY, 1 - sigma);
-                initial_d(space, &local, &shell.eig, &index, sigma)
-            } else {
-                propagate_d(&shell.eig, &shell.subs, &index, &kept_f[sigma], sigma)
-            }
-        });
-        // the kept blocks of this shell, in the order the next shell's layout refers to them
-        let mut compact = vec![None; shell.eig.len()];
-        let mut next = 0;
-        for (b, &k) in shell.kept_blocks.iter().enumerate() {
-            if k > 0 {
-                compact[b] = Some(next);
-                next += 1;
-            }
-        }
-        let restrict = |ops: &[StoredOp]| -> HashMap<(usize, usize), Mat<f64>> {
-            ops.iter()
-                .filter_map(|op| {
-                    let (l, r) = (compact[op.left]?, compact[op.right]?);
-                    let (kl, kr) = (shell.kept_blocks[op.left], shell.kept_blocks[op.right]);
-                    Some(((l, r), op.x.as_ref().submatrix(0, 0, kl, kr).to_owned()))
-                })
-                .collect()
-        };
-        for sigma in SPINS {
-            kept_d[sigma] = restrict(&d[sigma]);
-            kept_f[sigma] = restrict(&f[sigma]);
-        }
-        let blocks = shell
-            .eig
-            .into_iter()
-            .zip(&shell.kept_blocks)
-            .map(|(eb, &kept)| StoredBlock {
-                energies: eb.energies,
-                u: eb.u,
-                kept,
-            })
-            .collect();
-        shells.push(StoredShell {
-            omega: shell.free_energy.omega,
-            shift: shell.free_energy.shift.value,
-            blocks,
-            subs: shell.subs,
-            d,
-            f,
-        });
-    }
-    shells
-}
-
-/// d_σ (or any local operator `c` with its quantum numbers, such as d_σ n_σ̄) at shell 0, from
-/// the local Fock space: the product blocks of shell 0 are the local states grouped by (Q, S_z)
-/// exactly as [`group_by_qn`] orders them.
-fn initial_d(
-    space: &LocalSpace,
-    c: &nalgebra::DMatrix<f64>,
-    eig: &[EigenBlock],
-    index: &HashMap<Qn, usize>,
-    sigma: usize,
-) -> Vec<StoredOp> {
-    let (groups, _) = group_by_qn(space);
-    let mut ops = Vec::new();
-    for (right, eb) in eig.iter().enumerate() {
-        let Some(&left) = index.get(&eb.qn.minus(creation_qn(sigma))) else {
-            continue;
-        };
-        let (rows, cols) = (&groups[&eig[left].qn], &groups[&eb.qn]);
-        let local = Mat::<f64>::from_fn(rows.len(), cols.len(), |a, b| c[(rows[a], cols[b])]);
-        if (0..local.ncols()).all(|j| (0..local.nrows()).all(|i| local[(i, j)] == 0.0)) {
-            continue;
-        }
-        ops.push(StoredOp {
-            left,
-            right,
-            x: sandwich(eig[left].u.as_ref(), local.as_ref(), eb.u.as_ref()),
-        });
-    }
-    ops
-}
-
-/// d_σ at shell N ≥ 1: d_{N−1,KK} ⊗ 1 in the product basis (the impurity is first in the
-/// Jordan–Wigner order, so no sign), rotated into the eigenbases of both blocks. The product
-/// operator is never formed: (d ⊗ 1)·U_right is assembled sub-block by sub-block.
-fn propagate_d(
-    eig: &[EigenBlock],
-    subs: &[SubBlocks],
-    index: &HashMap<Qn, usize>,
-    kept_d: &HashMap<(usize, usize), Mat<f64>>,
-    sigma: usize,
-) -> Vec<StoredOp> {
-    let mut ops = Vec::new();
-    for (right, eb) in eig.iter().enumerate() {
-        let Some(&left) = index.get(&eb.qn.minus(creation_qn(sigma))) else {
-            continue;
-        };
-        let (nl, nr) = (eig[left].dim(), eb.dim());
-        let mut du = Mat::<f64>::zeros(nl, nr);
-        let mut any = false;
-        for s in 0..subs[right].len() {
-            let (Some((kr, off_r)), Some((kl, off_l))) = (subs[right][s], subs[left][s]) else {
-                continue;
-            };
-            let Some(x) = kept_d.get(&(kl, kr)) else {
-                continue;
-            };
-            gemm(
-                du.as_mut().submatrix_mut(off_l, 0, x.nrows(), nr),
-                true,
-                x.as_ref(),
-                eb.u.as_ref().submatrix(off_r, 0, x.ncols(), nr),
-                1.0,
-            );
-            any = true;
-        }
-        if any {
-            ops.push(StoredOp {
-                left,
-                right,
-                x: mul(eig[left].u.as_ref().transpose(), du.as_ref()),
-            });
-        }
-    }
-    ops
-}
-
-/// ln Σ exp(x_i) without overflow (−∞ for an empty sum).
-fn log_sum_exp(x: impl Iterator<Item = f64> + Clone) -> f64 {
-    let m = x.clone().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY {
-        return m;
-    }
-    m + x.map(|v| (v - m).exp()).sum::<f64>().ln()
-}
-
-/// Physical energies −ℰ/T of the discarded states of one block.
-fn discarded_exponents(sh: &StoredShell, b: &StoredBlock, t: f64) -> Vec<f64> {
-    b.energies[b.kept..]
-        .iter()
-        .map(|&e| -(sh.omega * e + sh.shift) / t)
-        .collect()
-}
-
-/// The backward pass: weights, density matrices, poles. Returns the per-spin sums, w_N and the
-/// residual of the trace check (`None` if cancelled).
-fn backward(
-    shells: &[StoredShell],
-    t: f64,
-    bins: &mut [Binned; 2],
-    bins_f: &mut [Binned; 2],
-    cancel: &AtomicBool,
-) -> Option<([SpinSums; 2], Vec<f64>, f64)> {
-    let n_max = shells.len() - 1;
-    let ln4 = 4f64.ln();
-    // ln(4^{N_max−N} Z̃_N), with Z̃_N = Tr_{D_N} e^{−ℰ/T} (E_ref = 0; it cancels in w_N, ρ^D)
-    let ln_mz: Vec<f64> = shells
-        .iter()
-        .enumerate()
-        .map(|(n, sh)| {
-            let x: Vec<f64> = sh
-                .blocks
-                .iter()
-                .flat_map(|b| discarded_exponents(sh, b, t))
-                .collect();
-            (n_max - n) as f64 * ln4 + log_sum_exp(x.iter().copied())
-        })
-        .collect();
-    let mut ln_z = log_sum_exp(ln_mz.iter().copied());
-    let mut weights: Vec<f64> = ln_mz.iter().map(|&l| (l - ln_z).exp()).collect();
-    // The exponents are of order |ℰ|/T (10³ and more), so each w_N carries a relative round-off
-    // of ~|ℰ|/T·ε and Σ w_N misses 1 by ~1e-13. Folding the measured sum into Z makes the
-    // normalization exact to the last bits (it is a multiplicative correction of 1 + O(1e-13)).
-    let total: f64 = weights.iter().sum();
-    ln_z += total.ln();
-    weights.iter_mut().for_each(|w| *w /= total);
-
-    let mut sums = [SpinSums::default(); 2];
-    let mut trace_residual = 0.0f64;
-    // R_N per block of the current shell (k_b × k_b); empty at the last shell (nothing kept)
-    let mut r: Vec<Mat<f64>> = shells[n_max]
-        .blocks
-        .iter()
-        .map(|b| Mat::zeros(b.kept, b.kept))
-        .collect();
-    for n in (0..=n_max).rev() {
-        if cancel.load(Ordering::Relaxed) {
-            return None;
-        }
-        let sh = &shells[n];
-        let ln_pref = (n_max - n) as f64 * ln4 - ln_z;
-        let rho_d: Vec<Vec<f64>> = sh
-            .blocks
-            .iter()
-            .map(|b| {
-                discarded_exponents(sh, b, t)
-                    .into_iter()
-                    .map(|x| (x + ln_pref).exp())
-                    .collect()
-            })
-            .collect();
-        for sigma in SPINS {
-            for op in &sh.d[sigma] {
-                let f = sh.f[sigma]
-                    .iter()
-                    .find(|o| o.left == op.left && o.right == op.right)
-                    .map(|o| (o, &mut bins_f[sigma]));
-                poles(sh, op, f, &r, &rho_d, t, &mut bins[sigma], &mut sums[sigma]);
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        let prev = &shells[n - 1];
-        let kept_prev: Vec<usize> = prev
-            .blocks
-            .iter()
-            .map(|b| b.kept)
-            .filter(|&k| k > 0)
-            .collect();
-        let mut r_prev: Vec<Mat<f64>> = kept_prev.iter().map(|&k| Mat::zeros(k, k)).collect();
-        for (p, b) in sh.blocks.iter().enumerate() {
-            for &(kc, off) in sh.subs[p].iter().flatten() {
-                let m = kept_prev[kc];
-                let nb = b.energies.len();
-                let v = b.u.as_ref().submatrix(off, 0, m, nb);
-                let (vk, vd) = (v.subcols(0, b.kept), v.subcols(b.kept, nb - b.kept));
-                let t1 = mul(vk, r[p].as_ref());
-                gemm(r_prev[kc].as_mut(), true, t1.as_ref(), vk.transpose(), 1.0);
-                let t2 = Mat::<f64>::from_fn(m, nb - b.kept, |i, j| vd[(i, j)] * rho_d[p][j]);
-                gemm(r_prev[kc].as_mut(), true, t2.as_ref(), vd.transpose(), 1.0);
-            }
-        }
-        let trace: f64 = r_prev
-            .iter()
-            .map(|m| (0..m.nrows()).map(|i| m[(i, i)]).sum::<f64>())
-            .sum();
-        let expected: f64 = weights[n..].iter().sum();
-        trace_residual = trace_residual.max((trace - expected).abs());
-        // back to block indexing of shell N−1 (blocks with nothing kept get 0×0)
-        let mut it = r_prev.into_iter();
-        r = prev
-            .blocks
-            .iter()
-            .map(|b| {
-                if b.kept > 0 {
-                    it.next().expect("one R per kept block")
-                } else {
-                    Mat::zeros(0, 0)
-                }
-            })
-            .collect();
-    }
-    Some((sums, weights, trace_residual))
-}
-
-/// The poles of one block pair of d_σ at one shell: W_rs = X_rs (ρ_L X + X ρ_R)_rs for every
-/// (r, s) ∉ K×K, with ρ = R ⊕ ρ^D on each side, binned at Ω = ω_N (E_s − E_r). With `f`, the
-/// poles of F = ⟨⟨d n̄; d†⟩⟩ too: W_F = (X_F)_rs (ρ_L X + X ρ_R)_rs (the B = d† side is d's).
-#[allow(clippy::too_many_arguments)]
-fn poles(
-    sh: &StoredShell,
-    op: &StoredOp,
-    mut f: Option<(&StoredOp, &mut Binned)>,
-    r: &[Mat<f64>],
-    rho_d: &[Vec<f64>],
-    t: f64,
-    bins: &mut Binned,
-    sums: &mut SpinSums,
-) {
-    let (bl, br) = (&sh.blocks[op.left], &sh.blocks[op.right]);
-    let (kl, kr) = (bl.kept, br.kept);
-    let (nl, nr) = (bl.energies.len(), br.energies.len());
-    let x = op.x.as_ref();
-    // ρ_L X: kept rows through R_L, discarded rows scaled by ρ^D
-    let mut rx = Mat::<f64>::from_fn(nl, nr, |i, j| {
-        if i < kl {
-            0.0
-        } else {
-            rho_d[op.left][i - kl] * x[(i, j)]
-        }
-    });
-    if kl > 0 {
-        gemm(
-            rx.as_mut().submatrix_mut(0, 0, kl, nr),
-            false,
-            r[op.left].as_ref(),
-            x.submatrix(0, 0, kl, nr),
-            1.0,
-        );
-    }
-    // X ρ_R: kept columns through R_R, discarded columns scaled by ρ^D
-    let mut xr = Mat::<f64>::from_fn(nl, nr, |i, j| {
-        if j < kr {
-            0.0
-        } else {
-            x[(i, j)] * rho_d[op.right][j - kr]
-        }
-    });
-    if kr > 0 {
-        gemm(
-            xr.as_mut().submatrix_mut(0, 0, nl, kr),
-            false,
-            x.submatrix(0, 0, nl, kr),
-            r[op.right].as_ref(),
-            1.0,
-        );
-    }
-    for j in 0..nr {
-        for i in 0..nl {
-            if i < kl && j < kr {
-                continue;
-            }
-            let v = x[(i, j)];
-            let w = v * (rx[(i, j)] + xr[(i, j)]);
-            let big = sh.omega * (br.energies[j] - bl.energies[i]);
-            bins.add(big, w);
-            sums.weight += w;
-            if let Some((fop, fbins)) = f.as_mut() {
-                let wf = fop.x[(i, j)] * (rx[(i, j)] + xr[(i, j)]);
-                fbins.add(big, wf);
-                sums.weight_f += wf;
-            }
-            sums.occupation += v * xr[(i, j)];
-            sums.occupation_spectral += w * fermi(big, t);
-        }
-    }
-}
-
-/// f(x) = 1/(e^{x/T} + 1) without overflow.
-fn fermi(x: f64, t: f64) -> f64 {
-    let y = x / t;
-    if y > 0.0 {
-        let e = (-y).exp();
-        e / (1.0 + e)
-    } else {
-        1.0 / (1.0 + y.exp())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_is_normalized_on_both_sides_of_the_crossover() {
-        // ∫K dω by the trapezoid rule on a fine grid, for poles below, at and above ω₀
-        let k = Kernel {
-            b: 0.6,
-            omega0: 1e-3,
-            gamma: 1e-3,
-        };
-        for big in [-3e-2f64, 1e-4, 1e-3, 5e-3, 0.3] {
-            let lo = -big.abs() * 20.0 - 1e-2;
-            let hi = big.abs() * 20.0 + 1e-2;
-            let n = 400_000;
-            let h = (hi - lo) / n as f64;
-            let s: f64 = (0..=n)
-                .map(|i| {
-                    let w = if i == 0 || i == n { 0.5 } else { 1.0 };
-                    w * k.eval(lo + i as f64 * h, big)
-                })
-                .sum::<f64>()
-                * h;
-            // the log-Gaussian tail beyond 20|Ω| and the grid's resolution of the peak: 1e-4
-            assert!((s - 1.0).abs() < 3e-4, "Ω = {big}: ∫K = {s}");
-        }
-    }
-
-    #[test]
-    fn bins_keep_the_total_weight() {
-        let mut b = Binned::new(1e-6, 10.0, 200);
-        for (big, w) in [
-            (1e-9, 0.1),
-            (-3e-3, 0.2),
-            (0.0, 0.3),
-            (0.7, 0.25),
-            (50.0, 0.15),
-        ] {
-            b.add(big, w);
-        }
-        assert!((b.total() - 1.0).abs() < 1e-15);
-    }
 }

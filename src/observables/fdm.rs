@@ -1,0 +1,832 @@
+//! The two passes of the full-density-matrix NRG over one chain (design note
+//! `spectral-derivatives.md`, §1–§4), with or without derivative parts.
+//!
+//! 1. **Forward** ([`forward`]): the ordinary iteration. Every shell's eigenvalues, eigenvectors U
+//!    and kept counts are stored, and the impurity annihilator d_σ (and X_F = d_σ n_σ̄ for the
+//!    self-energy trick) is carried along on all four blocks (KK, KD, DK, DD). d acts on the
+//!    impurity orbital, first in the Jordan–Wigner order, so in the product basis (kept states of
+//!    shell N−1) ⊗ (site N) it is d_{N−1,KK} ⊗ 1 with no sign.
+//!    With derivative parts the operator goes through two frames: the solver's W = e^S (whose
+//!    kept block is what the next shell is built on) and then the cluster frame e^G of
+//!    [`crate::frames`], in which its poles are read. Per shell and block the pass also stores
+//!    S, G and the cluster blocks of H̃, which the backward pass needs.
+//! 2. **Backward** ([`backward`]): the weights w_N = 4^{N_max−N} Z̃_N / Z of every shell's
+//!    discarded states at the user's temperature T (in logarithms: 4^{N_max−N} overflows), the
+//!    reduced density matrices R_N on the kept spaces, R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
+//!    (U_s the rows of a product block that belong to site state s), and the poles of every pair
+//!    (r, s) ∉ K×K ([`crate::poles`]). With parts: ∂w_N from ∂Z̃_N = Tr_D ∂g(ℋ) (Daleckii–Krein,
+//!    inside clusters) and the shift C_N's parts; R^x by e^{S} ρ′ e^{−S} (the note's §2
+//!    commutators, as a frame change with the opposite sign).
+//!
+//! Values never depend on the parts: a plain run and the real part of a dual run go through the
+//! same operations, in the same order, and agree bit for bit.
+
+use crate::broadening::PoleSink;
+use crate::frames::{
+    BlockClusters, BlockGen, ClusterFrame, KdGen, MatJet, cluster_frame, transform,
+};
+use crate::jet::Directions;
+use crate::linalg::{gemm, mul, sandwich};
+use crate::model::{IMPURITY, LocalSpace};
+use crate::parallel::{map_largest_first, map_largest_first_until};
+use crate::poles::{BlockRho, BlockView, PoleSums, discarded_parts, exprel, pair_poles};
+use crate::shell::{SubBlocks, group_by_qn};
+use crate::solver::{Frame, Run, Shell};
+use crate::step::EigenBlock;
+use crate::symmetry::{Qn, SPINS, creation_qn};
+use faer::Mat;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The frames of one block (runs with derivative parts).
+pub(crate) struct BlockFrame {
+    /// The solver's K–D generator, k×d per part.
+    s: Vec<Mat<f64>>,
+    /// Cluster frames of K and of D (G and H̃).
+    kf: ClusterFrame,
+    df: ClusterFrame,
+    /// H̃'s cluster blocks over the whole block.
+    clusters: BlockClusters,
+}
+
+impl BlockFrame {
+    fn bytes(&self) -> usize {
+        let m = |v: &[Mat<f64>]| v.iter().map(|x| x.nrows() * x.ncols()).sum::<usize>();
+        8 * (m(&self.s) + m(&self.kf.g) + m(&self.df.g))
+    }
+}
+
+/// One diagonalized block as the backward pass needs it.
+pub(crate) struct StoredBlock {
+    /// Rescaled, shifted eigenvalues (ascending).
+    energies: Vec<f64>,
+    u: Mat<f64>,
+    kept: usize,
+    frame: Option<BlockFrame>,
+}
+
+/// d_σ (or X_F) between two blocks of one shell: X_rs = ⟨r ∈ left|X|s ∈ right⟩ in the cluster
+/// frame (the value is the eigenbasis).
+pub(crate) struct StoredOp {
+    left: usize,
+    right: usize,
+    x: MatJet,
+}
+
+/// What the backward pass needs of one shell.
+pub(crate) struct StoredShell {
+    omega: f64,
+    /// Accumulated shift C_N (physical units): ℰ = ω_N E + C_N; and its parts.
+    shift: f64,
+    shift_parts: Vec<f64>,
+    blocks: Vec<StoredBlock>,
+    subs: Vec<SubBlocks>,
+    d: [Vec<StoredOp>; 2],
+    /// X_F = d_σ n_σ̄, on the same block pairs as d (empty when the trick is off).
+    f: [Vec<StoredOp>; 2],
+    /// Total kept states (for freezing the counts of another run).
+    kept_total: usize,
+}
+
+impl StoredShell {
+    pub(crate) fn bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                8 * (b.u.nrows() * b.u.ncols() + b.energies.len())
+                    + b.frame.as_ref().map_or(0, BlockFrame::bytes)
+            })
+            .sum();
+        let ops: usize = self
+            .d
+            .iter()
+            .chain(&self.f)
+            .flatten()
+            .map(|o| o.x.bytes())
+            .sum();
+        blocks + ops
+    }
+
+    pub(crate) fn kept_total(&self) -> usize {
+        self.kept_total
+    }
+}
+
+/// The frames of one block: H′ in the solver's frame on K and on D (design note §2), then the
+/// cluster Schrieffer–Wolff of each.
+///   H′^i_KK = B^i_KK,  H′^i_DD = B^i_DD,  H′^ij_KK from the solver,
+///   H′^ij_DD = B^ij_DD + ½(V + Vᵀ),  V = S^iᵀ B^j_KD + S^jᵀ B^i_KD.
+fn block_frame(eb: &EigenBlock, k: usize, frame: Option<&Frame>, dirs: &Directions) -> BlockFrame {
+    let n = eb.dim();
+    let d = n - k;
+    let m = dirs.first();
+    let s: Vec<Mat<f64>> = match frame {
+        Some(f) => f.s.clone(),
+        None => (0..dirs.parts()).map(|_| Mat::zeros(k, d)).collect(),
+    };
+    let sub = |x: &Mat<f64>, r: usize, c: usize, nr: usize, nc: usize| {
+        x.as_ref().submatrix(r, c, nr, nc).to_owned()
+    };
+    let mut hk: Vec<Mat<f64>> = (0..m).map(|i| sub(&eb.b[i], 0, 0, k, k)).collect();
+    let mut hd: Vec<Mat<f64>> = (0..m).map(|i| sub(&eb.b[i], k, k, d, d)).collect();
+    for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
+        hk.push(match frame {
+            Some(f) => f.kept_pairs[p].clone(),
+            None => Mat::zeros(k, k),
+        });
+        let mut h = sub(&eb.b_pairs[p], k, k, d, d);
+        if k > 0 && d > 0 {
+            let mut v = Mat::<f64>::zeros(d, d);
+            let bkd = |x: usize| eb.b[x].as_ref().submatrix(0, k, k, d);
+            gemm(v.as_mut(), true, s[i].transpose(), bkd(j), 1.0);
+            gemm(v.as_mut(), true, s[j].transpose(), bkd(i), 1.0);
+            for c in 0..d {
+                for r in 0..d {
+                    h[(r, c)] += 0.5 * (v[(r, c)] + v[(c, r)]);
+                }
+            }
+        }
+        hd.push(h);
+    }
+    let kf = cluster_frame(&eb.energies[..k], &hk, dirs);
+    let df = cluster_frame(&eb.energies[k..], &hd, dirs);
+    let clusters = BlockClusters::join(&kf, &df, k);
+    BlockFrame {
+        s,
+        kf,
+        df,
+        clusters,
+    }
+}
+
+/// d_σ (or any local operator `c` with its quantum numbers, such as d_σ n_σ̄) at shell 0, from
+/// the local Fock space: the product blocks of shell 0 are the local states grouped by (Q, S_z)
+/// exactly as [`group_by_qn`] orders them. A constant: no derivative parts before the frames.
+fn initial_op(
+    space: &LocalSpace,
+    c: &nalgebra::DMatrix<f64>,
+    eig: &[EigenBlock],
+    index: &HashMap<Qn, usize>,
+    sigma: usize,
+    parts: usize,
+) -> Vec<(usize, usize, MatJet)> {
+    let (groups, _) = group_by_qn(space);
+    let mut ops = Vec::new();
+    for (right, eb) in eig.iter().enumerate() {
+        let Some(&left) = index.get(&eb.qn.minus(creation_qn(sigma))) else {
+            continue;
+        };
+        let (rows, cols) = (&groups[&eig[left].qn], &groups[&eb.qn]);
+        let local = Mat::<f64>::from_fn(rows.len(), cols.len(), |a, b| c[(rows[a], cols[b])]);
+        if (0..local.ncols()).all(|j| (0..local.nrows()).all(|i| local[(i, j)] == 0.0)) {
+            continue;
+        }
+        let x = sandwich(eig[left].u.as_ref(), local.as_ref(), eb.u.as_ref());
+        ops.push((left, right, MatJet::constant(x, parts)));
+    }
+    ops
+}
+
+/// The block pairs (left, right) of X_σ at shell N ≥ 1 that have a sub-block in common.
+fn op_pairs(
+    eig: &[EigenBlock],
+    subs: &[SubBlocks],
+    index: &HashMap<Qn, usize>,
+    kept: &HashMap<(usize, usize), MatJet>,
+    sigma: usize,
+) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (right, eb) in eig.iter().enumerate() {
+        let Some(&left) = index.get(&eb.qn.minus(creation_qn(sigma))) else {
+            continue;
+        };
+        let any = (0..subs[right].len()).any(|s| match (subs[right][s], subs[left][s]) {
+            (Some((kr, _)), Some((kl, _))) => kept.contains_key(&(kl, kr)),
+            _ => false,
+        });
+        if any {
+            out.push((left, right));
+        }
+    }
+    out
+}
+
+/// X at shell N ≥ 1 between `left` and `right`: X_{N−1,KK} ⊗ 1 in the product basis (the
+/// impurity is first in the Jordan–Wigner order, so no sign), rotated into the eigenbases of
+/// both blocks, every part alike. The product operator is never formed: (X ⊗ 1)·U_right is
+/// assembled sub-block by sub-block.
+fn propagate(
+    eig: &[EigenBlock],
+    subs: &[SubBlocks],
+    kept: &HashMap<(usize, usize), MatJet>,
+    left: usize,
+    right: usize,
+    parts: usize,
+) -> MatJet {
+    let eb = &eig[right];
+    let (nl, nr) = (eig[left].dim(), eb.dim());
+    let rotate = |pick: &dyn Fn(&MatJet) -> &Mat<f64>| {
+        let mut du = Mat::<f64>::zeros(nl, nr);
+        for s in 0..subs[right].len() {
+            let (Some((kr, off_r)), Some((kl, off_l))) = (subs[right][s], subs[left][s]) else {
+                continue;
+            };
+            let Some(x) = kept.get(&(kl, kr)) else {
+                continue;
+            };
+            let x = pick(x);
+            gemm(
+                du.as_mut().submatrix_mut(off_l, 0, x.nrows(), nr),
+                true,
+                x.as_ref(),
+                eb.u.as_ref().submatrix(off_r, 0, x.ncols(), nr),
+                1.0,
+            );
+        }
+        mul(eig[left].u.as_ref().transpose(), du.as_ref())
+    };
+    MatJet {
+        v: rotate(&|x| &x.v),
+        p: (0..parts).map(|p| rotate(&|x| &x.p[p])).collect(),
+    }
+}
+
+/// The kept blocks of a shell, in the order the next shell's layout refers to them.
+fn compact_index(kept_blocks: &[usize]) -> Vec<Option<usize>> {
+    let mut compact = vec![None; kept_blocks.len()];
+    let mut next = 0;
+    for (b, &k) in kept_blocks.iter().enumerate() {
+        if k > 0 {
+            compact[b] = Some(next);
+            next += 1;
+        }
+    }
+    compact
+}
+
+/// The forward pass: run the iteration and keep, per shell, the eigenbases, the frames and the
+/// operators on all four blocks. `None` if the run was cancelled.
+pub(crate) fn forward(
+    run: &mut Run,
+    space: &LocalSpace,
+    trick: bool,
+    dirs: &Directions,
+) -> Option<Vec<StoredShell>> {
+    let parts = dirs.parts();
+    let mut shells: Vec<StoredShell> = Vec::new();
+    // X′_KK of d_σ and X_F in the solver's frame of the previous shell, keyed by (left, right)
+    // kept-block index
+    let mut kept_d: [HashMap<(usize, usize), MatJet>; 2] = [HashMap::new(), HashMap::new()];
+    let mut kept_f: [HashMap<(usize, usize), MatJet>; 2] = [HashMap::new(), HashMap::new()];
+    while let Some(shell) = run.next_raw_shell() {
+        let Shell {
+            n,
+            eig,
+            kept_blocks,
+            subs,
+            frames,
+            free_energy,
+            ..
+        } = shell;
+        let index: HashMap<Qn, usize> = eig.iter().enumerate().map(|(b, eb)| (eb.qn, b)).collect();
+        let block_frames: Vec<Option<BlockFrame>> = if parts == 0 {
+            eig.iter().map(|_| None).collect()
+        } else {
+            let indices: Vec<usize> = (0..eig.len()).collect();
+            map_largest_first(
+                &indices,
+                |&b| eig[b].dim(),
+                |&b| {
+                    let f = frames.as_ref().map(|f| &f[b]);
+                    Some(block_frame(&eig[b], kept_blocks[b], f, dirs))
+                },
+            )
+        };
+        // every operator job: (kind, σ, left, right); kind 0 = d, 1 = X_F
+        let mut initial: HashMap<(usize, usize, usize, usize), MatJet> = HashMap::new();
+        let mut jobs: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for kind in 0..(1 + trick as usize) {
+            for sigma in SPINS {
+                if n == 0 {
+                    let c = if kind == 0 {
+                        space.c(IMPURITY, sigma)
+                    } else {
+                        space.c(IMPURITY, sigma) * space.number(IMPURITY, 1 - sigma)
+                    };
+                    for (l, r, x) in initial_op(space, &c, &eig, &index, sigma, parts) {
+                        jobs.push((kind, sigma, l, r));
+                        initial.insert((kind, sigma, l, r), x);
+                    }
+                } else {
+                    let kept = if kind == 0 {
+                        &kept_d[sigma]
+                    } else {
+                        &kept_f[sigma]
+                    };
+                    for (l, r) in op_pairs(&eig, &subs, &index, kept, sigma) {
+                        jobs.push((kind, sigma, l, r));
+                    }
+                }
+            }
+        }
+        let compact = compact_index(&kept_blocks);
+        let results = map_largest_first(
+            &jobs,
+            |&(_, _, l, r)| eig[l].dim() * eig[r].dim(),
+            |&(kind, sigma, l, r)| {
+                let o = match initial.get(&(kind, sigma, l, r)) {
+                    Some(x) => x.clone(),
+                    None => {
+                        let kept = if kind == 0 {
+                            &kept_d[sigma]
+                        } else {
+                            &kept_f[sigma]
+                        };
+                        propagate(&eig, &subs, kept, l, r, parts)
+                    }
+                };
+                let (kl, kr) = (kept_blocks[l], kept_blocks[r]);
+                let kept_block = |w: &MatJet| match (compact[l], compact[r]) {
+                    (Some(a), Some(b)) => Some(((a, b), w.sub(0..kl, 0..kr))),
+                    _ => None,
+                };
+                let (fl, fr) = (block_frames[l].as_ref(), block_frames[r].as_ref());
+                // the solver's frame (whose kept block the next shell is built on), then the
+                // cluster frame (in which the poles are read)
+                let (next, x) = match (fl, fr) {
+                    (Some(fl), Some(fr)) => {
+                        let w = transform(&o, &KdGen { s: &fl.s }, &KdGen { s: &fr.s }, 1.0, dirs);
+                        let gl = BlockGen {
+                            gk: &fl.kf.g,
+                            gd: &fl.df.g,
+                        };
+                        let gr = BlockGen {
+                            gk: &fr.kf.g,
+                            gd: &fr.df.g,
+                        };
+                        (kept_block(&w), transform(&w, &gl, &gr, 1.0, dirs))
+                    }
+                    _ => (kept_block(&o), o),
+                };
+                (
+                    StoredOp {
+                        left: l,
+                        right: r,
+                        x,
+                    },
+                    next,
+                )
+            },
+        );
+        let mut d: [Vec<StoredOp>; 2] = [Vec::new(), Vec::new()];
+        let mut f: [Vec<StoredOp>; 2] = [Vec::new(), Vec::new()];
+        let mut next_d: [HashMap<(usize, usize), MatJet>; 2] = [HashMap::new(), HashMap::new()];
+        let mut next_f: [HashMap<(usize, usize), MatJet>; 2] = [HashMap::new(), HashMap::new()];
+        for (&(kind, sigma, _, _), (op, next)) in jobs.iter().zip(results) {
+            let (ops, nexts) = if kind == 0 {
+                (&mut d[sigma], &mut next_d[sigma])
+            } else {
+                (&mut f[sigma], &mut next_f[sigma])
+            };
+            ops.push(op);
+            if let Some((key, x)) = next {
+                nexts.insert(key, x);
+            }
+        }
+        kept_d = next_d;
+        kept_f = next_f;
+        let kept_total = kept_blocks.iter().sum();
+        let blocks = eig
+            .into_iter()
+            .zip(&kept_blocks)
+            .zip(block_frames)
+            .map(|((eb, &kept), frame)| StoredBlock {
+                energies: eb.energies,
+                u: eb.u,
+                kept,
+                frame,
+            })
+            .collect();
+        shells.push(StoredShell {
+            omega: free_energy.omega,
+            shift: free_energy.shift.value,
+            shift_parts: free_energy.shift.parts.clone(),
+            blocks,
+            subs,
+            d,
+            f,
+            kept_total,
+        });
+    }
+    (!run.is_cancelled()).then_some(shells)
+}
+
+/// ln Σ exp(x_i) without overflow (−∞ for an empty sum).
+fn log_sum_exp(x: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = x.clone().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    m + x.map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// Physical energies −ℰ/T of the discarded states of one block.
+fn discarded_exponents(sh: &StoredShell, b: &StoredBlock, t: f64) -> Vec<f64> {
+    b.energies[b.kept..]
+        .iter()
+        .map(|&e| -(sh.omega * e + sh.shift) / t)
+        .collect()
+}
+
+/// The parts of ln Tr_{D_N} e^{−ω_N H̃_DD/T} of one shell (design note §2, "FDM weights"):
+///   (ln t)^i  = −(ω/T) Σ_r p_r H̃^i_rr,
+///   (ln t)^ij = −(ω/T) Σ_r p_r H̃^ij_rr + (ω/T)² Σ_c Σ_{r,q∈c} p_min exprel(−|x_r − x_q|/T)
+///               H̃^i_rq H̃^j_qr − (ln t)^i (ln t)^j,
+/// p_r = e^{−(x_r − x_min)/T} / Σ the Boltzmann weights of the discarded states, x = ω_N E.
+fn log_trace_parts(sh: &StoredShell, t: f64, dirs: &Directions) -> Vec<f64> {
+    let parts = dirs.parts();
+    let m = dirs.first();
+    let x_min = sh
+        .blocks
+        .iter()
+        .filter_map(|b| b.energies.get(b.kept).copied())
+        .fold(f64::INFINITY, f64::min)
+        * sh.omega;
+    let mut total = 0.0;
+    let mut first = vec![0.0; parts];
+    let mut second = vec![0.0; dirs.pairs().len()];
+    for b in &sh.blocks {
+        let Some(fr) = b.frame.as_ref() else { continue };
+        let e = &b.energies[b.kept..];
+        let p: Vec<f64> = e
+            .iter()
+            .map(|&x| (-(sh.omega * x - x_min) / t).exp())
+            .collect();
+        total += p.iter().sum::<f64>();
+        for (c, r) in fr.df.ranges.iter().enumerate() {
+            for (ii, i) in r.clone().enumerate() {
+                for x in 0..parts {
+                    first[x] += p[i] * fr.df.h[x][c][(ii, ii)];
+                }
+            }
+            for (q, &(a, bb)) in dirs.pairs().iter().enumerate() {
+                let (ha, hb) = (&fr.df.h[a][c], &fr.df.h[bb][c]);
+                for (ii, i) in r.clone().enumerate() {
+                    for (kk, k) in r.clone().enumerate() {
+                        let lo = if e[i] <= e[k] { i } else { k };
+                        let z = -(sh.omega * (e[i] - e[k])).abs() / t;
+                        second[q] += p[lo] * exprel(z) * ha[(ii, kk)] * hb[(kk, ii)];
+                    }
+                }
+            }
+        }
+    }
+    if total == 0.0 {
+        return vec![0.0; parts];
+    }
+    let w = sh.omega / t;
+    let mut out: Vec<f64> = first.iter().map(|f| -w * f / total).collect();
+    for (q, &(a, b)) in dirs.pairs().iter().enumerate() {
+        out[m + q] += w * w * second[q] / total - out[a] * out[b];
+    }
+    out
+}
+
+/// What the backward pass returns.
+pub(crate) struct Backward<S> {
+    /// Per spin: the sink of d's poles and, with the trick, of X_F's.
+    pub sinks: [S; 2],
+    pub sinks_f: Option<[S; 2]>,
+    pub sums: [PoleSums; 2],
+    /// w_N of every shell (Σ = 1) and their parts (per shell, per part).
+    pub weights: Vec<f64>,
+    pub weight_parts: Vec<Vec<f64>>,
+    /// max_N |Tr R_{N−1} − Σ_{M≥N} w_M|, and the same for every part.
+    pub trace_residual: f64,
+    pub trace_residual_parts: Vec<f64>,
+}
+
+/// Jobs of one chunk of pole work are run in parallel and merged in their fixed order: the
+/// result does not depend on the number of threads, and at most this many partial sinks exist.
+const POLE_CHUNK: usize = 4;
+
+/// The backward pass: weights, density matrices, poles into copies of `template` (`None` if
+/// cancelled).
+pub(crate) fn backward<S: PoleSink + Sync>(
+    shells: &[StoredShell],
+    t: f64,
+    dirs: &Directions,
+    template: &S,
+    trick: bool,
+    cancel: &AtomicBool,
+) -> Option<Backward<S>> {
+    let parts = dirs.parts();
+    let m = dirs.first();
+    let n_max = shells.len() - 1;
+    let ln4 = 4f64.ln();
+    // ln(4^{N_max−N} Z̃_N), with Z̃_N = Tr_{D_N} e^{−ℰ/T} (E_ref = 0; it cancels in w_N, ρ^D)
+    let ln_mz: Vec<f64> = shells
+        .iter()
+        .enumerate()
+        .map(|(n, sh)| {
+            let x: Vec<f64> = sh
+                .blocks
+                .iter()
+                .flat_map(|b| discarded_exponents(sh, b, t))
+                .collect();
+            (n_max - n) as f64 * ln4 + log_sum_exp(x.iter().copied())
+        })
+        .collect();
+    let mut ln_z = log_sum_exp(ln_mz.iter().copied());
+    let mut weights: Vec<f64> = ln_mz.iter().map(|&l| (l - ln_z).exp()).collect();
+    // The exponents are of order |ℰ|/T (10³ and more), so each w_N carries a relative round-off
+    // of ~|ℰ|/T·ε and Σ w_N misses 1 by ~1e-13. Folding the measured sum into Z makes the
+    // normalization exact to the last bits (it is a multiplicative correction of 1 + O(1e-13)).
+    let total: f64 = weights.iter().sum();
+    ln_z += total.ln();
+    weights.iter_mut().for_each(|w| *w /= total);
+
+    // the parts: ℓ_N = ln 4^{N_max−N} − C_N/T + ln t_N, ln Z = ln Σ e^{ℓ_N}, w_N = e^{ℓ_N − ln Z},
+    // and the prefactor of ρ^D_N, L_N = ln 4^{N_max−N} − ln Z − C_N/T
+    let ell: Vec<Vec<f64>> = shells
+        .iter()
+        .map(|sh| {
+            let lt = log_trace_parts(sh, t, dirs);
+            (0..parts).map(|x| lt[x] - sh.shift_parts[x] / t).collect()
+        })
+        .collect();
+    let mut lnz_parts = vec![0.0; parts];
+    for (w, l) in weights.iter().zip(&ell) {
+        for x in 0..m {
+            lnz_parts[x] += w * l[x];
+        }
+        for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+            lnz_parts[m + q] += w * (l[m + q] + l[i] * l[j]);
+        }
+    }
+    for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+        lnz_parts[m + q] -= lnz_parts[i] * lnz_parts[j];
+    }
+    let weight_parts: Vec<Vec<f64>> = weights
+        .iter()
+        .zip(&ell)
+        .map(|(&w, l)| {
+            let d: Vec<f64> = (0..parts).map(|x| l[x] - lnz_parts[x]).collect();
+            let mut out: Vec<f64> = (0..m).map(|x| w * d[x]).collect();
+            for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+                out.push(w * (d[m + q] + d[i] * d[j]));
+            }
+            out
+        })
+        .collect();
+
+    let mut sinks = [template.empty_like(), template.empty_like()];
+    let mut sinks_f = trick.then(|| [template.empty_like(), template.empty_like()]);
+    let mut sums = [PoleSums::new(parts), PoleSums::new(parts)];
+    let mut trace_residual = 0.0f64;
+    let mut trace_residual_parts = vec![0.0f64; parts];
+    // R_N per block of the current shell (k_b × k_b, solver's frame); empty at the last shell
+    let mut r: Vec<MatJet> = shells[n_max]
+        .blocks
+        .iter()
+        .map(|b| MatJet::zeros(b.kept, b.kept, parts))
+        .collect();
+    let none: Vec<Mat<f64>> = (0..parts).map(|_| Mat::zeros(0, 0)).collect();
+    let empty = BlockClusters::default();
+    for n in (0..=n_max).rev() {
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        let sh = &shells[n];
+        let ln_pref = (n_max - n) as f64 * ln4 - ln_z;
+        let l_parts: Vec<f64> = (0..parts)
+            .map(|x| -lnz_parts[x] - sh.shift_parts[x] / t)
+            .collect();
+        // the density matrix of every block in the cluster frame
+        let indices: Vec<usize> = (0..sh.blocks.len()).collect();
+        let rho: Vec<BlockRho> = map_largest_first(
+            &indices,
+            |&b| sh.blocks[b].energies.len(),
+            |&b| {
+                let blk = &sh.blocks[b];
+                let d: Vec<f64> = discarded_exponents(sh, blk, t)
+                    .into_iter()
+                    .map(|x| (x + ln_pref).exp())
+                    .collect();
+                match blk.frame.as_ref() {
+                    None => BlockRho {
+                        r: r[b].clone(),
+                        d,
+                        d_ranges: Vec::new(),
+                        d_parts: Vec::new(),
+                    },
+                    Some(fr) => {
+                        let x: Vec<f64> = blk.energies[blk.kept..]
+                            .iter()
+                            .map(|&e| sh.omega * e)
+                            .collect();
+                        let d_parts = discarded_parts(&d, &x, t, sh.omega, &fr.df, &l_parts, dirs);
+                        let g = BlockGen {
+                            gk: &fr.kf.g,
+                            gd: &none,
+                        };
+                        BlockRho {
+                            r: transform(&r[b], &g, &g, 1.0, dirs),
+                            d,
+                            d_ranges: fr.df.ranges.clone(),
+                            d_parts,
+                        }
+                    }
+                }
+            },
+        );
+        // the poles: every operator of both spins, in chunks merged in a fixed order
+        let jobs: Vec<(usize, usize)> = SPINS
+            .iter()
+            .flat_map(|&s| (0..sh.d[s].len()).map(move |i| (s, i)))
+            .collect();
+        for chunk in jobs.chunks(POLE_CHUNK) {
+            let partial = map_largest_first_until(
+                chunk,
+                |&(s, i)| {
+                    let op = &sh.d[s][i];
+                    sh.blocks[op.left].energies.len() * sh.blocks[op.right].energies.len()
+                },
+                |&(s, i)| {
+                    let op = &sh.d[s][i];
+                    let f = sh.f[s]
+                        .iter()
+                        .find(|o| o.left == op.left && o.right == op.right)
+                        .filter(|_| trick);
+                    let view = |b: usize| BlockView {
+                        energies: &sh.blocks[b].energies,
+                        kept: sh.blocks[b].kept,
+                        rho: &rho[b],
+                        clusters: sh.blocks[b].frame.as_ref().map_or(&empty, |f| &f.clusters),
+                    };
+                    let mut sink = template.empty_like();
+                    let mut sink_f = f.map(|_| template.empty_like());
+                    let mut s_sums = PoleSums::new(parts);
+                    pair_poles(
+                        sh.omega,
+                        t,
+                        &view(op.left),
+                        &view(op.right),
+                        &op.x,
+                        f.map(|o| &o.x),
+                        dirs,
+                        &mut sink,
+                        sink_f.as_mut(),
+                        &mut s_sums,
+                    );
+                    (sink, sink_f, s_sums)
+                },
+                Some(cancel),
+            )?;
+            for (&(s, _), (sink, sink_f, s_sums)) in chunk.iter().zip(partial) {
+                sinks[s].merge(&sink, 1.0);
+                if let (Some(all), Some(one)) = (sinks_f.as_mut(), sink_f.as_ref()) {
+                    all[s].merge(one, 1.0);
+                }
+                sums[s].merge(&s_sums, 1.0);
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        // the sweep to shell N−1: R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
+        let prev = &shells[n - 1];
+        let kept_prev: Vec<usize> = prev
+            .blocks
+            .iter()
+            .map(|b| b.kept)
+            .filter(|&k| k > 0)
+            .collect();
+        // ρ in the eigenbasis of each block, every part (the value is R ⊕ ρ^D)
+        let rho_u: Vec<Option<MatJet>> = if parts == 0 {
+            sh.blocks.iter().map(|_| None).collect()
+        } else {
+            map_largest_first(
+                &indices,
+                |&b| sh.blocks[b].energies.len(),
+                |&b| {
+                    let blk = &sh.blocks[b];
+                    let fr = blk.frame.as_ref()?;
+                    let (k, nb) = (blk.kept, blk.energies.len());
+                    let d = nb - k;
+                    // ρ̃^D (cluster frame) as a dense jet, back to the solver's frame
+                    let mut dense = MatJet::zeros(d, d, parts);
+                    for i in 0..d {
+                        dense.v[(i, i)] = rho[b].d[i];
+                    }
+                    for x in 0..parts {
+                        for (rg, blkm) in rho[b].d_ranges.iter().zip(&rho[b].d_parts[x]) {
+                            for (jj, j) in rg.clone().enumerate() {
+                                for (ii, i) in rg.clone().enumerate() {
+                                    dense.p[x][(i, j)] = blkm[(ii, jj)];
+                                }
+                            }
+                        }
+                    }
+                    let gd = BlockGen {
+                        gk: &none,
+                        gd: &fr.df.g,
+                    };
+                    let dw = transform(&dense, &gd, &gd, -1.0, dirs);
+                    let mut full = MatJet::zeros(nb, nb, parts);
+                    for x in 0..=parts {
+                        let (dst, a, bm) = if x == 0 {
+                            (&mut full.v, &r[b].v, &dw.v)
+                        } else {
+                            (&mut full.p[x - 1], &r[b].p[x - 1], &dw.p[x - 1])
+                        };
+                        dst.as_mut().submatrix_mut(0, 0, k, k).copy_from(a);
+                        dst.as_mut().submatrix_mut(k, k, d, d).copy_from(bm);
+                    }
+                    let kd = KdGen { s: &fr.s };
+                    Some(transform(&full, &kd, &kd, -1.0, dirs))
+                },
+            )
+        };
+        let mut r_prev: Vec<MatJet> = kept_prev
+            .iter()
+            .map(|&k| MatJet::zeros(k, k, parts))
+            .collect();
+        for (p, b) in sh.blocks.iter().enumerate() {
+            for &(kc, off) in sh.subs[p].iter().flatten() {
+                let mm = kept_prev[kc];
+                let nb = b.energies.len();
+                let v = b.u.as_ref().submatrix(off, 0, mm, nb);
+                let (vk, vd) = (v.subcols(0, b.kept), v.subcols(b.kept, nb - b.kept));
+                let t1 = mul(vk, r[p].v.as_ref());
+                gemm(
+                    r_prev[kc].v.as_mut(),
+                    true,
+                    t1.as_ref(),
+                    vk.transpose(),
+                    1.0,
+                );
+                let rd = &rho[p].d;
+                let t2 = Mat::<f64>::from_fn(mm, nb - b.kept, |i, j| vd[(i, j)] * rd[j]);
+                gemm(
+                    r_prev[kc].v.as_mut(),
+                    true,
+                    t2.as_ref(),
+                    vd.transpose(),
+                    1.0,
+                );
+                if let Some(ru) = rho_u[p].as_ref() {
+                    for x in 0..parts {
+                        let t3 = mul(v, ru.p[x].as_ref());
+                        gemm(
+                            r_prev[kc].p[x].as_mut(),
+                            true,
+                            t3.as_ref(),
+                            v.transpose(),
+                            1.0,
+                        );
+                    }
+                }
+            }
+        }
+        let expected: f64 = weights[n..].iter().sum();
+        let trace = |pick: &dyn Fn(&MatJet) -> &Mat<f64>| -> f64 {
+            r_prev
+                .iter()
+                .map(|j| {
+                    let mm = pick(j);
+                    (0..mm.nrows()).map(|i| mm[(i, i)]).sum::<f64>()
+                })
+                .sum()
+        };
+        trace_residual = trace_residual.max((trace(&|j| &j.v) - expected).abs());
+        for x in 0..parts {
+            let expected: f64 = weight_parts[n..].iter().map(|w| w[x]).sum();
+            let got = trace(&|j| &j.p[x]);
+            trace_residual_parts[x] = trace_residual_parts[x].max((got - expected).abs());
+        }
+        // back to block indexing of shell N−1 (blocks with nothing kept get 0×0)
+        let mut it = r_prev.into_iter();
+        r = prev
+            .blocks
+            .iter()
+            .map(|b| {
+                if b.kept > 0 {
+                    it.next().expect("one R per kept block")
+                } else {
+                    MatJet::zeros(0, 0, parts)
+                }
+            })
+            .collect();
+    }
+    Some(Backward {
+        sinks,
+        sinks_f,
+        sums,
+        weights,
+        weight_parts,
+        trace_residual,
+        trace_residual_parts,
+    })
+}

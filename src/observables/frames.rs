@@ -1,0 +1,718 @@
+//! Matrices with derivative parts and the changes of frame that the spectral function's
+//! derivatives go through (design note `spectral-derivatives.md`, §2 and §4, Steps 1–3).
+//!
+//! - [`MatJet`]: a matrix with derivative parts in the layout of [`Directions`].
+//! - [`transform`]: X = e^{−S_L} O e^{S_R} for an antisymmetric generator S without a value
+//!   part (e^S = I + S^i + S^ij + ½{S^i, S^j}, the solver's convention), to second order:
+//!
+//!       X^i  = O^i + Z_i,    Z_i = ad_i(O),   ad_x(M) := M S^x_R − S^x_L M
+//!       X^ij = O^ij + ad_j(O^i + ½Z_i) + ad_i(O^j + ½Z_j) + ad_ij(O)
+//!
+//!   Expanded, this is the note's X′^ab of §2; written with ad it costs three commutators per
+//!   pair instead of ten products, and the same function serves every frame change: the
+//!   operator into the solver's frame W = e^S (generator [`KdGen`]), into the cluster frame e^G
+//!   ([`BlockGen`]), and the density matrix back (sign −1: e^{S} ρ e^{−S}).
+//! - [`cluster_frame`]: the cluster Schrieffer–Wolff generator G of one subspace (K or D) of a
+//!   block and the cluster-block-diagonal H̃ = e^{−G} H′ e^{G} (Step 2). Clusters are
+//!   [`crate::cluster`]'s, so exact and round-off degeneracies are one object, as everywhere else.
+//!
+//! The value part never changes in a frame change (the generators have none), so a plain run and
+//! the real part of a dual run see the very same numbers.
+
+use crate::cluster;
+use crate::jet::Directions;
+use crate::linalg::gemm;
+use faer::{Mat, MatMut, MatRef};
+use std::ops::Range;
+
+/// A matrix with derivative parts (first-order parts, then pairs, as in [`Directions`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatJet {
+    pub v: Mat<f64>,
+    pub p: Vec<Mat<f64>>,
+}
+
+impl MatJet {
+    /// `v` with `parts` zero parts.
+    pub fn constant(v: Mat<f64>, parts: usize) -> MatJet {
+        let (r, c) = (v.nrows(), v.ncols());
+        MatJet {
+            v,
+            p: (0..parts).map(|_| Mat::zeros(r, c)).collect(),
+        }
+    }
+
+    pub fn zeros(rows: usize, cols: usize, parts: usize) -> MatJet {
+        MatJet::constant(Mat::zeros(rows, cols), parts)
+    }
+
+    pub fn nrows(&self) -> usize {
+        self.v.nrows()
+    }
+
+    pub fn ncols(&self) -> usize {
+        self.v.ncols()
+    }
+
+    /// The sub-matrix (rows, cols) of every part.
+    pub fn sub(&self, rows: Range<usize>, cols: Range<usize>) -> MatJet {
+        let cut = |m: &Mat<f64>| {
+            m.as_ref()
+                .submatrix(rows.start, cols.start, rows.len(), cols.len())
+                .to_owned()
+        };
+        MatJet {
+            v: cut(&self.v),
+            p: self.p.iter().map(cut).collect(),
+        }
+    }
+
+    /// Bytes of all parts.
+    pub fn bytes(&self) -> usize {
+        8 * self.nrows() * self.ncols() * (1 + self.p.len())
+    }
+}
+
+/// One term of the product rule: (part of a, part of b), `None` for the value.
+pub type Term = (Option<usize>, Option<usize>);
+
+/// The terms of part `x` of a product a·b by the hyper-dual product rule, as (part of a, part
+/// of b) with `None` for the value: x = i gives a⁰b^i + a^i b⁰, a pair x = (i, j) gives
+/// a⁰b^x + a^x b⁰ + a^i b^j + a^j b^i (twice a^i b^i for i = j). Returns the terms and their count.
+pub fn product_terms(dirs: &Directions, x: usize) -> ([Term; 4], usize) {
+    let m = dirs.first();
+    let mut t = [(None, None); 4];
+    t[0] = (None, Some(x));
+    t[1] = (Some(x), None);
+    if x < m {
+        return (t, 2);
+    }
+    let (i, j) = dirs.pairs()[x - m];
+    t[2] = (Some(i), Some(j));
+    t[3] = (Some(j), Some(i));
+    (t, 4)
+}
+
+impl MatJet {
+    /// The value (`None`) or part `x`.
+    pub fn part(&self, x: Option<usize>) -> &Mat<f64> {
+        x.map_or(&self.v, |x| &self.p[x])
+    }
+}
+
+/// dst += c·(a·b) as jets: every part by the hyper-dual product rule, the value too when
+/// `value` (the value part is left alone otherwise, for callers that compute it their own way).
+pub fn mul_add(
+    dst: &mut MatJet,
+    at: (usize, usize),
+    a: &MatJet,
+    b: &MatJet,
+    c: f64,
+    dirs: &Directions,
+    value: bool,
+) {
+    let (r, k) = (a.nrows(), b.ncols());
+    if r == 0 || k == 0 || a.ncols() == 0 {
+        return;
+    }
+    fn view(m: &mut Mat<f64>, at: (usize, usize), r: usize, k: usize) -> MatMut<'_, f64> {
+        m.as_mut().submatrix_mut(at.0, at.1, r, k)
+    }
+    let m = dirs.first();
+    if value {
+        gemm(
+            view(&mut dst.v, at, r, k),
+            true,
+            a.v.as_ref(),
+            b.v.as_ref(),
+            c,
+        );
+    }
+    for i in 0..m {
+        gemm(
+            view(&mut dst.p[i], at, r, k),
+            true,
+            a.v.as_ref(),
+            b.p[i].as_ref(),
+            c,
+        );
+        gemm(
+            view(&mut dst.p[i], at, r, k),
+            true,
+            a.p[i].as_ref(),
+            b.v.as_ref(),
+            c,
+        );
+    }
+    for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+        let x = m + q;
+        gemm(
+            view(&mut dst.p[x], at, r, k),
+            true,
+            a.v.as_ref(),
+            b.p[x].as_ref(),
+            c,
+        );
+        gemm(
+            view(&mut dst.p[x], at, r, k),
+            true,
+            a.p[x].as_ref(),
+            b.v.as_ref(),
+            c,
+        );
+        gemm(
+            view(&mut dst.p[x], at, r, k),
+            true,
+            a.p[i].as_ref(),
+            b.p[j].as_ref(),
+            c,
+        );
+        gemm(
+            view(&mut dst.p[x], at, r, k),
+            true,
+            a.p[j].as_ref(),
+            b.p[i].as_ref(),
+            c,
+        );
+    }
+}
+
+/// An antisymmetric generator S (no value part) acting on matrices from either side.
+pub trait Generator: Sync {
+    /// dst += c·S^part·x.
+    fn left(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>);
+    /// dst += c·x·S^part.
+    fn right(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>);
+}
+
+/// The solver's kept–discarded decoupling: S = [[0, s], [−sᵀ, 0]] with s = S_KD (k×d) per part.
+pub struct KdGen<'a> {
+    pub s: &'a [Mat<f64>],
+}
+
+impl Generator for KdGen<'_> {
+    fn left(&self, part: usize, x: MatRef<'_, f64>, c: f64, mut dst: MatMut<'_, f64>) {
+        let s = self.s[part].as_ref();
+        let (k, d) = (s.nrows(), s.ncols());
+        if k == 0 || d == 0 || x.ncols() == 0 {
+            return;
+        }
+        // (S x)_K = s x_D, (S x)_D = −sᵀ x_K
+        gemm(dst.as_mut().subrows_mut(0, k), true, s, x.subrows(k, d), c);
+        gemm(
+            dst.subrows_mut(k, d),
+            true,
+            s.transpose(),
+            x.subrows(0, k),
+            -c,
+        );
+    }
+
+    fn right(&self, part: usize, x: MatRef<'_, f64>, c: f64, mut dst: MatMut<'_, f64>) {
+        let s = self.s[part].as_ref();
+        let (k, d) = (s.nrows(), s.ncols());
+        if k == 0 || d == 0 || x.nrows() == 0 {
+            return;
+        }
+        // (x S)_{·K} = −x_D sᵀ, (x S)_{·D} = x_K s
+        gemm(
+            dst.as_mut().subcols_mut(0, k),
+            true,
+            x.subcols(k, d),
+            s.transpose(),
+            -c,
+        );
+        gemm(dst.subcols_mut(k, d), true, x.subcols(0, k), s, c);
+    }
+}
+
+/// A generator block-diagonal in K ⊕ D: the cluster generator, dense k×k and d×d per part.
+pub struct BlockGen<'a> {
+    pub gk: &'a [Mat<f64>],
+    pub gd: &'a [Mat<f64>],
+}
+
+impl Generator for BlockGen<'_> {
+    fn left(&self, part: usize, x: MatRef<'_, f64>, c: f64, mut dst: MatMut<'_, f64>) {
+        let (gk, gd) = (self.gk[part].as_ref(), self.gd[part].as_ref());
+        let (k, d) = (gk.nrows(), gd.nrows());
+        if x.ncols() == 0 {
+            return;
+        }
+        if k > 0 {
+            gemm(dst.as_mut().subrows_mut(0, k), true, gk, x.subrows(0, k), c);
+        }
+        if d > 0 {
+            gemm(dst.subrows_mut(k, d), true, gd, x.subrows(k, d), c);
+        }
+    }
+
+    fn right(&self, part: usize, x: MatRef<'_, f64>, c: f64, mut dst: MatMut<'_, f64>) {
+        let (gk, gd) = (self.gk[part].as_ref(), self.gd[part].as_ref());
+        let (k, d) = (gk.nrows(), gd.nrows());
+        if x.nrows() == 0 {
+            return;
+        }
+        if k > 0 {
+            gemm(dst.as_mut().subcols_mut(0, k), true, x.subcols(0, k), gk, c);
+        }
+        if d > 0 {
+            gemm(dst.subcols_mut(k, d), true, x.subcols(k, d), gd, c);
+        }
+    }
+}
+
+/// e^{−σS_L} O e^{σS_R} to second order (σ = ±1; see the module documentation). The value part
+/// is copied unchanged.
+pub fn transform(
+    o: &MatJet,
+    left: &dyn Generator,
+    right: &dyn Generator,
+    sign: f64,
+    dirs: &Directions,
+) -> MatJet {
+    let (r, c) = (o.nrows(), o.ncols());
+    // dst += w·σ·ad_part(x)
+    let ad = |dst: &mut Mat<f64>, x: MatRef<'_, f64>, part: usize, w: f64| {
+        right.right(part, x, w * sign, dst.as_mut());
+        left.left(part, x, -w * sign, dst.as_mut());
+    };
+    let m = dirs.first();
+    let mut p: Vec<Mat<f64>> = Vec::with_capacity(o.p.len());
+    // O^i + ½Z_i, needed by the pairs that contain i
+    let mut half: Vec<Option<Mat<f64>>> = Vec::with_capacity(m);
+    for i in 0..m {
+        let mut z = Mat::<f64>::zeros(r, c);
+        ad(&mut z, o.v.as_ref(), i, 1.0);
+        half.push(dirs.in_pair(i).then(|| {
+            let mut h = o.p[i].clone();
+            h += faer::Scale(0.5) * &z;
+            h
+        }));
+        z += &o.p[i];
+        p.push(z);
+    }
+    for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+        let mut x = o.p[m + q].clone();
+        let hi = half[i].as_ref().expect("direction in a pair").as_ref();
+        if i == j {
+            ad(&mut x, hi, i, 2.0);
+        } else {
+            let hj = half[j].as_ref().expect("direction in a pair").as_ref();
+            ad(&mut x, hi, j, 1.0);
+            ad(&mut x, hj, i, 1.0);
+        }
+        ad(&mut x, o.v.as_ref(), m + q, 1.0);
+        p.push(x);
+    }
+    MatJet { v: o.v.clone(), p }
+}
+
+/// The cluster frame of one subspace (K or D) of a block (Step 2 of the design note).
+#[derive(Debug, Clone)]
+pub struct ClusterFrame {
+    /// The clusters, as index ranges of the subspace.
+    pub ranges: Vec<Range<usize>>,
+    /// G^x per part: antisymmetric, zero on the clusters' diagonal blocks.
+    pub g: Vec<Mat<f64>>,
+    /// H̃^x per part and cluster (the cluster's diagonal block), rescaled units.
+    pub h: Vec<Vec<Mat<f64>>>,
+}
+
+/// The cluster Schrieffer–Wolff generator of one subspace with ascending `energies` and
+/// Hamiltonian parts `parts` (H′^x in the solver's frame, symmetric). With A = H′^i, B = H′^j,
+/// C = H′^ij, subscripts c (cluster-diagonal blocks) and o (the rest), and r, q in different
+/// clusters:
+///
+///     G^i_rq  = A_rq/(E_q − E_r),                 H̃^i = A_c
+///     N       = C + [A_c + ½A_o, G^j] + [B_c + ½B_o, G^i]
+///     G^ij_rq = N_rq/(E_q − E_r),                 H̃^ij = N_c
+///
+/// so that e^{−G}H′e^{G} is cluster-block-diagonal to second order. The only divisions are by
+/// gaps between clusters, ≥ [`cluster::TOL`].
+pub fn cluster_frame(energies: &[f64], parts: &[Mat<f64>], dirs: &Directions) -> ClusterFrame {
+    let n = energies.len();
+    let e = energies;
+    let ranges = cluster::split(energies);
+    let mut id = vec![0usize; n];
+    for (c, r) in ranges.iter().enumerate() {
+        for i in r.clone() {
+            id[i] = c;
+        }
+    }
+    let divide = |x: &Mat<f64>| {
+        Mat::<f64>::from_fn(n, n, |r, q| {
+            if id[r] == id[q] {
+                0.0
+            } else {
+                x[(r, q)] / (e[q] - e[r])
+            }
+        })
+    };
+    let blocks = |x: &Mat<f64>| -> Vec<Mat<f64>> {
+        ranges
+            .iter()
+            .map(|r| {
+                x.as_ref()
+                    .submatrix(r.start, r.start, r.len(), r.len())
+                    .to_owned()
+            })
+            .collect()
+    };
+    let m = dirs.first();
+    let mut g = Vec::with_capacity(parts.len());
+    let mut h = Vec::with_capacity(parts.len());
+    let mut half: Vec<Option<Mat<f64>>> = Vec::with_capacity(m);
+    for i in 0..m {
+        g.push(divide(&parts[i]));
+        h.push(blocks(&parts[i]));
+        half.push(dirs.in_pair(i).then(|| {
+            Mat::from_fn(n, n, |r, q| {
+                let a = parts[i][(r, q)];
+                if id[r] == id[q] { a } else { 0.5 * a }
+            })
+        }));
+    }
+    for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
+        let mut nm = parts[m + p].clone();
+        if n > 0 {
+            // [M, G] = MG + (MG)ᵀ for symmetric M and antisymmetric G
+            let mi = half[i].as_ref().expect("direction in a pair");
+            let mut prod = Mat::<f64>::zeros(n, n);
+            if i == j {
+                gemm(prod.as_mut(), false, mi.as_ref(), g[i].as_ref(), 2.0);
+            } else {
+                let mj = half[j].as_ref().expect("direction in a pair");
+                gemm(prod.as_mut(), false, mi.as_ref(), g[j].as_ref(), 1.0);
+                gemm(prod.as_mut(), true, mj.as_ref(), g[i].as_ref(), 1.0);
+            }
+            for c in 0..n {
+                for r in 0..n {
+                    nm[(r, c)] += prod[(r, c)] + prod[(c, r)];
+                }
+            }
+        }
+        g.push(divide(&nm));
+        h.push(blocks(&nm));
+    }
+    ClusterFrame { ranges, g, h }
+}
+
+/// A cluster-block-diagonal matrix over a whole block (K clusters, then D clusters), per part:
+/// the cluster frame's H̃^x, which moves the poles.
+#[derive(Debug, Clone, Default)]
+pub struct BlockClusters {
+    pub ranges: Vec<Range<usize>>,
+    /// Per part, per cluster.
+    pub h: Vec<Vec<Mat<f64>>>,
+    /// Per part, the value of every single-state cluster on the diagonal (0 for the states of
+    /// larger clusters): most clusters are single states, and they act by scaling.
+    diag: Vec<Vec<f64>>,
+    /// The clusters of more than one state.
+    multi: Vec<usize>,
+}
+
+impl BlockClusters {
+    /// K's clusters followed by D's (offset by k).
+    pub fn join(kept: &ClusterFrame, discarded: &ClusterFrame, k: usize) -> BlockClusters {
+        let ranges: Vec<Range<usize>> = kept
+            .ranges
+            .iter()
+            .cloned()
+            .chain(discarded.ranges.iter().map(|r| r.start + k..r.end + k))
+            .collect();
+        let h: Vec<Vec<Mat<f64>>> = kept
+            .h
+            .iter()
+            .zip(&discarded.h)
+            .map(|(a, b)| a.iter().chain(b).cloned().collect())
+            .collect();
+        let n = ranges.last().map_or(0, |r| r.end);
+        let diag = h
+            .iter()
+            .map(|blocks| {
+                let mut d = vec![0.0; n];
+                for (r, b) in ranges.iter().zip(blocks) {
+                    if r.len() == 1 {
+                        d[r.start] = b[(0, 0)];
+                    }
+                }
+                d
+            })
+            .collect();
+        let multi = (0..ranges.len()).filter(|&c| ranges[c].len() > 1).collect();
+        BlockClusters {
+            ranges,
+            h,
+            diag,
+            multi,
+        }
+    }
+
+    /// dst = c·(z·B_R − B_L·z) for the part `part` of `left` (rows) and `right` (columns):
+    /// the commutator-like action that moves poles, O(rows·cols·cluster size).
+    pub fn ad_into(
+        left: &BlockClusters,
+        right: &BlockClusters,
+        part: usize,
+        z: MatRef<'_, f64>,
+        c: f64,
+        dst: &mut Mat<f64>,
+    ) {
+        let rows = z.nrows();
+        let (dl, dr) = (&left.diag[part], &right.diag[part]);
+        // single-state clusters on both sides: a scaling of every entry
+        for j in 0..z.ncols() {
+            let out = dst.col_as_slice_mut(j);
+            let zc = z.col(j);
+            let b = dr[j];
+            for i in 0..rows {
+                out[i] = c * (zc[i] * b - dl[i] * zc[i]);
+            }
+        }
+        for &cl in &right.multi {
+            let (r, b) = (&right.ranges[cl], &right.h[part][cl]);
+            for (jj, j) in r.clone().enumerate() {
+                for i in 0..rows {
+                    let mut s = 0.0;
+                    for (ll, l) in r.clone().enumerate() {
+                        s += z[(i, l)] * b[(ll, jj)];
+                    }
+                    dst[(i, j)] += c * s;
+                }
+            }
+        }
+        for &cl in &left.multi {
+            let (r, b) = (&left.ranges[cl], &left.h[part][cl]);
+            for j in 0..z.ncols() {
+                for (ii, i) in r.clone().enumerate() {
+                    let mut s = 0.0;
+                    for (ll, l) in r.clone().enumerate() {
+                        s += b[(ii, ll)] * z[(l, j)];
+                    }
+                    dst[(i, j)] -= c * s;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The closed forms against brute-force hyper-dual products of dense matrices.
+    use super::*;
+    use crate::linalg::mul;
+    use crate::model::Variable;
+
+    fn random(n: usize, m: usize, seed: &mut u64) -> Mat<f64> {
+        Mat::from_fn(n, m, |_, _| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        })
+    }
+
+    fn antisym(n: usize, seed: &mut u64) -> Mat<f64> {
+        let a = random(n, n, seed);
+        Mat::from_fn(n, n, |i, j| a[(i, j)] - a[(j, i)])
+    }
+
+    fn sym(n: usize, seed: &mut u64) -> Mat<f64> {
+        let a = random(n, n, seed);
+        Mat::from_fn(n, n, |i, j| a[(i, j)] + a[(j, i)])
+    }
+
+    /// Hyper-dual matrix in two directions: [value, a, b, ab].
+    type Hd = [Mat<f64>; 4];
+
+    fn hd_mul(x: &Hd, y: &Hd) -> Hd {
+        let m = |a: &Mat<f64>, b: &Mat<f64>| mul(a.as_ref(), b.as_ref());
+        [
+            m(&x[0], &y[0]),
+            m(&x[0], &y[1]) + m(&x[1], &y[0]),
+            m(&x[0], &y[2]) + m(&x[2], &y[0]),
+            m(&x[0], &y[3]) + m(&x[1], &y[2]) + m(&x[2], &y[1]) + m(&x[3], &y[0]),
+        ]
+    }
+
+    /// e^{σS} = I + σS^a + σS^b + σS^ab + ½{S^a, S^b}.
+    fn exp(s: &[Mat<f64>; 3], sign: f64) -> Hd {
+        let n = s[0].nrows();
+        let anti = mul(s[0].as_ref(), s[1].as_ref()) + mul(s[1].as_ref(), s[0].as_ref());
+        [
+            Mat::identity(n, n),
+            &s[0] * faer::Scale(sign),
+            &s[1] * faer::Scale(sign),
+            &s[2] * faer::Scale(sign) + anti * faer::Scale(0.5),
+        ]
+    }
+
+    fn max_abs(m: MatRef<'_, f64>) -> f64 {
+        let mut x: f64 = 0.0;
+        for j in 0..m.ncols() {
+            for i in 0..m.nrows() {
+                x = x.max(m[(i, j)].abs());
+            }
+        }
+        x
+    }
+
+    /// Directions a, b and the mixed pair: parts [a, b, ab].
+    fn dirs() -> Directions {
+        Directions::new(vec![Variable::EpsD, Variable::U], [(0, 1)])
+    }
+
+    fn kd_full(s: &Mat<f64>, n: usize) -> Mat<f64> {
+        let k = s.nrows();
+        Mat::from_fn(n, n, |i, j| {
+            if i < k && j >= k {
+                s[(i, j - k)]
+            } else if i >= k && j < k {
+                -s[(j, i - k)]
+            } else {
+                0.0
+            }
+        })
+    }
+
+    #[test]
+    fn transform_matches_hyper_dual_products() {
+        let mut seed = 3;
+        let (nl, nr, kl, kr) = (7, 5, 3, 2);
+        let o = MatJet {
+            v: random(nl, nr, &mut seed),
+            p: (0..3).map(|_| random(nl, nr, &mut seed)).collect(),
+        };
+        let sl: Vec<Mat<f64>> = (0..3).map(|_| random(kl, nl - kl, &mut seed)).collect();
+        let sr: Vec<Mat<f64>> = (0..3).map(|_| random(kr, nr - kr, &mut seed)).collect();
+        let gl: [Vec<Mat<f64>>; 2] = [
+            (0..3).map(|_| antisym(kl, &mut seed)).collect(),
+            (0..3).map(|_| antisym(nl - kl, &mut seed)).collect(),
+        ];
+        let gr: [Vec<Mat<f64>>; 2] = [
+            (0..3).map(|_| antisym(kr, &mut seed)).collect(),
+            (0..3).map(|_| antisym(nr - kr, &mut seed)).collect(),
+        ];
+        let block_full = |g: &[Vec<Mat<f64>>; 2], p: usize, n: usize, k: usize| {
+            Mat::from_fn(n, n, |i, j| {
+                if i < k && j < k {
+                    g[0][p][(i, j)]
+                } else if i >= k && j >= k {
+                    g[1][p][(i - k, j - k)]
+                } else {
+                    0.0
+                }
+            })
+        };
+        let ohd: Hd = [o.v.clone(), o.p[0].clone(), o.p[1].clone(), o.p[2].clone()];
+        for sign in [1.0, -1.0] {
+            // K–D generators
+            let x = transform(&o, &KdGen { s: &sl }, &KdGen { s: &sr }, sign, &dirs());
+            let fl = [0, 1, 2].map(|p| kd_full(&sl[p], nl));
+            let fr = [0, 1, 2].map(|p| kd_full(&sr[p], nr));
+            let full = hd_mul(&hd_mul(&exp(&fl, -sign), &ohd), &exp(&fr, sign));
+            for part in 0..3 {
+                let e = max_abs((&full[part + 1] - &x.p[part]).as_ref());
+                assert!(e < 1e-13, "KD, σ = {sign}, part {part}: {e}");
+            }
+            // block generators
+            let bl = BlockGen {
+                gk: &gl[0],
+                gd: &gl[1],
+            };
+            let br = BlockGen {
+                gk: &gr[0],
+                gd: &gr[1],
+            };
+            let x = transform(&o, &bl, &br, sign, &dirs());
+            let fl = [0, 1, 2].map(|p| block_full(&gl, p, nl, kl));
+            let fr = [0, 1, 2].map(|p| block_full(&gr, p, nr, kr));
+            let full = hd_mul(&hd_mul(&exp(&fl, -sign), &ohd), &exp(&fr, sign));
+            for part in 0..3 {
+                let e = max_abs((&full[part + 1] - &x.p[part]).as_ref());
+                assert!(e < 1e-13, "block, σ = {sign}, part {part}: {e}");
+            }
+        }
+        // a diagonal pair (a, a) is the same algebra with b = a
+        let d = Directions::new(vec![Variable::EpsD], [(0, 0)]);
+        let o1 = MatJet {
+            v: o.v.clone(),
+            p: vec![o.p[0].clone(), o.p[2].clone()],
+        };
+        let s1 = vec![sl[0].clone(), sl[2].clone()];
+        let r1 = vec![sr[0].clone(), sr[2].clone()];
+        let x = transform(&o1, &KdGen { s: &s1 }, &KdGen { s: &r1 }, 1.0, &d);
+        let fl = [
+            kd_full(&s1[0], nl),
+            kd_full(&s1[0], nl),
+            kd_full(&s1[1], nl),
+        ];
+        let fr = [
+            kd_full(&r1[0], nr),
+            kd_full(&r1[0], nr),
+            kd_full(&r1[1], nr),
+        ];
+        let ohd: Hd = [o.v.clone(), o.p[0].clone(), o.p[0].clone(), o.p[2].clone()];
+        let full = hd_mul(&hd_mul(&exp(&fl, -1.0), &ohd), &exp(&fr, 1.0));
+        assert!(max_abs((&full[3] - &x.p[1]).as_ref()) < 1e-13);
+    }
+
+    #[test]
+    fn cluster_frame_block_diagonalizes_to_second_order() {
+        let mut seed = 5;
+        // clusters {0,1}, {2}, {3,4,5}, {6}: exact and round-off degeneracies
+        let e = [0.0, 1e-12, 0.5, 0.9, 0.9, 0.9 + 5e-9, 1.4];
+        let n = e.len();
+        let parts: Vec<Mat<f64>> = (0..3).map(|_| sym(n, &mut seed)).collect();
+        let cf = cluster_frame(&e, &parts, &dirs());
+        assert_eq!(cf.ranges, vec![0..2, 2..3, 3..6, 6..7]);
+        let h: Hd = [
+            Mat::from_fn(n, n, |i, j| if i == j { e[i] } else { 0.0 }),
+            parts[0].clone(),
+            parts[1].clone(),
+            parts[2].clone(),
+        ];
+        let g = [cf.g[0].clone(), cf.g[1].clone(), cf.g[2].clone()];
+        let ht = hd_mul(&hd_mul(&exp(&g, -1.0), &h), &exp(&g, 1.0));
+        let id = |i: usize| cf.ranges.iter().position(|r| r.contains(&i)).unwrap();
+        for part in 1..4 {
+            for i in 0..n {
+                for j in 0..n {
+                    let x = ht[part][(i, j)];
+                    if id(i) != id(j) {
+                        assert!(x.abs() < 1e-11, "part {part} ({i},{j}): {x}");
+                    } else {
+                        let c = id(i);
+                        let s = cf.ranges[c].start;
+                        let y = cf.h[part - 1][c][(i - s, j - s)];
+                        assert!((x - y).abs() < 1e-11, "part {part} ({i},{j}): {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn jet_product_follows_the_product_rule() {
+        let mut seed = 9;
+        let a = MatJet {
+            v: random(4, 3, &mut seed),
+            p: (0..3).map(|_| random(4, 3, &mut seed)).collect(),
+        };
+        let b = MatJet {
+            v: random(3, 2, &mut seed),
+            p: (0..3).map(|_| random(3, 2, &mut seed)).collect(),
+        };
+        let mut c = MatJet::zeros(5, 4, 3);
+        mul_add(&mut c, (1, 2), &a, &b, 2.0, &dirs(), true);
+        let ah: Hd = [a.v.clone(), a.p[0].clone(), a.p[1].clone(), a.p[2].clone()];
+        let bh: Hd = [b.v.clone(), b.p[0].clone(), b.p[1].clone(), b.p[2].clone()];
+        let full = hd_mul(&ah, &bh);
+        for part in 0..4 {
+            let got = if part == 0 { &c.v } else { &c.p[part - 1] };
+            let sub = got.as_ref().submatrix(1, 2, 4, 2).to_owned();
+            assert!(max_abs((&sub - &full[part] * faer::Scale(2.0)).as_ref()) < 1e-14);
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The poles of one block pair of one shell, with their derivative moments (design note
+//! `spectral-derivatives.md`, §1.4 and §4, Steps 3–4).
+//!
+//! In the cluster frame of the shell, with X = d_σ (or X_F = d_σ n_σ̄) from block L to block R,
+//! ρ = R̃ ⊕ ρ̃^D on each side and Ŷ = ρ_L X + X ρ_R (n_L×n_R), every pair (r, s) ∉ K×K is a pole
+//! at Ω_rs = ω_N(E_s − E_r) with weight W = X_rs Ŷ_rs. Its moments, with
+//! ad_x(Z) = Z B̃^x_R − B̃^x_L Z for the cluster-block-diagonal B̃^x = ω_N H̃^x (pole motion; C_N
+//! cancels in it) and 𝒟(X, Y; x) = ½(ad_x(X)∘Y + X∘ad_x(Y)):
+//!
+//!     W^i  = (X∘Ŷ)^i            (product rule)
+//!     D^i  = 𝒟(X, Ŷ; i)
+//!     W^ij = (X∘Ŷ)^ij
+//!     D^ij = 𝒟(X, Ŷ; ij) + 𝒟(X^j, Ŷ; i) + 𝒟(X, Ŷ^j; i) + 𝒟(X^i, Ŷ; j) + 𝒟(X, Ŷ^i; j)
+//!     Q^ij = ¼(ad_i ad_j X + ad_j ad_i X)∘Ŷ + ¼X∘(ad_i ad_j Ŷ + ad_j ad_i Ŷ)
+//!
+//! For an isolated pole D^i = W ∂_iΩ and Q^ij = W ∂_iΩ ∂_jΩ; inside a cluster the same sums are
+//! the exact Taylor coefficients of the broadening kernel, with no eigenvector of a degenerate
+//! cluster ever chosen. The F poles of the self-energy trick use X_F on the X side and the same Ŷ.
+//!
+//! ρ̃^D is a function of the cluster-block-diagonal H̃_DD: its parts follow from Daleckii–Krein
+//! with divided differences inside clusters only ([`discarded_parts`]), which never overflow.
+
+use crate::broadening::PoleSink;
+use crate::frames::{BlockClusters, ClusterFrame, MatJet, product_terms};
+use crate::jet::Directions;
+use crate::linalg::gemm;
+use faer::{Mat, MatMut, MatRef};
+use std::ops::Range;
+
+/// The density matrix of one block in the cluster frame: R̃ on the kept states (dense k×k) and
+/// ρ̃^D on the discarded ones (diagonal value, cluster-block-diagonal parts).
+pub struct BlockRho {
+    pub r: MatJet,
+    /// ρ^D, the value (diagonal).
+    pub d: Vec<f64>,
+    /// D's clusters (indices within D) and ρ̃^D's parts on them: part → cluster → block.
+    pub d_ranges: Vec<Range<usize>>,
+    pub d_parts: Vec<Vec<Mat<f64>>>,
+}
+
+impl BlockRho {
+    fn k(&self) -> usize {
+        self.r.nrows()
+    }
+
+    /// dst += c·ρ^part·x, x with the block's rows.
+    fn left(&self, part: Option<usize>, x: MatRef<'_, f64>, c: f64, mut dst: MatMut<'_, f64>) {
+        let (k, d) = (self.k(), self.d.len());
+        if k > 0 {
+            gemm(
+                dst.as_mut().subrows_mut(0, k),
+                true,
+                self.r.part(part).as_ref(),
+                x.subrows(0, k),
+                c,
+            );
+        }
+        match part {
+            None => {
+                for j in 0..x.ncols() {
+                    for i in 0..d {
+                        dst[(k + i, j)] += c * self.d[i] * x[(k + i, j)];
+                    }
+                }
+            }
+            Some(p) => {
+                for j in 0..x.ncols() {
+                    for (r, b) in self.d_ranges.iter().zip(&self.d_parts[p]) {
+                        for (ii, i) in r.clone().enumerate() {
+                            let mut s = 0.0;
+                            for (ll, l) in r.clone().enumerate() {
+                                s += b[(ii, ll)] * x[(k + l, j)];
+                            }
+                            dst[(k + i, j)] += c * s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// dst += c·x·ρ^part, x with the block's columns.
+    fn right(&self, part: Option<usize>, x: MatRef<'_, f64>, c: f64, mut dst: MatMut<'_, f64>) {
+        let (k, d) = (self.k(), self.d.len());
+        if k > 0 {
+            gemm(
+                dst.as_mut().subcols_mut(0, k),
+                true,
+                x.subcols(0, k),
+                self.r.part(part).as_ref(),
+                c,
+            );
+        }
+        match part {
+            None => {
+                for j in 0..d {
+                    let w = c * self.d[j];
+                    for i in 0..x.nrows() {
+                        dst[(i, k + j)] += w * x[(i, k + j)];
+                    }
+                }
+            }
+            Some(p) => {
+                for (r, b) in self.d_ranges.iter().zip(&self.d_parts[p]) {
+                    for (jj, j) in r.clone().enumerate() {
+                        for i in 0..x.nrows() {
+                            let mut s = 0.0;
+                            for (ll, l) in r.clone().enumerate() {
+                                s += x[(i, k + l)] * b[(ll, jj)];
+                            }
+                            dst[(i, k + j)] += c * s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// exprel(z) = (e^z − 1)/z, continuous at 0.
+pub fn exprel(z: f64) -> f64 {
+    if z == 0.0 { 1.0 } else { z.exp_m1() / z }
+}
+
+/// The parts of ρ̃^D = e^L g(ω H̃_DD), g(x) = e^{−x/T}, in D's cluster frame (design note §4,
+/// Step 3). `rho` is the value ρ_r = e^{L⁰ − x_r/T} (as the value pass computes it), `x` the
+/// physical energies ω_N E_r, `l` the parts of the scalar L = ln 4^{N_max−N} − ln Z − C_N/T.
+/// Inside a cluster, with ĝ the divided differences of e^{L⁰}g:
+///
+///     ρ^i  = L^i ρ δ + ĝ^[1]∘(ωH̃^i)
+///     ρ^ij = (L^ij + L^i L^j) ρ δ + L^i ĝ^[1]∘(ωH̃^j) + L^j ĝ^[1]∘(ωH̃^i) + ĝ^[1]∘(ωH̃^ij)
+///            + Σ_q ĝ^[2](r, q, s) ω²(H̃^i_rq H̃^j_qs + H̃^j_rq H̃^i_qs)
+///
+/// with ĝ^[1](r, s) = −T⁻¹ max(ρ_r, ρ_s) exprel(−|x_r − x_s|/T), exact, and ĝ^[2] the second
+/// divided difference (½ĝ″ at the mean when the three energies lie within 1e-3·T, with a relative
+/// error below 1e-7).
+#[allow(clippy::too_many_arguments)]
+pub fn discarded_parts(
+    rho: &[f64],
+    x: &[f64],
+    t: f64,
+    omega: f64,
+    frame: &ClusterFrame,
+    l: &[f64],
+    dirs: &Directions,
+) -> Vec<Vec<Mat<f64>>> {
+    let g1 =
+        |a: usize, b: usize| -> f64 { -rho[a].max(rho[b]) / t * exprel(-(x[a] - x[b]).abs() / t) };
+    let g2 = |a: usize, q: usize, b: usize| -> f64 {
+        let mut idx = [a, q, b];
+        idx.sort_by(|&u, &v| x[u].total_cmp(&x[v]));
+        let [lo, mid, hi] = idx;
+        if x[hi] - x[lo] < 1e-3 * t {
+            let mean = (x[a] + x[q] + x[b]) / 3.0;
+            0.5 / (t * t) * rho[lo] * (-(mean - x[lo]) / t).exp()
+        } else {
+            (g1(lo, mid) - g1(mid, hi)) / (x[lo] - x[hi])
+        }
+    };
+    let m = dirs.first();
+    let mut out: Vec<Vec<Mat<f64>>> = Vec::with_capacity(dirs.parts());
+    for a in 0..m {
+        let blocks = frame
+            .ranges
+            .iter()
+            .zip(&frame.h[a])
+            .map(|(r, h)| {
+                let s = r.start;
+                Mat::from_fn(r.len(), r.len(), |i, j| {
+                    let diag = if i == j { l[a] * rho[s + i] } else { 0.0 };
+                    diag + g1(s + i, s + j) * omega * h[(i, j)]
+                })
+            })
+            .collect();
+        out.push(blocks);
+    }
+    for (q, &(a, b)) in dirs.pairs().iter().enumerate() {
+        let p = m + q;
+        let blocks = frame
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(c, r)| {
+                let s = r.start;
+                let (ha, hb, hp) = (&frame.h[a][c], &frame.h[b][c], &frame.h[p][c]);
+                let n = r.len();
+                Mat::from_fn(n, n, |i, j| {
+                    let d1 = g1(s + i, s + j) * omega;
+                    let mut v = l[a] * d1 * hb[(i, j)] + l[b] * d1 * ha[(i, j)] + d1 * hp[(i, j)];
+                    if i == j {
+                        v += (l[p] + l[a] * l[b]) * rho[s + i];
+                    }
+                    for k in 0..n {
+                        v += g2(s + i, s + k, s + j)
+                            * omega
+                            * omega
+                            * (ha[(i, k)] * hb[(k, j)] + hb[(i, k)] * ha[(k, j)]);
+                    }
+                    v
+                })
+            })
+            .collect();
+        out.push(blocks);
+    }
+    out
+}
+
+/// A matrix and the cluster actions on it that the moments need: ad_i, ad_ij of the value,
+/// ad_i of part j and ad_j of part i (per pair), and ad_i ad_j + ad_j ad_i of the value.
+struct Side<'a> {
+    m: &'a MatJet,
+    ad1: Vec<Mat<f64>>,
+    ad_pair: Vec<Mat<f64>>,
+    /// Per pair (i, j): [ad_i(M^j), ad_j(M^i)].
+    ad_cross: Vec<[Mat<f64>; 2]>,
+    ad2: Vec<Mat<f64>>,
+}
+
+fn side<'a>(m: &'a MatJet, bl: &BlockClusters, br: &BlockClusters, dirs: &Directions) -> Side<'a> {
+    let (r, c) = (m.nrows(), m.ncols());
+    let ad = |z: MatRef<'_, f64>, part: usize| {
+        let mut out = Mat::<f64>::zeros(r, c);
+        BlockClusters::ad_into(bl, br, part, z, 1.0, &mut out);
+        out
+    };
+    let first = dirs.first();
+    let ad1: Vec<Mat<f64>> = (0..first).map(|i| ad(m.v.as_ref(), i)).collect();
+    let mut ad_pair = Vec::new();
+    let mut ad_cross = Vec::new();
+    let mut ad2 = Vec::new();
+    for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+        ad_pair.push(ad(m.v.as_ref(), first + q));
+        ad_cross.push([ad(m.p[j].as_ref(), i), ad(m.p[i].as_ref(), j)]);
+        let mut two = ad(ad1[j].as_ref(), i);
+        two += ad(ad1[i].as_ref(), j);
+        ad2.push(two);
+    }
+    Side {
+        m,
+        ad1,
+        ad_pair,
+        ad_cross,
+        ad2,
+    }
+}
+
+/// Moments of every pole (r, s) of column s, from the X side `x` and the Ŷ side `y`:
+/// `buf[k·rows + r]` for moment k of [W^x (parts), D^x (parts), Q^ij (pairs)], D in physical
+/// units (× ω_N) and Q × ω_N². Column slices, so that every loop is a plain vector operation.
+fn column_moments(
+    x: &Side<'_>,
+    y: &Side<'_>,
+    s: usize,
+    omega: f64,
+    dirs: &Directions,
+    buf: &mut [f64],
+) {
+    let parts = dirs.parts();
+    let first = dirs.first();
+    let rows = x.m.nrows();
+    fn column(m: &Mat<f64>, s: usize) -> &[f64] {
+        m.col_as_slice(s)
+    }
+    let c = |m| column(m, s);
+    let (xv, yv) = (c(&x.m.v), c(&y.m.v));
+    let (w_part, rest) = buf.split_at_mut(parts * rows);
+    let (d_part, q_part) = rest.split_at_mut(parts * rows);
+    for p in 0..parts {
+        let out = &mut w_part[p * rows..(p + 1) * rows];
+        out.fill(0.0);
+        let (terms, n) = product_terms(dirs, p);
+        for &(a, b) in &terms[..n] {
+            let (xa, yb) = (c(x.m.part(a)), c(y.m.part(b)));
+            for r in 0..rows {
+                out[r] += xa[r] * yb[r];
+            }
+        }
+    }
+    let half = 0.5 * omega;
+    for i in 0..first {
+        let out = &mut d_part[i * rows..(i + 1) * rows];
+        let (ax, ay) = (c(&x.ad1[i]), c(&y.ad1[i]));
+        for r in 0..rows {
+            out[r] = half * (ax[r] * yv[r] + xv[r] * ay[r]);
+        }
+    }
+    for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+        // 𝒟(X, Ŷ; ij) + 𝒟(X^j, Ŷ; i) + 𝒟(X, Ŷ^j; i) + 𝒟(X^i, Ŷ; j) + 𝒟(X, Ŷ^i; j)
+        let out = &mut d_part[(first + q) * rows..(first + q + 1) * rows];
+        let (px, py) = (c(&x.ad_pair[q]), c(&y.ad_pair[q]));
+        let (cx0, cy0) = (c(&x.ad_cross[q][0]), c(&y.ad_cross[q][0]));
+        let (cx1, cy1) = (c(&x.ad_cross[q][1]), c(&y.ad_cross[q][1]));
+        let (xj, yj, xi, yi) = (c(&x.m.p[j]), c(&y.m.p[j]), c(&x.m.p[i]), c(&y.m.p[i]));
+        let (axi, ayi, axj, ayj) = (c(&x.ad1[i]), c(&y.ad1[i]), c(&x.ad1[j]), c(&y.ad1[j]));
+        for r in 0..rows {
+            out[r] = half
+                * ((px[r] + cx0[r] + cx1[r]) * yv[r]
+                    + xv[r] * (py[r] + cy0[r] + cy1[r])
+                    + xj[r] * ayi[r]
+                    + axi[r] * yj[r]
+                    + xi[r] * ayj[r]
+                    + axj[r] * yi[r]);
+        }
+        let out = &mut q_part[q * rows..(q + 1) * rows];
+        let (x2, y2) = (c(&x.ad2[q]), c(&y.ad2[q]));
+        let quarter = 0.25 * omega * omega;
+        for r in 0..rows {
+            out[r] = quarter * (x2[r] * yv[r] + xv[r] * y2[r]);
+        }
+    }
+}
+
+/// One block (its energies, kept count, density matrix, cluster parts of H̃) as a side of a pair.
+pub struct BlockView<'a> {
+    pub energies: &'a [f64],
+    pub kept: usize,
+    pub rho: &'a BlockRho,
+    /// H̃'s cluster blocks (empty for a plain run).
+    pub clusters: &'a BlockClusters,
+}
+
+/// Sums over the poles of one spin: Σ W, Σ W_F, ⟨d†d⟩ and ∫A f dω, with the parts of the first
+/// three.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoleSums {
+    pub weight: f64,
+    pub weight_f: f64,
+    pub occupation: f64,
+    pub occupation_spectral: f64,
+    pub weight_parts: Vec<f64>,
+    pub weight_f_parts: Vec<f64>,
+    pub occupation_parts: Vec<f64>,
+}
+
+impl PoleSums {
+    pub fn new(parts: usize) -> PoleSums {
+        PoleSums {
+            weight_parts: vec![0.0; parts],
+            weight_f_parts: vec![0.0; parts],
+            occupation_parts: vec![0.0; parts],
+            ..PoleSums::default()
+        }
+    }
+
+    /// self += c·other.
+    pub fn merge(&mut self, o: &PoleSums, c: f64) {
+        self.weight += c * o.weight;
+        self.weight_f += c * o.weight_f;
+        self.occupation += c * o.occupation;
+        self.occupation_spectral += c * o.occupation_spectral;
+        for (a, b) in [
+            (&mut self.weight_parts, &o.weight_parts),
+            (&mut self.weight_f_parts, &o.weight_f_parts),
+            (&mut self.occupation_parts, &o.occupation_parts),
+        ] {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += c * y;
+            }
+        }
+    }
+}
+
+/// The poles of X between blocks `l` and `r` of a shell at scale `omega` (and of X_F, with
+/// `xf`), into `sink` (and `sink_f`), with their sums. The values are computed exactly as a
+/// plain run computes them, whatever the parts.
+#[allow(clippy::too_many_arguments)]
+pub fn pair_poles<S: PoleSink>(
+    omega: f64,
+    t: f64,
+    l: &BlockView<'_>,
+    r: &BlockView<'_>,
+    x: &MatJet,
+    xf: Option<&MatJet>,
+    dirs: &Directions,
+    sink: &mut S,
+    mut sink_f: Option<&mut S>,
+    sums: &mut PoleSums,
+) {
+    let (kl, kr) = (l.kept, r.kept);
+    let (nl, nr) = (l.energies.len(), r.energies.len());
+    let xv = x.v.as_ref();
+    // ρ_L X: kept rows through R_L, discarded rows scaled by ρ^D
+    let mut rx = Mat::<f64>::from_fn(nl, nr, |i, j| {
+        if i < kl {
+            0.0
+        } else {
+            l.rho.d[i - kl] * xv[(i, j)]
+        }
+    });
+    if kl > 0 {
+        gemm(
+            rx.as_mut().submatrix_mut(0, 0, kl, nr),
+            false,
+            l.rho.r.v.as_ref(),
+            xv.submatrix(0, 0, kl, nr),
+            1.0,
+        );
+    }
+    // X ρ_R: kept columns through R_R, discarded columns scaled by ρ^D
+    let mut xr = Mat::<f64>::from_fn(nl, nr, |i, j| {
+        if j < kr {
+            0.0
+        } else {
+            xv[(i, j)] * r.rho.d[j - kr]
+        }
+    });
+    if kr > 0 {
+        gemm(
+            xr.as_mut().submatrix_mut(0, 0, nl, kr),
+            false,
+            xv.submatrix(0, 0, nl, kr),
+            r.rho.r.v.as_ref(),
+            1.0,
+        );
+    }
+    let parts = dirs.parts();
+    // the derivative side: Ŷ = ρ_L X + X ρ_R and X ρ_R as jets, their cluster actions
+    let jets = (parts > 0).then(|| {
+        let mut y = MatJet::zeros(nl, nr, parts);
+        let mut xrj = MatJet::zeros(nl, nr, parts);
+        for p in 0..parts {
+            let (terms, n) = product_terms(dirs, p);
+            for &(a, b) in &terms[..n] {
+                l.rho.left(a, x.part(b).as_ref(), 1.0, y.p[p].as_mut());
+                r.rho.right(a, x.part(b).as_ref(), 1.0, xrj.p[p].as_mut());
+            }
+            y.p[p] += &xrj.p[p];
+        }
+        y.v = &rx + &xr;
+        xrj.v = xr.clone();
+        (y, xrj)
+    });
+    let sides = jets.as_ref().map(|(y, _)| {
+        let ys = side(y, l.clusters, r.clusters, dirs);
+        let xs = side(x, l.clusters, r.clusters, dirs);
+        let fs = xf.map(|f| side(f, l.clusters, r.clusters, dirs));
+        (ys, xs, fs)
+    });
+    let width = 2 * parts + dirs.pairs().len();
+    let mut mom = vec![0.0; width];
+    let mut mom_f = vec![0.0; width];
+    let mut col = vec![0.0; width * nl];
+    let mut col_f = vec![0.0; width * nl];
+    for j in 0..nr {
+        let first_row = if j < kr { kl } else { 0 };
+        if first_row == nl {
+            continue;
+        }
+        if let Some((ys, xs, fs)) = sides.as_ref() {
+            column_moments(xs, ys, j, omega, dirs, &mut col);
+            if let Some(fs) = fs {
+                column_moments(fs, ys, j, omega, dirs, &mut col_f);
+            }
+            // Σ ∂W, Σ ∂W_F and ∂⟨d†d⟩ = Σ (X∘Xρ)^x over the poles of this column
+            let (_, xrj) = jets.as_ref().expect("jets with sides");
+            for p in 0..parts {
+                let rows = first_row..nl;
+                sums.weight_parts[p] += col[p * nl..(p + 1) * nl][rows.clone()].iter().sum::<f64>();
+                if fs.is_some() {
+                    sums.weight_f_parts[p] += col_f[p * nl..(p + 1) * nl][rows.clone()]
+                        .iter()
+                        .sum::<f64>();
+                }
+                let (terms, n) = product_terms(dirs, p);
+                for &(a, b) in &terms[..n] {
+                    let (xa, yb) = (x.part(a).col_as_slice(j), xrj.part(b).col_as_slice(j));
+                    for i in rows.clone() {
+                        sums.occupation_parts[p] += xa[i] * yb[i];
+                    }
+                }
+            }
+        }
+        for i in first_row..nl {
+            let v = xv[(i, j)];
+            let w = v * (rx[(i, j)] + xr[(i, j)]);
+            let big = omega * (r.energies[j] - l.energies[i]);
+            if sides.is_some() {
+                for k in 0..width {
+                    mom[k] = col[k * nl + i];
+                    mom_f[k] = col_f[k * nl + i];
+                }
+            }
+            let slot = sink.locate(big);
+            sink.add_at(slot, big, w, &mom);
+            sums.weight += w;
+            if let (Some(fsink), Some(xf)) = (sink_f.as_mut(), xf) {
+                let wf = xf.v[(i, j)] * (rx[(i, j)] + xr[(i, j)]);
+                fsink.add_at(slot, big, wf, &mom_f);
+                sums.weight_f += wf;
+            }
+            sums.occupation += v * xr[(i, j)];
+            sums.occupation_spectral += w * fermi(big, t);
+        }
+    }
+}
+
+/// f(x) = 1/(e^{x/T} + 1) without overflow.
+pub fn fermi(x: f64, t: f64) -> f64 {
+    let y = x / t;
+    if y > 0.0 {
+        let e = (-y).exp();
+        e / (1.0 + e)
+    } else {
+        1.0 / (1.0 + y.exp())
+    }
+}
