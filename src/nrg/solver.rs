@@ -761,6 +761,12 @@ impl Run {
         self.iteration.keep_frames = true;
     }
 
+    /// Whether the run is symmetric under the spin flip (no field): ±S_z blocks are mirror
+    /// images, and the spectral function of ↓ is that of ↑.
+    pub(crate) fn spin_symmetric(&self) -> bool {
+        self.iteration.spin_symmetric
+    }
+
     /// The impurity model of the run.
     pub(crate) fn model(&self) -> &dyn ImpurityModel {
         self.model.as_ref()

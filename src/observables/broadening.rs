@@ -255,7 +255,8 @@ impl Binned {
         } else if x >= (n - 1) as f64 {
             Slot::Edge { pos, j: n - 1 }
         } else {
-            let j = x.floor() as usize;
+            // x > 0: truncation is the floor, without a call
+            let j = x as usize;
             Slot::Split {
                 pos,
                 j,
@@ -383,6 +384,29 @@ impl MomentBins {
         }
     }
 
+    /// Negate the moments of the parts marked `odd` (W^x, D^x of part x; Q of an odd pair).
+    pub fn negate_parts(&mut self, odd: &[bool]) {
+        let (p, w) = (self.parts, self.width());
+        let first = p - self.pairs;
+        let mut flip = vec![false; w];
+        for (x, &o) in odd.iter().enumerate() {
+            flip[x] = o;
+            flip[p + x] = o;
+            if x >= first {
+                flip[2 * p + x - first] = o;
+            }
+        }
+        for bins in [&mut self.pos, &mut self.neg] {
+            for chunk in bins.chunks_mut(w) {
+                for (v, &f) in chunk.iter_mut().zip(&flip) {
+                    if f {
+                        *v = -*v;
+                    }
+                }
+            }
+        }
+    }
+
     /// Σ over all bins of moment k (for sum rules: the W^x moments sum to Σ_p W^x_p).
     pub fn total(&self, k: usize) -> f64 {
         let w = self.width();
@@ -408,6 +432,9 @@ pub trait PoleSink: Send + Sized {
     }
     /// self += c·other.
     fn merge(&mut self, other: &Self, c: f64);
+    /// Negate every moment of the parts marked `odd` (the other spin's sink at a spin-flip
+    /// symmetric point: derivatives odd in the field change sign).
+    fn negate_parts(&mut self, odd: &[bool]);
 }
 
 /// Binned weights and, with derivative parts, binned moments on the same grid. The bins that
@@ -503,6 +530,12 @@ impl PoleSink for BinSink {
             self.touch(side, lo, hi);
         }
     }
+
+    fn negate_parts(&mut self, odd: &[bool]) {
+        if let Some(m) = self.moments.as_mut() {
+            m.negate_parts(odd);
+        }
+    }
 }
 
 /// Every pole broadened exactly at fixed frequencies, no bins: the reference that validation
@@ -567,6 +600,19 @@ impl PoleSink for DirectSink {
         }
         for (x, y) in self.derivatives.iter_mut().zip(&other.derivatives) {
             *x += c * y;
+        }
+    }
+
+    fn negate_parts(&mut self, odd: &[bool]) {
+        if self.parts == 0 {
+            return;
+        }
+        for row in self.derivatives.chunks_mut(self.parts) {
+            for (v, &o) in row.iter_mut().zip(odd) {
+                if o {
+                    *v = -*v;
+                }
+            }
         }
     }
 }

@@ -24,6 +24,7 @@
 use crate::broadening::PoleSink;
 use crate::frames::{
     BlockClusters, BlockGen, ClusterFrame, KdGen, MatJet, cluster_frame, transform,
+    transform_symmetric,
 };
 use crate::jet::Directions;
 use crate::linalg::{gemm, mul, sandwich};
@@ -274,6 +275,7 @@ pub(crate) fn forward(
     dirs: &Directions,
 ) -> Option<Vec<StoredShell>> {
     let parts = dirs.parts();
+    let spins: &[usize] = if run.spin_symmetric() { &[0] } else { &SPINS };
     let mut shells: Vec<StoredShell> = Vec::new();
     // X′_KK of d_σ and X_F in the solver's frame of the previous shell, keyed by (left, right)
     // kept-block index
@@ -307,7 +309,7 @@ pub(crate) fn forward(
         let mut initial: HashMap<(usize, usize, usize, usize), MatJet> = HashMap::new();
         let mut jobs: Vec<(usize, usize, usize, usize)> = Vec::new();
         for kind in 0..(1 + trick as usize) {
-            for sigma in SPINS {
+            for &sigma in spins {
                 if n == 0 {
                     let c = if kind == 0 {
                         space.c(IMPURITY, sigma)
@@ -509,16 +511,31 @@ pub(crate) struct Backward<S> {
 
 /// Jobs of one chunk of pole work are run in parallel and merged in their fixed order: the
 /// result does not depend on the number of threads, and at most this many partial sinks exist.
-const POLE_CHUNK: usize = 4;
+const POLE_CHUNK: usize = 8;
+
+/// The odd parts under the spin flip (one field direction, or an odd pair), or `None` when the
+/// run is not spin-flip symmetric: then ↓ is computed like ↑.
+pub(crate) fn mirror_parts(run: &Run, dirs: &Directions) -> Option<Vec<bool>> {
+    if !run.spin_symmetric() {
+        return None;
+    }
+    let odd: Vec<bool> = dirs.vars().iter().map(|v| v.spin_flip_odd()).collect();
+    let mut parts = odd.clone();
+    parts.extend(dirs.pairs().iter().map(|&(i, j)| odd[i] != odd[j]));
+    Some(parts)
+}
 
 /// The backward pass: weights, density matrices, poles into copies of `template` (`None` if
-/// cancelled).
-pub(crate) fn backward<S: PoleSink + Sync>(
+/// cancelled). With `mirror` (a spin-flip symmetric run, [`mirror_parts`]) only ↑ is computed
+/// (the forward pass stored no ↓ operators): ↓ is its mirror image, equal except for the parts
+/// odd in the field, which change sign (A_↓(ω; h) = A_↑(ω; −h)).
+pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     shells: &[StoredShell],
     t: f64,
     dirs: &Directions,
     template: &S,
     trick: bool,
+    mirror: Option<&[bool]>,
     cancel: &AtomicBool,
 ) -> Option<Backward<S>> {
     let parts = dirs.parts();
@@ -632,7 +649,7 @@ pub(crate) fn backward<S: PoleSink + Sync>(
                             gd: &none,
                         };
                         BlockRho {
-                            r: transform(&r[b], &g, &g, 1.0, dirs),
+                            r: transform_symmetric(&r[b], &g, 1.0, false, dirs),
                             d,
                             d_ranges: fr.df.ranges.clone(),
                             d_parts,
@@ -733,7 +750,7 @@ pub(crate) fn backward<S: PoleSink + Sync>(
                         gk: &none,
                         gd: &fr.df.g,
                     };
-                    let dw = transform(&dense, &gd, &gd, -1.0, dirs);
+                    let dw = transform_symmetric(&dense, &gd, -1.0, true, dirs);
                     let mut full = MatJet::zeros(nb, nb, parts);
                     for x in 0..=parts {
                         let (dst, a, bm) = if x == 0 {
@@ -745,7 +762,7 @@ pub(crate) fn backward<S: PoleSink + Sync>(
                         dst.as_mut().submatrix_mut(k, k, d, d).copy_from(bm);
                     }
                     let kd = KdGen { s: &fr.s };
-                    Some(transform(&full, &kd, &kd, -1.0, dirs))
+                    Some(transform_symmetric(&full, &kd, -1.0, false, dirs))
                 },
             )
         };
@@ -819,6 +836,20 @@ pub(crate) fn backward<S: PoleSink + Sync>(
                 }
             })
             .collect();
+    }
+    if let Some(odd) = mirror {
+        let [up, _] = &sinks;
+        let mut down = up.clone();
+        down.negate_parts(odd);
+        sinks[1] = down;
+        if let Some(f) = sinks_f.as_mut() {
+            let mut down = f[0].clone();
+            down.negate_parts(odd);
+            f[1] = down;
+        }
+        let mut down = sums[0].clone();
+        down.negate_parts(odd);
+        sums[1] = down;
     }
     Some(Backward {
         sinks,

@@ -183,6 +183,8 @@ pub trait Generator: Sync {
     fn left(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>);
     /// dst += c·x·S^part.
     fn right(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>);
+    /// dst += c·diag(v)·S^part, O(n²).
+    fn right_of_diagonal(&self, part: usize, v: &[f64], c: f64, dst: &mut Mat<f64>);
 }
 
 /// The solver's kept–discarded decoupling: S = [[0, s], [−sᵀ, 0]] with s = S_KD (k×d) per part.
@@ -224,6 +226,19 @@ impl Generator for KdGen<'_> {
         );
         gemm(dst.subcols_mut(k, d), true, x.subcols(0, k), s, c);
     }
+
+    fn right_of_diagonal(&self, part: usize, v: &[f64], c: f64, dst: &mut Mat<f64>) {
+        let s = &self.s[part];
+        let (k, d) = (s.nrows(), s.ncols());
+        // (diag(v) S)_{K,D} = v_K s, (diag(v) S)_{D,K} = −v_D sᵀ
+        for l in 0..d {
+            for kk in 0..k {
+                let x = s[(kk, l)];
+                dst[(kk, k + l)] += c * v[kk] * x;
+                dst[(k + l, kk)] -= c * v[k + l] * x;
+            }
+        }
+    }
 }
 
 /// A generator block-diagonal in K ⊕ D: the cluster generator, dense k×k and d×d per part.
@@ -258,6 +273,18 @@ impl Generator for BlockGen<'_> {
         }
         if d > 0 {
             gemm(dst.subcols_mut(k, d), true, x.subcols(k, d), gd, c);
+        }
+    }
+
+    fn right_of_diagonal(&self, part: usize, v: &[f64], c: f64, dst: &mut Mat<f64>) {
+        let (gk, gd) = (&self.gk[part], &self.gd[part]);
+        let k = gk.nrows();
+        for (g, off) in [(gk, 0), (gd, k)] {
+            for j in 0..g.ncols() {
+                for i in 0..g.nrows() {
+                    dst[(off + i, off + j)] += c * v[off + i] * g[(i, j)];
+                }
+            }
         }
     }
 }
@@ -303,6 +330,76 @@ pub fn transform(
             ad(&mut x, hj, i, 1.0);
         }
         ad(&mut x, o.v.as_ref(), m + q, 1.0);
+        p.push(x);
+    }
+    MatJet { v: o.v.clone(), p }
+}
+
+/// [`transform`] of a symmetric O (value and every part) with the same generator on both sides:
+/// then ad(M) = M S − S M = M S + (M S)ᵀ for every symmetric M that occurs (O^i, Z_i and
+/// O^i + ½Z_i are all symmetric), one product instead of two. With `diagonal`, O's value is
+/// diagonal (a density matrix in its eigenbasis) and its products cost O(n²).
+pub fn transform_symmetric(
+    o: &MatJet,
+    generator: &dyn Generator,
+    sign: f64,
+    diagonal: bool,
+    dirs: &Directions,
+) -> MatJet {
+    let n = o.nrows();
+    // dst += w·σ·(M S + (M S)ᵀ)
+    let ad = |dst: &mut Mat<f64>, x: MatRef<'_, f64>, part: usize, w: f64| {
+        let mut p = Mat::<f64>::zeros(n, n);
+        generator.right(part, x, w * sign, p.as_mut());
+        for j in 0..n {
+            for i in 0..n {
+                dst[(i, j)] += p[(i, j)] + p[(j, i)];
+            }
+        }
+    };
+    let value_diagonal: Vec<f64> = if diagonal {
+        (0..n).map(|i| o.v[(i, i)]).collect()
+    } else {
+        Vec::new()
+    };
+    let ad_value = |dst: &mut Mat<f64>, part: usize, w: f64| {
+        if diagonal {
+            let mut p = Mat::<f64>::zeros(n, n);
+            generator.right_of_diagonal(part, &value_diagonal, w * sign, &mut p);
+            for j in 0..n {
+                for i in 0..n {
+                    dst[(i, j)] += p[(i, j)] + p[(j, i)];
+                }
+            }
+        } else {
+            ad(dst, o.v.as_ref(), part, w);
+        }
+    };
+    let m = dirs.first();
+    let mut p: Vec<Mat<f64>> = Vec::with_capacity(o.p.len());
+    let mut half: Vec<Option<Mat<f64>>> = Vec::with_capacity(m);
+    for i in 0..m {
+        let mut z = Mat::<f64>::zeros(n, n);
+        ad_value(&mut z, i, 1.0);
+        half.push(dirs.in_pair(i).then(|| {
+            let mut h = o.p[i].clone();
+            h += faer::Scale(0.5) * &z;
+            h
+        }));
+        z += &o.p[i];
+        p.push(z);
+    }
+    for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+        let mut x = o.p[m + q].clone();
+        let hi = half[i].as_ref().expect("direction in a pair").as_ref();
+        if i == j {
+            ad(&mut x, hi, i, 2.0);
+        } else {
+            let hj = half[j].as_ref().expect("direction in a pair").as_ref();
+            ad(&mut x, hi, j, 1.0);
+            ad(&mut x, hj, i, 1.0);
+        }
+        ad_value(&mut x, m + q, 1.0);
         p.push(x);
     }
     MatJet { v: o.v.clone(), p }
@@ -656,6 +753,48 @@ mod tests {
         let ohd: Hd = [o.v.clone(), o.p[0].clone(), o.p[0].clone(), o.p[2].clone()];
         let full = hd_mul(&hd_mul(&exp(&fl, -1.0), &ohd), &exp(&fr, 1.0));
         assert!(max_abs((&full[3] - &x.p[1]).as_ref()) < 1e-13);
+    }
+
+    #[test]
+    fn symmetric_transform_agrees_with_the_general_one() {
+        let mut seed = 13;
+        let (n, k) = (7, 3);
+        for diagonal in [false, true] {
+            let v = if diagonal {
+                Mat::from_fn(n, n, |i, j| if i == j { 0.1 * i as f64 + 0.2 } else { 0.0 })
+            } else {
+                sym(n, &mut seed)
+            };
+            let o = MatJet {
+                v,
+                p: (0..3).map(|_| sym(n, &mut seed)).collect(),
+            };
+            let s: Vec<Mat<f64>> = (0..3).map(|_| random(k, n - k, &mut seed)).collect();
+            let g: [Vec<Mat<f64>>; 2] = [
+                (0..3).map(|_| antisym(k, &mut seed)).collect(),
+                (0..3).map(|_| antisym(n - k, &mut seed)).collect(),
+            ];
+            let gens: [&dyn Generator; 2] = [
+                &KdGen { s: &s },
+                &BlockGen {
+                    gk: &g[0],
+                    gd: &g[1],
+                },
+            ];
+            for generator in gens {
+                for sign in [1.0, -1.0] {
+                    let a = transform(&o, generator, generator, sign, &dirs());
+                    let b = transform_symmetric(&o, generator, sign, diagonal, &dirs());
+                    for part in 0..3 {
+                        let e = max_abs((&a.p[part] - &b.p[part]).as_ref());
+                        assert!(
+                            e < 1e-13,
+                            "diagonal {diagonal}, σ = {sign}, part {part}: {e}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -323,6 +323,8 @@ pub struct BlockView<'a> {
 /// three.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoleSums {
+    /// Number of poles (pairs ∉ K×K with a weight or moments that can be nonzero).
+    pub poles: usize,
     pub weight: f64,
     pub weight_f: f64,
     pub occupation: f64,
@@ -342,8 +344,24 @@ impl PoleSums {
         }
     }
 
+    /// Negate the parts marked `odd` (see [`crate::broadening::PoleSink::negate_parts`]).
+    pub fn negate_parts(&mut self, odd: &[bool]) {
+        for v in [
+            &mut self.weight_parts,
+            &mut self.weight_f_parts,
+            &mut self.occupation_parts,
+        ] {
+            for (x, &o) in v.iter_mut().zip(odd) {
+                if o {
+                    *x = -*x;
+                }
+            }
+        }
+    }
+
     /// self += c·other.
     pub fn merge(&mut self, o: &PoleSums, c: f64) {
+        self.poles += o.poles;
         self.weight += c * o.weight;
         self.weight_f += c * o.weight_f;
         self.occupation += c * o.occupation;
@@ -380,13 +398,13 @@ pub fn pair_poles<S: PoleSink>(
     let (nl, nr) = (l.energies.len(), r.energies.len());
     let xv = x.v.as_ref();
     // ρ_L X: kept rows through R_L, discarded rows scaled by ρ^D
-    let mut rx = Mat::<f64>::from_fn(nl, nr, |i, j| {
-        if i < kl {
-            0.0
-        } else {
-            l.rho.d[i - kl] * xv[(i, j)]
+    let mut rx = Mat::<f64>::zeros(nl, nr);
+    for j in 0..nr {
+        let (dst, src) = (rx.col_as_slice_mut(j), x.v.col_as_slice(j));
+        for i in kl..nl {
+            dst[i] = l.rho.d[i - kl] * src[i];
         }
-    });
+    }
     if kl > 0 {
         gemm(
             rx.as_mut().submatrix_mut(0, 0, kl, nr),
@@ -397,13 +415,14 @@ pub fn pair_poles<S: PoleSink>(
         );
     }
     // X ρ_R: kept columns through R_R, discarded columns scaled by ρ^D
-    let mut xr = Mat::<f64>::from_fn(nl, nr, |i, j| {
-        if j < kr {
-            0.0
-        } else {
-            xv[(i, j)] * r.rho.d[j - kr]
+    let mut xr = Mat::<f64>::zeros(nl, nr);
+    for j in kr..nr {
+        let w = r.rho.d[j - kr];
+        let (dst, src) = (xr.col_as_slice_mut(j), x.v.col_as_slice(j));
+        for i in 0..nl {
+            dst[i] = src[i] * w;
         }
-    });
+    }
     if kr > 0 {
         gemm(
             xr.as_mut().submatrix_mut(0, 0, nl, kr),
@@ -441,9 +460,17 @@ pub fn pair_poles<S: PoleSink>(
     let mut mom_f = vec![0.0; width];
     let mut col = vec![0.0; width * nl];
     let mut col_f = vec![0.0; width * nl];
+    // Where ρ^D is exactly zero on both sides (shells far above T, whose discarded states carry
+    // no weight), every discarded–discarded pole has W = 0 and zero moments (Ŷ_DD = 0, and the
+    // cluster actions do not mix K with D): skipping them changes nothing.
+    let dd_zero = l.rho.d.iter().all(|&x| x == 0.0) && r.rho.d.iter().all(|&x| x == 0.0);
     for j in 0..nr {
-        let first_row = if j < kr { kl } else { 0 };
-        if first_row == nl {
+        let (first_row, end_row) = match (j < kr, dd_zero) {
+            (true, _) => (kl, nl),
+            (false, false) => (0, nl),
+            (false, true) => (0, kl),
+        };
+        if first_row == end_row {
             continue;
         }
         if let Some((ys, xs, fs)) = sides.as_ref() {
@@ -454,7 +481,7 @@ pub fn pair_poles<S: PoleSink>(
             // Σ ∂W, Σ ∂W_F and ∂⟨d†d⟩ = Σ (X∘Xρ)^x over the poles of this column
             let (_, xrj) = jets.as_ref().expect("jets with sides");
             for p in 0..parts {
-                let rows = first_row..nl;
+                let rows = first_row..end_row;
                 sums.weight_parts[p] += col[p * nl..(p + 1) * nl][rows.clone()].iter().sum::<f64>();
                 if fs.is_some() {
                     sums.weight_f_parts[p] += col_f[p * nl..(p + 1) * nl][rows.clone()]
@@ -470,10 +497,14 @@ pub fn pair_poles<S: PoleSink>(
                 }
             }
         }
-        for i in first_row..nl {
-            let v = xv[(i, j)];
-            let w = v * (rx[(i, j)] + xr[(i, j)]);
-            let big = omega * (r.energies[j] - l.energies[i]);
+        let (xc, rxc, xrc) = (x.v.col_as_slice(j), rx.col_as_slice(j), xr.col_as_slice(j));
+        let xfc = xf.map(|f| f.v.col_as_slice(j));
+        let ej = r.energies[j];
+        for i in first_row..end_row {
+            let v = xc[i];
+            let y = rxc[i] + xrc[i];
+            let w = v * y;
+            let big = omega * (ej - l.energies[i]);
             if sides.is_some() {
                 for k in 0..width {
                     mom[k] = col[k * nl + i];
@@ -483,21 +514,27 @@ pub fn pair_poles<S: PoleSink>(
             let slot = sink.locate(big);
             sink.add_at(slot, big, w, &mom);
             sums.weight += w;
-            if let (Some(fsink), Some(xf)) = (sink_f.as_mut(), xf) {
-                let wf = xf.v[(i, j)] * (rx[(i, j)] + xr[(i, j)]);
+            if let (Some(fsink), Some(xfc)) = (sink_f.as_mut(), xfc) {
+                let wf = xfc[i] * y;
                 fsink.add_at(slot, big, wf, &mom_f);
                 sums.weight_f += wf;
             }
-            sums.occupation += v * xr[(i, j)];
+            sums.occupation += v * xrc[i];
             sums.occupation_spectral += w * fermi(big, t);
+            sums.poles += 1;
         }
     }
 }
 
-/// f(x) = 1/(e^{x/T} + 1) without overflow.
+/// Beyond |x/T| = 40 it is 0 or 1 to e^{−40} = 4e-18 (relative), and most poles are that far
+/// from the Fermi level: no exponential for them.
 pub fn fermi(x: f64, t: f64) -> f64 {
     let y = x / t;
-    if y > 0.0 {
+    if y > 40.0 {
+        0.0
+    } else if y < -40.0 {
+        1.0
+    } else if y > 0.0 {
         let e = (-y).exp();
         e / (1.0 + e)
     } else {

@@ -1026,6 +1026,10 @@ impl<A: PoleSink, B: PoleSink> PoleSink for (A, B) {
         self.0.merge(&other.0, c);
         self.1.merge(&other.1, c);
     }
+    fn negate_parts(&mut self, odd: &[bool]) {
+        self.0.negate_parts(odd);
+        self.1.negate_parts(odd);
+    }
 }
 
 fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>, InvalidParam> {
@@ -1040,6 +1044,8 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
     }
     let header = run.header().clone();
     let space = run.model().space();
+    let mirror = fdm::mirror_parts(&run, dirs);
+    let mirror = mirror.as_deref();
     let Some(shells) = fdm::forward(&mut run, &space, s.trick, dirs) else {
         return Ok(None);
     };
@@ -1050,7 +1056,8 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
     let kept = shells.iter().map(StoredShell::kept_total).collect();
     let (sinks, sinks_f, direct, rest) = match &s.probe.unbinned {
         None => {
-            let Some(b) = fdm::backward(&shells, s.t, dirs, &bins, s.trick, s.cancel) else {
+            let Some(b) = fdm::backward(&shells, s.t, dirs, &bins, s.trick, mirror, s.cancel)
+            else {
                 return Ok(None);
             };
             let rest = (
@@ -1066,7 +1073,8 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let grid = plain_grid(omega);
             let direct = DirectSink::new(s.kernel, grid, dirs.parts(), dirs.pairs().len());
             let template = (bins, direct);
-            let Some(b) = fdm::backward(&shells, s.t, dirs, &template, s.trick, s.cancel) else {
+            let Some(b) = fdm::backward(&shells, s.t, dirs, &template, s.trick, mirror, s.cancel)
+            else {
                 return Ok(None);
             };
             let [(g0, d0), (g1, d1)] = b.sinks;
