@@ -11,6 +11,9 @@
 //! - W-prod: SIAM, (Q, S_z) blocks, Λ = 2, U = 0.1, Γ = 0.01, ε_d = −U/2, 1000 kept states,
 //!   T_min = 1e-10 (69 shells).
 //! - W-live: the explorer's default preset, as the explorer runs it.
+//! - W-spec: W-prod's FDM spectral function at T = T_min (value only, and with first and second
+//!   derivatives in ε_d and U), on a chain cut to the shells measured (`--shells`), against the
+//!   plain thermodynamics run of the same chain.
 //!
 //! The truncated bare chain (issue #7) is cached on disk; the harness points the cache at a
 //! directory of its own, fills it once, and measures the cold case with `DNRG_NO_CACHE` in a
@@ -34,6 +37,43 @@ fn w_prod(keep: usize) -> RunConfig {
     c.nrg.t_min = 1e-10;
     c.output.impurity_observables = false;
     c
+}
+
+/// W-prod cut to `shells` shells: T_min at the last one's T_N, so that a spectrum (which needs
+/// the whole chain) and a plain run see the same shells.
+fn w_prod_shells(keep: usize, shells: usize) -> RunConfig {
+    let mut c = w_prod(keep);
+    let full = dnrg::chain::shells_needed(&c.nrg);
+    if shells < full {
+        let last = shells.max(2) - 1;
+        c.nrg.t_min = dnrg::chain::omega(&c.nrg, last) / c.nrg.beta_bar;
+    }
+    c
+}
+
+/// The spectrum of `config` at T = T_min, evaluated on its output grid as `dnrg spectrum` does;
+/// prints `spectral forward backward evaluation stored_mib sum_rule` and returns the shell count.
+fn time_spectrum(config: &RunConfig) -> usize {
+    let opts = dnrg::spectral::SpectralOptions::at(config.nrg.t_min);
+    let s = dnrg::spectral::spectrum(config, &opts).unwrap();
+    let t = Instant::now();
+    let omega = s.frequencies();
+    let points = s.evaluate_with_parts(&omega);
+    let evaluation = t.elapsed();
+    drop(points);
+    let rules = s.sum_rule_residuals();
+    let worst = rules
+        .weight_parts
+        .iter()
+        .fold(rules.weight, |a, b| a.max(b.abs()));
+    println!(
+        "spectral {} {} {} {} {worst:e}",
+        s.times.forward.as_secs_f64(),
+        s.times.backward.as_secs_f64(),
+        evaluation.as_secs_f64(),
+        s.stored_bytes as f64 / (1u64 << 20) as f64
+    );
+    s.header.n_max + 1
 }
 
 /// Peak resident memory of this process in MiB.
@@ -166,6 +206,26 @@ fn phase(name: &str, keep: usize, shells: usize) {
             let (t, s) = time_run(Run::new(&preset.config).unwrap(), usize::MAX);
             (t, s.len())
         }
+        "spec_plain" => {
+            // the thermodynamics of the spectral phases' chain
+            let c = w_prod_shells(keep, shells);
+            let (t, s) = time_run(Run::new(&c).unwrap(), usize::MAX);
+            (t, s.len())
+        }
+        "spec_value" => {
+            let c = w_prod_shells(keep, shells);
+            let t = Instant::now();
+            let n = time_spectrum(&c);
+            (t.elapsed(), n)
+        }
+        "spec_d2" => {
+            // ∂A/∂θ and ∂²A/∂θ∂φ for θ, φ ∈ {ε_d, U}: parts ε_d, U, (ε_d,ε_d), (ε_d,U), (U,U)
+            let mut c = w_prod_shells(keep, shells);
+            c.derive = vec![Param::EpsD, Param::U];
+            let t = Instant::now();
+            let n = time_spectrum(&c);
+            (t.elapsed(), n)
+        }
         "scaling" => {
             // mean time per shell once the kept count has saturated (shells 12..)
             let mut run = Run::new(&w_prod(keep)).unwrap();
@@ -195,6 +255,9 @@ struct Measured {
     stages: Option<Vec<f64>>,
     /// Peak memory part-way through the run (memory phase).
     early_mib: Option<f64>,
+    /// Spectral phases: forward, backward, evaluation (seconds), stored MiB, worst sum-rule
+    /// residual.
+    spectral: Option<Vec<f64>>,
 }
 
 fn measure(name: &str, keep: usize, shells: usize) -> Measured {
@@ -230,6 +293,10 @@ fn measure_with(name: &str, keep: usize, shells: usize, env: &[(&str, &str)]) ->
         .lines()
         .find_map(|l| l.strip_prefix("stages "))
         .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect());
+    let spectral = text
+        .lines()
+        .find_map(|l| l.strip_prefix("spectral "))
+        .map(|l| l.split_whitespace().map(|x| x.parse().unwrap()).collect());
     let early_mib = text
         .lines()
         .find_map(|l| l.strip_prefix("early "))
@@ -240,8 +307,66 @@ fn measure_with(name: &str, keep: usize, shells: usize, env: &[(&str, &str)]) ->
         peak_mib: v[2],
         stages,
         early_mib,
+        spectral,
     }
 }
+
+/// The FDM spectral function of W-prod: its cost against the plain run of the same chain, the
+/// cost of first and second derivatives in two parameters against the value, peak memory.
+///
+/// The whole W-prod chain (69 shells) stores every shell's eigenvectors and operators, and with
+/// five derivative parts that is ~6 GiB (issue #9, item 6: spilling to disk is not implemented
+/// yet), so the spectral phases run on the first `SPECTRAL_SHELLS` shells (40; `--quick`: 24) at
+/// W-prod's keep 1000 and Λ = 2, with T = T_min at the last shell's T_N.
+fn spectral_table(quick: bool) {
+    let shells = if quick { 24 } else { SPECTRAL_SHELLS };
+    println!(
+        "W-spec: W-prod's spectral function, first {shells} shells (T = T_min at the last), keep 1000"
+    );
+    let plain = measure("spec_plain", 1000, shells);
+    let value = measure("spec_value", 1000, shells);
+    let deriv = measure("spec_d2", 1000, shells);
+    println!(
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9}  target",
+        "phase", "seconds", "forward", "backward", "evaluate", "stored MiB", "peak MiB"
+    );
+    let row = |label: &str, m: &Measured, target: String| {
+        let sp = m.spectral.clone().unwrap_or_default();
+        let get = |i: usize| sp.get(i).copied();
+        let cell = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "{:<40} {:>8.2} {:>8} {:>8} {:>8} {:>10} {:>9.0}  {}",
+            label,
+            m.seconds,
+            cell(get(0)),
+            cell(get(1)),
+            cell(get(2)),
+            get(3).map_or("-".to_string(), |v| format!("{v:.0}")),
+            m.peak_mib,
+            target
+        );
+    };
+    row("plain run (thermodynamics)", &plain, String::new());
+    row(
+        "spectrum, value only (Σ trick)",
+        &value,
+        format!("≤ 2× plain: {:.2}×", value.seconds / plain.seconds),
+    );
+    row(
+        "spectrum + ∂, ∂² in ε_d, U (5 parts)",
+        &deriv,
+        format!("≤ 6× value: {:.2}×", deriv.seconds / value.seconds),
+    );
+    let worst = deriv.spectral.as_ref().and_then(|s| s.get(4).copied());
+    println!(
+        "sum rules of the derivative run: max(|ΣW − 1|, |Σ∂W|, |Σ∂²W|) = {:.1e}; peak memory {:.0} MiB",
+        worst.unwrap_or(f64::NAN),
+        deriv.peak_mib
+    );
+}
+
+/// Shells of the spectral phases in a full bench run (see [`spectral_table`]).
+const SPECTRAL_SHELLS: usize = 40;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -361,6 +486,8 @@ fn main() {
         }
     }
     println!("¹ eigendecomposition plus rotation of the first-order parts");
+    println!();
+    spectral_table(quick);
     println!();
     let live = measure_with("live", 0, usize::MAX, &[("DNRG_NO_CACHE", "1")]);
     println!(
