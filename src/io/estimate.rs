@@ -152,24 +152,32 @@ pub struct OverBudget {
     pub budget: String,
 }
 
-/// Bytes per kept state squared and shell that the FDM spectral function keeps between its
-/// forward and backward passes (eigenvectors and d_σ on all blocks): measured 20 at keep 200
-/// (12 MB over 15 shells) and 9 at keep 600; the larger value errs on the safe side.
+/// Bytes per kept state squared, shell and (1 + derivative parts) that the FDM spectral function
+/// keeps between its forward and backward passes (eigenvectors, d_σ and d_σ n_σ̄ on all blocks
+/// with their parts, the frames): measured 2026-12-02 at keep 200 and 400, U = 0.2, Λ = 3, with
+/// 0, 5 and 14 parts: 18–20 without a field (↓ is the mirror image of ↑ and is not stored) and
+/// 29–33 with one. The larger values err on the safe side.
 const SPECTRAL_PER_SHELL: f64 = 20.0;
+const SPECTRAL_PER_SHELL_FIELD: f64 = 33.0;
 
 impl Estimate {
-    /// The cost of `dnrg spectrum` for `config`: the forward run plus every shell's stored
-    /// eigenvectors and impurity operators, and a backward pass of about the forward's cost.
+    /// The cost of `dnrg spectrum` for `config`: the forward run with the derived parameters'
+    /// parts (their full Hessian, nothing for the thermodynamic observables), every shell's
+    /// stored eigenvectors, impurity operators and frames, and a backward pass of about the
+    /// forward's cost (three times it with derivatives, measured on W-prod).
     pub fn of_spectrum(config: &RunConfig) -> Estimate {
-        // the spectral run carries no derivative parts (value only, for now)
-        let mut plain = config.clone();
-        plain.derive.clear();
-        plain.output.impurity_observables = false;
-        let mut e = Estimate::of(&plain);
+        let mut run = config.clone();
+        run.output.impurity_observables = false;
+        let mut e = Estimate::of(&run);
         let keep = config.nrg.keep as f64;
-        let stored = SPECTRAL_PER_SHELL * keep * keep * e.shells as f64;
+        let per_shell = if config.model.h == 0.0 {
+            SPECTRAL_PER_SHELL
+        } else {
+            SPECTRAL_PER_SHELL_FIELD
+        };
+        let stored = per_shell * (1.0 + e.parts as f64) * keep * keep * e.shells as f64;
         e.memory = e.memory.saturating_add(stored.min(u64::MAX as f64) as u64);
-        e.time = e.time.mul_f64(2.0);
+        e.time = e.time.mul_f64(if e.parts > 0 { 3.0 } else { 2.0 });
         e
     }
 }
@@ -250,5 +258,20 @@ mod tests {
         assert_eq!(spectrum.memory, run.memory + stored as u64);
         config.nrg.max_memory = spectrum.memory - 1;
         assert!(check(&plain).is_ok() && check_spectrum(&config).is_err());
+        // derived parameters: the run's parts (ε_d, U and their three pairs) and six times the
+        // storage; a field stores ↓ as well
+        config.nrg.max_memory = 1 << 40;
+        config.derive = vec![Param::EpsD, Param::U];
+        let mut dual_run = plain.clone();
+        dual_run.derive = config.derive.clone();
+        let dual = check_spectrum(&config).unwrap();
+        assert_eq!(dual.parts, 5);
+        let stored = 20e6 * 6.0 * run.shells as f64;
+        assert_eq!(
+            dual.memory,
+            check(&dual_run).unwrap().memory + stored as u64
+        );
+        config.model.h = 0.01;
+        assert!(check_spectrum(&config).unwrap().memory > dual.memory);
     }
 }
