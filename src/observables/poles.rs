@@ -132,8 +132,9 @@ pub fn exprel(z: f64) -> f64 {
 ///            + Σ_q ĝ^[2](r, q, s) ω²(H̃^i_rq H̃^j_qs + H̃^j_rq H̃^i_qs)
 ///
 /// with ĝ^[1](r, s) = −T⁻¹ max(ρ_r, ρ_s) exprel(−|x_r − x_s|/T), exact, and ĝ^[2] the second
-/// divided difference (½ĝ″ at the mean when the three energies lie within 1e-3·T, with a relative
-/// error below 1e-7).
+/// divided difference: ½ĝ″ at the mean when the three energies lie within 2e-5·T (its error is
+/// (spread/T)²/24 ≤ 2e-11 relative), else the difference of two ĝ^[1] (whose cancellation costs
+/// ε·T/spread ≤ 1e-11).
 #[allow(clippy::too_many_arguments)]
 pub fn discarded_parts(
     rho: &[f64],
@@ -150,7 +151,7 @@ pub fn discarded_parts(
         let mut idx = [a, q, b];
         idx.sort_by(|&u, &v| x[u].total_cmp(&x[v]));
         let [lo, mid, hi] = idx;
-        if x[hi] - x[lo] < 1e-3 * t {
+        if x[hi] - x[lo] < 2e-5 * t {
             let mean = (x[a] + x[q] + x[b]) / 3.0;
             0.5 / (t * t) * rho[lo] * (-(mean - x[lo]) / t).exp()
         } else {
@@ -330,6 +331,8 @@ pub struct PoleSums {
     pub occupation: f64,
     pub occupation_spectral: f64,
     pub weight_parts: Vec<f64>,
+    /// Σ|∂W|: the scale against which Σ∂W = 0 is round-off.
+    pub weight_abs_parts: Vec<f64>,
     pub weight_f_parts: Vec<f64>,
     pub occupation_parts: Vec<f64>,
 }
@@ -338,6 +341,7 @@ impl PoleSums {
     pub fn new(parts: usize) -> PoleSums {
         PoleSums {
             weight_parts: vec![0.0; parts],
+            weight_abs_parts: vec![0.0; parts],
             weight_f_parts: vec![0.0; parts],
             occupation_parts: vec![0.0; parts],
             ..PoleSums::default()
@@ -368,6 +372,7 @@ impl PoleSums {
         self.occupation_spectral += c * o.occupation_spectral;
         for (a, b) in [
             (&mut self.weight_parts, &o.weight_parts),
+            (&mut self.weight_abs_parts, &o.weight_abs_parts),
             (&mut self.weight_f_parts, &o.weight_f_parts),
             (&mut self.occupation_parts, &o.occupation_parts),
         ] {
@@ -482,7 +487,9 @@ pub fn pair_poles<S: PoleSink>(
             let (_, xrj) = jets.as_ref().expect("jets with sides");
             for p in 0..parts {
                 let rows = first_row..end_row;
-                sums.weight_parts[p] += col[p * nl..(p + 1) * nl][rows.clone()].iter().sum::<f64>();
+                let w = &col[p * nl..(p + 1) * nl][rows.clone()];
+                sums.weight_parts[p] += w.iter().sum::<f64>();
+                sums.weight_abs_parts[p] += w.iter().map(|x| x.abs()).sum::<f64>();
                 if fs.is_some() {
                     sums.weight_f_parts[p] += col_f[p * nl..(p + 1) * nl][rows.clone()]
                         .iter()

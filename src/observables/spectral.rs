@@ -171,6 +171,8 @@ pub struct SpinSums {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SpinSumParts {
     pub weight: Vec<f64>,
+    /// Σ|∂W| over the poles: the scale of the round-off of Σ∂W.
+    pub weight_abs: Vec<f64>,
     pub weight_f: Vec<f64>,
     pub occupation: Vec<f64>,
 }
@@ -347,6 +349,30 @@ impl Spectrum {
         omega
             .iter()
             .map(|&w| bins.broaden(&self.kernel, w))
+            .collect()
+    }
+
+    /// [`Spectrum::broaden_poles`] with one derivative: poles (Ω, W, ∂W, W·∂Ω) binned with their
+    /// moments and broadened exactly as this spectrum's, returning (A, ∂A) at each ω: the
+    /// reference of a derivative comparison (e.g. the exact poles of a U = 0 chain).
+    pub fn broaden_poles_with_derivative(
+        &self,
+        poles: &[(f64, f64, f64, f64)],
+        omega: &[f64],
+    ) -> Vec<(f64, f64)> {
+        use crate::broadening::{BinSink, PoleSink};
+        let mut sink = BinSink::new(&self.empty_bins(), 1, 0);
+        for &(big, w, dw, d) in poles {
+            sink.add(big, w, &[dw, d]);
+        }
+        let m = sink.moments.as_ref().expect("one part");
+        omega
+            .iter()
+            .map(|&w| {
+                let mut out = [0.0];
+                m.broaden(&self.kernel, w, &mut out);
+                (sink.weights.broaden(&self.kernel, w), out[0])
+            })
             .collect()
     }
 
@@ -954,6 +980,7 @@ pub fn spectrum_probed(
         }),
         sum_parts: sums.map(|s| SpinSumParts {
             weight: s.weight_parts,
+            weight_abs: s.weight_abs_parts,
             weight_f: s.weight_f_parts,
             occupation: s.occupation_parts,
         }),
