@@ -8,7 +8,7 @@ mod common;
 
 use common::sandbox::Sandbox;
 use dnrg::free_chain::{eigenvalues, fermi, first_site_weights};
-use dnrg::params::{FieldKind, RunConfig};
+use dnrg::params::{FieldKind, Param, RunConfig};
 use dnrg::spectral::{SpectralOptions, Spectrum, spectrum};
 
 /// Exact poles (e_k, |ψ_k(d)|²) of the resonant level on the run's own chain (impurity + sites
@@ -30,12 +30,7 @@ fn exact_poles(s: &Spectrum, eps: f64) -> Vec<(f64, f64)> {
 /// max over 2T ≤ |ω| ≤ 1 of |A_σ − A_exact|, relative to max A_exact, both broadened with the
 /// spectrum's own bins and kernel.
 fn u0_deviation(s: &Spectrum, sigma: usize, eps: f64) -> f64 {
-    let t = s.options.t;
-    let omega: Vec<f64> = s
-        .frequencies()
-        .into_iter()
-        .filter(|w| w.abs() >= 2.0 * t && w.abs() <= 1.0)
-        .collect();
+    let omega = comparison_grid(s);
     let exact = s.broaden_poles(&exact_poles(s, eps), &omega);
     let max = exact.iter().fold(0.0f64, |m, &a| m.max(a));
     omega
@@ -45,8 +40,46 @@ fn u0_deviation(s: &Spectrum, sigma: usize, eps: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The spectrum's frequencies with 2T ≤ |ω| ≤ 1.
+fn comparison_grid(s: &Spectrum) -> Vec<f64> {
+    let t = s.options.t;
+    s.frequencies()
+        .into_iter()
+        .filter(|w| w.abs() >= 2.0 * t && w.abs() <= 1.0)
+        .collect()
+}
+
+/// The same for ∂A_σ/∂ε_d (the spectrum's derived parameter 0): the exact poles' derivatives by
+/// central differences of the chain in its impurity level (its one-particle levels are simple,
+/// so poles keep their order; step 1e-6, error ~1e-12), binned as moments (∂W at Ω, W·∂Ω) and
+/// broadened like the spectrum's, relative to max |∂A_exact|.
+fn u0_derivative_deviation(s: &Spectrum, sigma: usize, eps: f64) -> f64 {
+    let omega = comparison_grid(s);
+    let d = 1e-6;
+    let (up, down, at) = (
+        exact_poles(s, eps + d),
+        exact_poles(s, eps - d),
+        exact_poles(s, eps),
+    );
+    let moments: Vec<(f64, f64, f64, f64)> = at
+        .iter()
+        .zip(up.iter().zip(&down))
+        .map(|(&(e, w), (&(ep, wp), &(em, wm)))| {
+            (e, w, (wp - wm) / (2.0 * d), w * (ep - em) / (2.0 * d))
+        })
+        .collect();
+    let exact = s.broaden_poles_with_derivative(&moments, &omega);
+    let max = exact.iter().fold(0.0f64, |m, &(_, a)| m.max(a.abs()));
+    omega
+        .iter()
+        .zip(&exact)
+        .map(|(&w, &(_, e))| (s.da(sigma, 0, w).unwrap() - e).abs() / max)
+        .fold(0.0, f64::max)
+}
+
 /// Bound on |⟨n_dσ⟩_FDM − ⟨n_dσ⟩_exact| at U = 0, T = 1e-3: measured 2026-12-01 2.5e-6 (ε_d =
-/// −0.05, keep 300), 4.6e-7 (field, keep 800), 1.5e-13 (ε_d = 0, fixed by symmetry); 4× the worst.
+/// −0.05, keep 300), 4.6e-7 (field, keep 800), 1.5e-13 (ε_d = 0, fixed by symmetry); 4× the
+/// worst (2026-12-02 at keep 600 for ε_d = −0.05: 1.9e-7).
 const N_TOL: f64 = 1e-5;
 
 fn worst_sum_rule(s: &Spectrum) -> f64 {
@@ -116,15 +149,23 @@ fn resonant_level_matches_the_exact_finite_chain() {
     // note's independent prototype (11%, 1.8%, 1.4%). Measured 2026-12-01, T = 1e-3, 15 shells,
     // relative to max A for 2T ≤ |ω| ≤ 1: keep 300: 0.57% (ε = −0.05), 0.13% (ε = 0); with an
     // impurity field the ↑ spin is worse (1.1% at 300, 0.67% at 800), hence keep 800 there. The
-    // error is not monotonic in keep (2.3% at 500, 0.54% at 600). Asserted at the issue's 2%:
-    // ≥ 3× the worst case.
+    // error is not monotonic in keep (2.3% at 500, 0.54% at 600).
+    // ∂A/∂ε_d carries the same truncation error, relative to max |∂A/∂ε_d| (the prototype:
+    // 12%, 2.6%, 1.5% at keep 40, 80, 120), and the same non-monotonic keep dependence, worst
+    // just above 2T: measured 2026-12-02 at ε = −0.05: 0.94%, 1.46%, 2.28%, 0.53% at keep 300,
+    // 400, 500, 600; at ε = 0: 2.5%, 0.74%, 0.27%, 0.20% at 300, 600, 700, 800; with the field
+    // at keep 800: 0.65% (↑), 0.38% (↓). Hence keep 600, 700, 800 below, where A errs by at
+    // most 0.67% too. Asserted at the issue's 2%: ≥ 3× the worst case of A and of ∂A/∂ε_d.
     let t = 1e-3;
-    for (eps, h, keep) in [(-0.05, 0.0, 300), (0.0, 0.0, 300), (-0.05, 0.02, 800)] {
-        let config = with_impurity_field(common::siam(0.0, eps, 0.1, 3.0, keep, t), h);
+    for (eps, h, keep) in [(-0.05, 0.0, 600), (0.0, 0.0, 700), (-0.05, 0.02, 800)] {
+        let mut config = with_impurity_field(common::siam(0.0, eps, 0.1, 3.0, keep, t), h);
+        config.derive = vec![Param::EpsD];
         let s = spectrum(&config, &SpectralOptions::at(t)).unwrap();
         // −h S_z on the impurity: ε_↑ = ε − h/2, ε_↓ = ε + h/2
         let up = u0_deviation(&s, 0, eps - h / 2.0);
         let down = u0_deviation(&s, 1, eps + h / 2.0);
+        let d_up = u0_derivative_deviation(&s, 0, eps - h / 2.0);
+        let d_down = u0_derivative_deviation(&s, 1, eps + h / 2.0);
         // the density matrix itself: ⟨n_dσ⟩ = Σ_k |ψ_k(d)|² f(e_k) on the same chain at T
         let n_exact = |e: f64| -> f64 {
             exact_poles(&s, e)
@@ -136,10 +177,15 @@ fn resonant_level_matches_the_exact_finite_chain() {
             .abs()
             .max((s.sums[1].occupation - n_exact(eps + h / 2.0)).abs());
         println!(
-            "ε = {eps}, h = {h}, keep {keep}: deviation ↑ {up:.2e}, ↓ {down:.2e}, |Δn_dσ| {dn:.1e}"
+            "ε = {eps}, h = {h}, keep {keep}: deviation ↑ {up:.2e}, ↓ {down:.2e}, |Δn_dσ| \
+             {dn:.1e}; ∂A/∂ε_d ↑ {d_up:.2e}, ↓ {d_down:.2e}"
         );
         assert!(dn < N_TOL, "ε = {eps}, h = {h}: Δn = {dn:e}");
         assert!(up.max(down) < 0.02, "ε = {eps}, h = {h}: {up:e} / {down:e}");
+        assert!(
+            d_up.max(d_down) < 0.02,
+            "ε = {eps}, h = {h}: ∂A/∂ε_d {d_up:e} / {d_down:e}"
+        );
         // the same comparison with the spins swapped must fail when h ≠ 0: the test sees spins
         if h != 0.0 {
             let swapped = u0_deviation(&s, 0, eps + h / 2.0);
@@ -332,6 +378,115 @@ fn spectrum_jsonl_contract() {
         assert_eq!(p["A"], p["A_raw"]);
         assert_eq!(p["Sigma_re"], 0.0);
     }
+}
+
+#[test]
+fn spectrum_derivatives_contract() {
+    // --derive eps_d,U: every point has dA, d2A (keys "θ" and "θ,φ", θ before φ in the derive
+    // order, as `dnrg run`'s hess), the same for A_raw and Σ; the summary has the sum rules of
+    // the derivatives and ∂⟨n_d⟩; the values are those of a plain run.
+    let sb = Sandbox::new();
+    let base = [&["spectrum"], SMALL, &["--set", "model.U=0.2"]].concat();
+    let plain = lines(&sb.run(&base));
+    let out = sb.run(&[&base[..], &["--derive", "eps_d,U"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = lines(&out);
+    assert_eq!(recs[0]["derive"], serde_json::json!(["eps_d", "U"]));
+    assert_eq!(recs.len(), plain.len());
+    let first = ["eps_d", "U"];
+    let second = ["eps_d,eps_d", "eps_d,U", "U,U"];
+    for (p, q) in recs[1..recs.len() - 1].iter().zip(&plain[1..]) {
+        for key in ["A", "A_raw", "Sigma_re", "Sigma_im"] {
+            assert_eq!(
+                p[key], q[key],
+                "{key}: a dual run's values are the plain run's"
+            );
+        }
+        for (d1, d2) in [
+            ("dA", "d2A"),
+            ("dA_raw", "d2A_raw"),
+            ("dSigma_re", "d2Sigma_re"),
+            ("dSigma_im", "d2Sigma_im"),
+        ] {
+            for k in first {
+                assert!(p[d1][k].is_f64(), "{d1}.{k} at ω = {}", p["omega"]);
+            }
+            for k in second {
+                assert!(p[d2][k].is_f64(), "{d2}.{k} at ω = {}", p["omega"]);
+            }
+            assert_eq!(p[d1].as_object().unwrap().len(), 2);
+            assert_eq!(p[d2].as_object().unwrap().len(), 3);
+        }
+        assert!(
+            p.get("dA_up").is_none(),
+            "h = 0, h not derived: spin averages only"
+        );
+    }
+    let summary = recs.last().unwrap();
+    let rule = &summary["sum_rule"];
+    assert!(rule["W"].as_f64().unwrap().abs() < 1e-11);
+    for k in first {
+        assert!(rule["dW"][k].as_f64().unwrap().abs() < 1e-9, "dW.{k}");
+        assert!(rule["dW_F"][k].is_f64(), "dW_F.{k}");
+        assert!(summary["dn_d"][k].is_f64(), "dn_d.{k}");
+    }
+    for k in second {
+        assert!(rule["d2W"][k].as_f64().unwrap().abs() < 1e-6, "d2W.{k}");
+        assert!(summary["d2n_d"][k].is_f64(), "d2n_d.{k}");
+    }
+    // CSV: the value columns in their places, then the derivative columns
+    let out = sb.run(&[&base[..], &["--derive", "eps_d,U", "--format", "csv"]].concat());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert_eq!(
+        head[..5],
+        ["omega", "A", "A_raw", "Sigma_re", "Sigma_im"],
+        "{head:?}"
+    );
+    for col in [
+        "dA_eps_d",
+        "dA_U",
+        "d2A_eps_d_eps_d",
+        "d2A_eps_d_U",
+        "d2A_U_U",
+        "dA_raw_U",
+        "d2Sigma_im_U_U",
+    ] {
+        assert!(head.contains(&col), "CSV lacks {col}: {head:?}");
+    }
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.split(',').count() == head.len())
+    );
+    // h derived (impurity field, h = 0): spin-resolved, ∂A_↑/∂h = −∂A_↓/∂h, average 0
+    let field = [
+        &base[..],
+        &["--set", "model.field=impurity", "--derive", "h"],
+    ]
+    .concat();
+    let recs = lines(&sb.run(&field));
+    for p in &recs[1..recs.len() - 1] {
+        let (up, down) = (
+            p["dA_up"]["h"].as_f64().unwrap(),
+            p["dA_down"]["h"].as_f64().unwrap(),
+        );
+        assert_eq!(up, -down, "ω = {}", p["omega"]);
+        assert_eq!(p["dA"]["h"], 0.0);
+        assert_eq!(p["d2A_up"]["h,h"], p["d2A_down"]["h,h"]);
+        assert_eq!(p["A_up"], p["A_down"]);
+    }
+    // the field on the total spin is not a derivative direction of spectra (yet): exit 2, why
+    let total = [&base[..], &["--derive", "h"]].concat();
+    let out = sb.run(&total);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("impurity"), "{err}");
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
