@@ -632,12 +632,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     .map(|x| (x + ln_pref).exp())
                     .collect();
                 match blk.frame.as_ref() {
-                    None => BlockRho {
-                        r: r[b].clone(),
-                        d,
-                        d_ranges: Vec::new(),
-                        d_parts: Vec::new(),
-                    },
+                    None => BlockRho::new(r[b].clone(), d, Vec::new(), Vec::new()),
                     Some(fr) => {
                         let x: Vec<f64> = blk.energies[blk.kept..]
                             .iter()
@@ -648,12 +643,12 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                             gk: &fr.kf.g,
                             gd: &none,
                         };
-                        BlockRho {
-                            r: transform_symmetric(&r[b], &g, 1.0, false, dirs),
+                        BlockRho::new(
+                            transform_symmetric(&r[b], &g, 1.0, false, dirs),
                             d,
-                            d_ranges: fr.df.ranges.clone(),
+                            fr.df.ranges.clone(),
                             d_parts,
-                        }
+                        )
                     }
                 }
             },
@@ -750,7 +745,12 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                         gk: &none,
                         gd: &fr.df.g,
                     };
-                    let dw = transform_symmetric(&dense, &gd, -1.0, true, dirs);
+                    // discarded states far above T carry nothing, nor do their parts
+                    let dw = if rho[b].discarded_is_zero() {
+                        dense
+                    } else {
+                        transform_symmetric(&dense, &gd, -1.0, true, dirs)
+                    };
                     let mut full = MatJet::zeros(nb, nb, parts);
                     for x in 0..=parts {
                         let (dst, a, bm) = if x == 0 {

@@ -36,9 +36,54 @@ pub struct BlockRho {
     /// D's clusters (indices within D) and ρ̃^D's parts on them: part → cluster → block.
     pub d_ranges: Vec<Range<usize>>,
     pub d_parts: Vec<Vec<Mat<f64>>>,
+    /// Per part, the parts of the single-state clusters on the diagonal (0 elsewhere), and the
+    /// clusters of more than one state: most act by scaling.
+    d_diag: Vec<Vec<f64>>,
+    d_multi: Vec<usize>,
 }
 
 impl BlockRho {
+    pub fn new(
+        r: MatJet,
+        d: Vec<f64>,
+        d_ranges: Vec<Range<usize>>,
+        d_parts: Vec<Vec<Mat<f64>>>,
+    ) -> BlockRho {
+        let d_diag = d_parts
+            .iter()
+            .map(|blocks| {
+                let mut v = vec![0.0; d.len()];
+                for (rg, b) in d_ranges.iter().zip(blocks) {
+                    if rg.len() == 1 {
+                        v[rg.start] = b[(0, 0)];
+                    }
+                }
+                v
+            })
+            .collect();
+        let d_multi = (0..d_ranges.len())
+            .filter(|&c| d_ranges[c].len() > 1)
+            .collect();
+        BlockRho {
+            r,
+            d,
+            d_ranges,
+            d_parts,
+            d_diag,
+            d_multi,
+        }
+    }
+
+    /// Whether ρ^D and all its parts vanish (discarded states far above T).
+    pub fn discarded_is_zero(&self) -> bool {
+        self.d.iter().all(|&x| x == 0.0)
+            && self
+                .d_parts
+                .iter()
+                .flatten()
+                .all(|b| (0..b.ncols()).all(|j| (0..b.nrows()).all(|i| b[(i, j)] == 0.0)))
+    }
+
     fn k(&self) -> usize {
         self.r.nrows()
     }
@@ -64,8 +109,13 @@ impl BlockRho {
                 }
             }
             Some(p) => {
+                let diag = &self.d_diag[p];
                 for j in 0..x.ncols() {
-                    for (r, b) in self.d_ranges.iter().zip(&self.d_parts[p]) {
+                    for i in 0..d {
+                        dst[(k + i, j)] += c * diag[i] * x[(k + i, j)];
+                    }
+                    for &cl in &self.d_multi {
+                        let (r, b) = (&self.d_ranges[cl], &self.d_parts[p][cl]);
                         for (ii, i) in r.clone().enumerate() {
                             let mut s = 0.0;
                             for (ll, l) in r.clone().enumerate() {
@@ -101,7 +151,18 @@ impl BlockRho {
                 }
             }
             Some(p) => {
-                for (r, b) in self.d_ranges.iter().zip(&self.d_parts[p]) {
+                let diag = &self.d_diag[p];
+                for j in 0..d {
+                    let w = c * diag[j];
+                    if w == 0.0 {
+                        continue;
+                    }
+                    for i in 0..x.nrows() {
+                        dst[(i, k + j)] += w * x[(i, k + j)];
+                    }
+                }
+                for &cl in &self.d_multi {
+                    let (r, b) = (&self.d_ranges[cl], &self.d_parts[p][cl]);
                     for (jj, j) in r.clone().enumerate() {
                         for i in 0..x.nrows() {
                             let mut s = 0.0;
@@ -231,10 +292,19 @@ fn side<'a>(m: &'a MatJet, bl: &BlockClusters, br: &BlockClusters, dirs: &Direct
     let mut ad2 = Vec::new();
     for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
         ad_pair.push(ad(m.v.as_ref(), first + q));
-        ad_cross.push([ad(m.p[j].as_ref(), i), ad(m.p[i].as_ref(), j)]);
-        let mut two = ad(ad1[j].as_ref(), i);
-        two += ad(ad1[i].as_ref(), j);
-        ad2.push(two);
+        if i == j {
+            // a diagonal pair: the two halves coincide
+            let cross = ad(m.p[i].as_ref(), i);
+            ad_cross.push([cross.clone(), cross]);
+            let mut two = ad(ad1[i].as_ref(), i);
+            two *= faer::Scale(2.0);
+            ad2.push(two);
+        } else {
+            ad_cross.push([ad(m.p[j].as_ref(), i), ad(m.p[i].as_ref(), j)]);
+            let mut two = ad(ad1[j].as_ref(), i);
+            two += ad(ad1[i].as_ref(), j);
+            ad2.push(two);
+        }
     }
     Side {
         m,
@@ -444,9 +514,16 @@ pub fn pair_poles<S: PoleSink>(
         let mut xrj = MatJet::zeros(nl, nr, parts);
         for p in 0..parts {
             let (terms, n) = product_terms(dirs, p);
-            for &(a, b) in &terms[..n] {
-                l.rho.left(a, x.part(b).as_ref(), 1.0, y.p[p].as_mut());
-                r.rho.right(a, x.part(b).as_ref(), 1.0, xrj.p[p].as_mut());
+            // a diagonal pair's two cross terms coincide: once, twice the weight
+            let (n, twice) = if n == 4 && terms[2] == terms[3] {
+                (3, true)
+            } else {
+                (n, false)
+            };
+            for (t, &(a, b)) in terms[..n].iter().enumerate() {
+                let c = if twice && t == 2 { 2.0 } else { 1.0 };
+                l.rho.left(a, x.part(b).as_ref(), c, y.p[p].as_mut());
+                r.rho.right(a, x.part(b).as_ref(), c, xrj.p[p].as_mut());
             }
             y.p[p] += &xrj.p[p];
         }
