@@ -12,8 +12,8 @@
 //!   T_min = 1e-10 (69 shells).
 //! - W-live: the explorer's default preset, as the explorer runs it.
 //! - W-spec: W-prod's FDM spectral function at T = T_min (value only, and with first and second
-//!   derivatives in ε_d and U), on a chain cut to the shells measured (`--shells`), against the
-//!   plain thermodynamics run of the same chain.
+//!   derivatives in ε_d and U) against the plain thermodynamics run of the same chain (`--quick`:
+//!   the first 24 shells).
 //!
 //! The truncated bare chain (issue #7) is cached on disk; the harness points the cache at a
 //! directory of its own, fills it once, and measures the cold case with `DNRG_NO_CACHE` in a
@@ -61,11 +61,14 @@ fn time_spectrum(config: &RunConfig) -> usize {
     let points = s.evaluate_with_parts(&omega);
     let evaluation = t.elapsed();
     drop(points);
+    // |ΣW − 1|, and |Σ∂W| against Σ|∂W| per part (the terms are as large as ℰ/T makes them)
     let rules = s.sum_rule_residuals();
     let worst = rules
         .weight_parts
         .iter()
-        .fold(rules.weight, |a, b| a.max(b.abs()));
+        .enumerate()
+        .map(|(x, r)| r / s.sum_parts[0].weight_abs[x].max(s.sum_parts[1].weight_abs[x]))
+        .fold(rules.weight, f64::max);
     println!(
         "spectral {} {} {} {} {worst:e}",
         s.times.forward.as_secs_f64(),
@@ -74,6 +77,22 @@ fn time_spectrum(config: &RunConfig) -> usize {
         s.stored_bytes as f64 / (1u64 << 20) as f64
     );
     s.header.n_max + 1
+}
+
+/// CPU seconds (user + system) of this process so far: on a shared machine the ratio of CPU
+/// times is steadier than that of wall times.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // the fields after the command name in parentheses; utime and stime are 14 and 15 (1-based)
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // clock ticks: 100 per second on Linux
+    f.iter().sum::<f64>() / 100.0
 }
 
 /// Peak resident memory of this process in MiB.
@@ -244,6 +263,7 @@ fn phase(name: &str, keep: usize, shells: usize) {
         }
         other => panic!("unknown phase {other}"),
     };
+    println!("cpu {}", cpu_seconds());
     println!("{} {} {}", elapsed.as_secs_f64(), count, peak_rss_mib());
 }
 
@@ -258,6 +278,8 @@ struct Measured {
     /// Spectral phases: forward, backward, evaluation (seconds), stored MiB, worst sum-rule
     /// residual.
     spectral: Option<Vec<f64>>,
+    /// CPU seconds of the whole child process.
+    cpu: f64,
 }
 
 fn measure(name: &str, keep: usize, shells: usize) -> Measured {
@@ -308,36 +330,45 @@ fn measure_with(name: &str, keep: usize, shells: usize, env: &[(&str, &str)]) ->
         stages,
         early_mib,
         spectral,
+        cpu: text
+            .lines()
+            .find_map(|l| l.strip_prefix("cpu "))
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(f64::NAN),
     }
 }
 
 /// The FDM spectral function of W-prod: its cost against the plain run of the same chain, the
 /// cost of first and second derivatives in two parameters against the value, peak memory.
 ///
-/// The whole W-prod chain (69 shells) stores every shell's eigenvectors and operators, and with
-/// five derivative parts that is ~6 GiB (issue #9, item 6: spilling to disk is not implemented
-/// yet), so the spectral phases run on the first `SPECTRAL_SHELLS` shells (40; `--quick`: 24) at
-/// W-prod's keep 1000 and Λ = 2, with T = T_min at the last shell's T_N.
+/// A full bench run uses the whole W-prod chain (69 shells). Every shell's eigenvectors,
+/// operators and frames are stored between the passes, ~6 GiB with five derivative parts
+/// (spilling to disk, issue #9 item 6, is not implemented): `--quick` runs the first 24 shells
+/// (T = T_min at the last one's T_N) at W-prod's keep 1000 and Λ = 2.
 fn spectral_table(quick: bool) {
-    let shells = if quick { 24 } else { SPECTRAL_SHELLS };
-    println!(
-        "W-spec: W-prod's spectral function, first {shells} shells (T = T_min at the last), keep 1000"
-    );
+    let shells = if quick { 24 } else { usize::MAX };
+    let label = if quick {
+        format!("first {shells} shells (T = T_min at the last)")
+    } else {
+        "the whole chain, T = T_min = 1e-10".to_string()
+    };
+    println!("W-spec: W-prod's spectral function, {label}, keep 1000");
     let plain = measure("spec_plain", 1000, shells);
     let value = measure("spec_value", 1000, shells);
     let deriv = measure("spec_d2", 1000, shells);
     println!(
-        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9}  target",
-        "phase", "seconds", "forward", "backward", "evaluate", "stored MiB", "peak MiB"
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9}  target",
+        "phase", "seconds", "cpu s", "forward", "backward", "evaluate", "stored MiB", "peak MiB"
     );
     let row = |label: &str, m: &Measured, target: String| {
         let sp = m.spectral.clone().unwrap_or_default();
         let get = |i: usize| sp.get(i).copied();
         let cell = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{:<40} {:>8.2} {:>8} {:>8} {:>8} {:>10} {:>9.0}  {}",
+            "{:<40} {:>8.2} {:>8.2} {:>8} {:>8} {:>8} {:>10} {:>9.0}  {}",
             label,
             m.seconds,
+            m.cpu,
             cell(get(0)),
             cell(get(1)),
             cell(get(2)),
@@ -350,23 +381,28 @@ fn spectral_table(quick: bool) {
     row(
         "spectrum, value only (Σ trick)",
         &value,
-        format!("≤ 2× plain: {:.2}×", value.seconds / plain.seconds),
+        format!(
+            "≤ 2× plain: {:.2}× (cpu {:.2}×)",
+            value.seconds / plain.seconds,
+            value.cpu / plain.cpu
+        ),
     );
     row(
         "spectrum + ∂, ∂² in ε_d, U (5 parts)",
         &deriv,
-        format!("≤ 6× value: {:.2}×", deriv.seconds / value.seconds),
+        format!(
+            "≤ 6× value: {:.2}× (cpu {:.2}×)",
+            deriv.seconds / value.seconds,
+            deriv.cpu / value.cpu
+        ),
     );
     let worst = deriv.spectral.as_ref().and_then(|s| s.get(4).copied());
     println!(
-        "sum rules of the derivative run: max(|ΣW − 1|, |Σ∂W|, |Σ∂²W|) = {:.1e}; peak memory {:.0} MiB",
+        "sum rules of the derivative run: max(|ΣW − 1|, |Σ∂W|/Σ|∂W|, |Σ∂²W|/Σ|∂²W|) = {:.1e}; peak memory {:.0} MiB",
         worst.unwrap_or(f64::NAN),
         deriv.peak_mib
     );
 }
-
-/// Shells of the spectral phases in a full bench run (see [`spectral_table`]).
-const SPECTRAL_SHELLS: usize = 40;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
