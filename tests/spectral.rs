@@ -99,7 +99,8 @@ fn with_impurity_field(mut c: RunConfig, h: f64) -> RunConfig {
 fn sum_rule_holds_to_round_off() {
     // Σ W = Tr ρ{d, d†} = 1 exactly for the complete basis, whatever the truncation: the residual
     // is round-off over ~1e6 poles. Measured 2026-12-01: worst 1.5e-12 (with the trace check
-    // Tr R_{N−1} = Σ_{M≥N} w_M); bound 1e-11, 6× that.
+    // Tr R_{N−1} = Σ_{M≥N} w_M); bound 1e-11, 6× that. (Since the weights use C_N − C_{N_max}
+    // summed from per-shell steps, 2026-12-02: 1.6e-13.)
     let t = 1e-3;
     let runs = [
         common::siam(0.0, -0.05, 0.1, 3.0, 200, t),

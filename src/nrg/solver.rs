@@ -66,6 +66,11 @@ pub(crate) struct Shell {
     /// T_N in physical units.
     pub t: f64,
     pub free_energy: ShellFreeEnergy,
+    /// What this shell added to the accumulated shift (physical units, every part): C_N − C_{N−1}
+    /// as computed, before it is rounded into the running sum. Differences of the shifts of two
+    /// shells, which the spectral function's weights need at T far below ω_0, are sums of these
+    /// and keep their relative precision.
+    pub shift_step: ShiftJet,
     /// Every block, diagonalized and shifted (energies from the ground state, rescaled).
     pub eig: Vec<EigenBlock>,
     /// States before truncation.
@@ -111,6 +116,8 @@ pub(crate) struct Iteration {
     next: usize,
     pending: Option<ProductShell>,
     shift: ShiftJet,
+    /// This shell's contribution to `shift`.
+    shift_step: ShiftJet,
     /// Kept counts imposed per shell instead of the cut rule (finite-difference checks).
     frozen_kept: Option<Vec<usize>>,
     /// Keep every shell's decoupling and rotate the second-order parts on all rows: the spectral
@@ -138,6 +145,7 @@ impl Iteration {
             chain,
             n_max,
             shift: ShiftJet::zero(&dirs),
+            shift_step: ShiftJet::zero(&dirs),
             dirs,
             odd,
             spin_symmetric: spin_symmetric && h_total == 0.0,
@@ -261,6 +269,7 @@ impl Iteration {
             n,
             t: omega * tau,
             free_energy,
+            shift_step: self.shift_step.clone(),
             eig,
             states,
             kept,
@@ -304,6 +313,8 @@ impl Iteration {
         let mut parts = mean;
         parts.resize(self.dirs.parts(), 0.0);
         self.shift.add_scaled(omega, e0, &parts);
+        self.shift_step = ShiftJet::zero(&self.dirs);
+        self.shift_step.add_scaled(omega, e0, &parts);
         (ground, e0)
     }
 
@@ -356,6 +367,7 @@ impl Iteration {
         let mut parts = vec![0.0; self.dirs.first()];
         parts.extend_from_slice(&mean);
         self.shift.add_scaled(omega, 0.0, &parts);
+        self.shift_step.add_scaled(omega, 0.0, &parts);
         let sums = rotated
             .into_iter()
             .zip(eig.iter_mut())

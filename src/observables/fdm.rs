@@ -77,7 +77,12 @@ pub(crate) struct StoredOp {
 /// What the backward pass needs of one shell.
 pub(crate) struct StoredShell {
     omega: f64,
-    /// Accumulated shift C_N (physical units): ℰ = ω_N E + C_N; and its parts.
+    /// This shell's contribution to the accumulated shift C_N (ℰ = ω_N E + C_N, physical units)
+    /// and its parts: the backward pass sums them into C_N − C_{N_max}, which keeps its relative
+    /// precision (C_N itself is O(1) while its differences between the last shells are O(ω_N)).
+    shift_step: f64,
+    shift_step_parts: Vec<f64>,
+    /// C_N − C_{N_max} and its parts, set by the backward pass.
     shift: f64,
     shift_parts: Vec<f64>,
     blocks: Vec<StoredBlock>,
@@ -289,6 +294,7 @@ pub(crate) fn forward(
             subs,
             frames,
             free_energy,
+            shift_step,
             ..
         } = shell;
         let index: HashMap<Qn, usize> = eig.iter().enumerate().map(|(b, eb)| (eb.qn, b)).collect();
@@ -412,8 +418,10 @@ pub(crate) fn forward(
             .collect();
         shells.push(StoredShell {
             omega: free_energy.omega,
-            shift: free_energy.shift.value,
-            shift_parts: free_energy.shift.parts.clone(),
+            shift_step: shift_step.value,
+            shift_step_parts: shift_step.parts,
+            shift: 0.0,
+            shift_parts: vec![0.0; parts],
             blocks,
             subs,
             d,
@@ -421,7 +429,20 @@ pub(crate) fn forward(
             kept_total,
         });
     }
-    (!run.is_cancelled()).then_some(shells)
+    if run.is_cancelled() {
+        return None;
+    }
+    // C_N − C_{N_max} = −Σ_{M>N} (C_M − C_{M−1}): the reference shift cancels in every weight
+    let (mut c, mut c_parts) = (0.0, vec![0.0; parts]);
+    for sh in shells.iter_mut().rev() {
+        sh.shift = c;
+        sh.shift_parts.clone_from(&c_parts);
+        c -= sh.shift_step;
+        for (a, b) in c_parts.iter_mut().zip(&sh.shift_step_parts) {
+            *a -= b;
+        }
+    }
+    Some(shells)
 }
 
 /// ln Σ exp(x_i) without overflow (−∞ for an empty sum).
@@ -715,8 +736,10 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
             .map(|b| b.kept)
             .filter(|&k| k > 0)
             .collect();
-        // ρ in the eigenbasis of each block, every part (the value is R ⊕ ρ^D)
-        let rho_u: Vec<Option<MatJet>> = if parts == 0 {
+        // the parts of ρ in the eigenbasis of each block (its value is R ⊕ ρ^D), and of every
+        // block its shares U_s ρ^x U_sᵀ of R^x_{N−1}, computed in parallel
+        #[allow(clippy::type_complexity)]
+        let shares: Vec<Option<Vec<(usize, Vec<Mat<f64>>)>>> = if parts == 0 {
             sh.blocks.iter().map(|_| None).collect()
         } else {
             map_largest_first(
@@ -762,7 +785,24 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                         dst.as_mut().submatrix_mut(k, k, d, d).copy_from(bm);
                     }
                     let kd = KdGen { s: &fr.s };
-                    Some(transform_symmetric(&full, &kd, -1.0, false, dirs))
+                    let ru = transform_symmetric(&full, &kd, -1.0, false, dirs);
+                    // its share of R^x_{N−1}: U_s ρ^x U_sᵀ for every site state s
+                    let shares = sh.subs[b]
+                        .iter()
+                        .flatten()
+                        .map(|&(kc, off)| {
+                            let v = blk.u.as_ref().submatrix(off, 0, kept_prev[kc], nb);
+                            let mats =
+                                ru.p.iter()
+                                    .map(|m| {
+                                        let t3 = mul(v, m.as_ref());
+                                        mul(t3.as_ref(), v.transpose())
+                                    })
+                                    .collect::<Vec<Mat<f64>>>();
+                            (kc, mats)
+                        })
+                        .collect::<Vec<_>>();
+                    Some(shares)
                 },
             )
         };
@@ -793,17 +833,11 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     vd.transpose(),
                     1.0,
                 );
-                if let Some(ru) = rho_u[p].as_ref() {
-                    for x in 0..parts {
-                        let t3 = mul(v, ru.p[x].as_ref());
-                        gemm(
-                            r_prev[kc].p[x].as_mut(),
-                            true,
-                            t3.as_ref(),
-                            v.transpose(),
-                            1.0,
-                        );
-                    }
+            }
+            // the parts' shares, computed in parallel above, added in block order
+            for (kc, mats) in shares[p].iter().flatten() {
+                for (dst, m) in r_prev[*kc].p.iter_mut().zip(mats) {
+                    *dst += m;
                 }
             }
         }
