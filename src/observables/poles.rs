@@ -394,8 +394,6 @@ pub struct BlockView<'a> {
 /// three.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoleSums {
-    /// Number of poles (pairs ∉ K×K with a weight or moments that can be nonzero).
-    pub poles: usize,
     pub weight: f64,
     pub weight_f: f64,
     pub occupation: f64,
@@ -435,7 +433,6 @@ impl PoleSums {
 
     /// self += c·other.
     pub fn merge(&mut self, o: &PoleSums, c: f64) {
-        self.poles += o.poles;
         self.weight += c * o.weight;
         self.weight_f += c * o.weight_f;
         self.occupation += c * o.occupation;
@@ -605,7 +602,6 @@ pub fn pair_poles<S: PoleSink>(
             }
             sums.occupation += v * xrc[i];
             sums.occupation_spectral += w * fermi(big, t);
-            sums.poles += 1;
         }
     }
 }
