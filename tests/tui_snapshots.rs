@@ -152,7 +152,7 @@ fn thermo_80x24() {
         assert!(s.contains(needle), "{needle} missing:\n{s}");
     }
     assert!(s.contains("log10 T"));
-    assert!(s.contains("T_K 3.2e-6"), "{s}");
+    assert!(s.contains("T_K 2.95e-6"), "{s}");
     insta::assert_snapshot!("thermo_80x24", s);
 }
 

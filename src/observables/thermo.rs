@@ -194,7 +194,7 @@ impl ShiftJet {
 }
 
 /// Build a [`Jet`] from its value, first-order parts and the pair parts of `dirs`.
-fn jet(value: Ts, first: &[Ts], pairs: &[Ts], dirs: &Directions) -> Jet {
+pub(crate) fn jet(value: Ts, first: &[Ts], pairs: &[Ts], dirs: &Directions) -> Jet {
     let m = dirs.first();
     if m == 0 {
         return Jet::from_re(value);
@@ -208,9 +208,18 @@ fn jet(value: Ts, first: &[Ts], pairs: &[Ts], dirs: &Directions) -> Jet {
     Jet::new(value, Derivative::some(v1), Derivative::some(v2))
 }
 
+/// `scale`·s as a [`Jet`] (no temperature or field dependence).
+pub(crate) fn shift_jet(s: &ShiftJet, scale: f64, dirs: &Directions) -> Jet {
+    let m = dirs.first();
+    let first: Vec<Ts> = s.parts[..m].iter().map(|&p| Ts::from(scale * p)).collect();
+    let pairs: Vec<Ts> = s.parts[m..].iter().map(|&p| Ts::from(scale * p)).collect();
+    jet(Ts::from(scale * s.value), &first, &pairs, dirs)
+}
+
 /// G = −τ ln Z of the whole shell (rescaled, without the accumulated shift), as a jet over the
-/// matrix directions with (τ, η) derivatives.
-pub fn free_energy(traces: &[BlockTrace], tau: f64, dirs: &Directions) -> Jet {
+/// matrix directions with (τ, η) derivatives. `extra` is added to the shell's Z (the complete
+/// basis' discarded states of earlier shells, [`crate::complete_basis`]).
+pub fn free_energy(traces: &[BlockTrace], tau: f64, dirs: &Directions, extra: Option<&Jet>) -> Jet {
     let m = dirs.first();
     let mut z = Ts::from(0.0);
     let mut z_first = vec![Ts::from(0.0); m];
@@ -225,7 +234,10 @@ pub fn free_energy(traces: &[BlockTrace], tau: f64, dirs: &Directions) -> Jet {
         }
     }
     let pairs_ts: Vec<Ts> = z_pairs.into_iter().map(Ts::from).collect();
-    let z_jet = jet(z, &z_first, &pairs_ts, dirs);
+    let mut z_jet = jet(z, &z_first, &pairs_ts, dirs);
+    if let Some(extra) = extra {
+        z_jet += extra.clone();
+    }
     let (tv, _) = thermo_variables(tau);
     -(Jet::from_re(tv) * z_jet.ln())
 }
@@ -349,7 +361,7 @@ mod tests {
             .map(|bp| (0..n).map(|k| w[k] * bp[(k, k)]).sum())
             .collect();
         let tr = block_trace(&eb, 0.0, t, &dirs, &diag);
-        let f = free_energy(&[tr], t, &dirs);
+        let f = free_energy(&[tr], t, &dirs, None);
         let lnz = |x: f64, y: f64| ln_z(&a, &b, &c, &d, x, y, t);
         let step = 1e-4;
         // central differences: O(step²) ≈ 1e-8 truncation error
