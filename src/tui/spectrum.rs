@@ -505,6 +505,18 @@ fn spectrum(frame: &mut Frame, area: Rect, app: &App, data: &SpectrumData) {
             line: true,
         });
     }
+    if let Some(p) = pinned {
+        // the comparison is at another temperature only if it says so
+        let t = if p.t == data.t {
+            String::new()
+        } else {
+            format!(" T={}", fmt_exact(p.t))
+        };
+        legend.push(Span::styled(
+            format!("{PINNED_GLYPH} pinned{t}  "),
+            theme.pinned(),
+        ));
+    }
     if let Some(a0) = data.at_zero() {
         legend.push(Span::raw(format!("{y_name}(0)={}", fmt_g(scale * a0, 4))));
     }
@@ -524,12 +536,6 @@ fn spectrum(frame: &mut Frame, area: Rect, app: &App, data: &SpectrumData) {
         ),
         theme.dim(),
     ));
-    if pinned.is_some() {
-        legend.push(Span::styled(
-            format!("  {PINNED_GLYPH} pinned"),
-            theme.pinned(),
-        ));
-    }
     frame.render_widget(
         Paragraph::new(ui::fit_spans(legend, legend_area.width as usize)),
         legend_area,
