@@ -1273,15 +1273,21 @@ impl App {
     }
 
     /// Start the spectrum job the Spectrum panel needs, if any: the panel is shown, the
-    /// model is the SIAM, the run is complete, no fit is running, and the spectrum of this run
-    /// at this T is neither computed nor being computed. `true` if the state changed.
+    /// model is the SIAM, the run is complete, no fit is running or queued, and the spectrum of
+    /// this run at this T is neither computed nor being computed (nor cancelled with Esc).
+    /// `true` if the state changed.
     fn ensure_spectrum(&mut self) -> bool {
         if !self.spectrum_on
             || self.run.config.model.kind != ModelKind::Siam
             || self.run.summary.is_none()
             || self.run.error.is_some()
             || self.fit_running()
-            || self.pending.is_some()
+            // a queued run or fit comes first; a queued Cancel is replaced (the spectrum job
+            // cancels the running job as well), else nothing would start it before the next key
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|j| !matches!(j.kind, JobKind::Cancel))
         {
             return false;
         }
@@ -1954,6 +1960,21 @@ mod tests {
         assert!(!s.contains("coming with derivative spectra"), "{s}");
         assert!(s.contains("∂A/∂eps_d  at ω=0: 1"), "{s}");
         assert_eq!(s.matches("└┬").count(), 2, "two charts:\n{s}");
+    }
+
+    #[test]
+    fn a_cancelled_fit_gives_way_to_the_spectrum() {
+        let mut a = small_siam();
+        press(&mut a, "a");
+        finish_run(&mut a);
+        spectrum_job(&mut a);
+        press(&mut a, "2mn_d = 0.9<Enter>f");
+        assert!(a.fit_running() && a.spectrum.is_none());
+        assert!(matches!(a.take_job().unwrap().kind, JobKind::Fit(_)));
+        // Esc: the fit's Cancel job is replaced by the spectrum job, which cancels it as well
+        press(&mut a, "<Esc>");
+        assert!(!a.fit_running());
+        spectrum_job(&mut a);
     }
 
     #[test]
