@@ -111,3 +111,34 @@ fn many_changes_end_like_a_fresh_run_without_leaking_threads_or_memory() {
     assert!(fresh.contains("done"), "{fresh}");
     assert_eq!(burst, fresh, "burst:\n{burst}\nfresh:\n{fresh}");
 }
+
+/// A parameter change while the Spectrum panel's job computes cancels it like a run: the new
+/// run starts at once, its spectrum follows it, and the final screen is exactly the screen of a
+/// fresh session with the final parameters (nothing of the cancelled spectrum shows).
+#[test]
+fn a_change_during_the_spectrum_cancels_it_and_the_new_spectrum_arrives() {
+    let dir = TempDir::new().unwrap();
+    fs::create_dir(dir.path().join("config")).unwrap();
+    fs::write(dir.path().join("rapid.toml"), PRESET_TOML).unwrap();
+
+    // the spectrum job of this preset has 2 × 38 shells; the change comes after 20 of them
+    // (`<spectrum:20>` fails the session if the job ends before)
+    let start = std::time::Instant::now();
+    let out = headless(&dir, &[], "<wait>a<spectrum:20>4<Enter>0.12<Enter><wait>3");
+    let elapsed = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let changed = String::from_utf8(out.stdout).unwrap();
+    // 1 run, its spectrum (cancelled), the new run, its spectrum
+    assert_eq!(stats(&stderr)["jobs"], 4, "{stderr}");
+    assert!(changed.contains("πΓA(0)="), "{changed}");
+    // Measured on 2 shared cores (release, load 5-7, 10 sessions): 1.34-2.28 s for the whole
+    // session (two runs of ~0.2 s, one spectrum of ~1 s and the part of the cancelled one).
+    // Bound: 3× the worst case.
+    assert!(elapsed.as_secs_f64() < 6.9, "{elapsed:?}");
+
+    let out = headless(&dir, &["--set", "model.U=0.12"], "<wait>a<wait>3");
+    assert!(out.status.success());
+    let fresh = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(changed, fresh, "changed:\n{changed}\nfresh:\n{fresh}");
+}

@@ -49,7 +49,7 @@ use nalgebra::Complex;
 use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How the poles are binned and broadened, and where A(ω) is evaluated.
@@ -619,6 +619,16 @@ pub fn spectrum_cancellable(
     opts: &SpectralOptions,
     cancel: Arc<AtomicBool>,
 ) -> Result<Option<Spectrum>, InvalidParam> {
+    spectrum_with_progress(config, opts, cancel, &|_, _| {})
+}
+
+/// [`spectrum_cancellable`] that reports its progress (see [`Progress`]).
+pub fn spectrum_with_progress(
+    config: &RunConfig,
+    opts: &SpectralOptions,
+    cancel: Arc<AtomicBool>,
+    report: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Option<Spectrum>, InvalidParam> {
     opts.validate()?;
     if config.model.kind != ModelKind::Siam {
         return Err(InvalidParam {
@@ -652,12 +662,13 @@ pub fn spectrum_cancellable(
         .map(|c| crate::chain::omega(&c.nrg, crate::chain::last_shell(&c.nrg)))
         .fold(f64::INFINITY, f64::min);
     let template = bins_for(opts, omega_last);
+    let progress = Progress::new(&configs, report);
     use rayon::prelude::*;
     // each chain is independent; the results are combined in the order of z afterwards, so
     // they do not depend on the scheduling
     let chains: Vec<Option<OneChain>> = configs
         .par_iter()
-        .map(|c| one_chain(c, opts.t, trick, &template, &cancel))
+        .map(|c| one_chain(c, opts.t, trick, &template, &cancel, &progress))
         .collect::<Result<_, _>>()?;
     let Some(chains) = chains.into_iter().collect::<Option<Vec<OneChain>>>() else {
         return Ok(None);
@@ -731,13 +742,14 @@ fn one_chain(
     trick: bool,
     template: &Binned,
     cancel: &Arc<AtomicBool>,
+    progress: &Progress,
 ) -> Result<Option<OneChain>, InvalidParam> {
     let started = Instant::now();
     let mut run =
         Run::with_directions(config, Directions::default())?.with_cancel_flag(cancel.clone());
     let header = run.header().clone();
     let space = run.model().space();
-    let shells = forward(&mut run, &space, trick);
+    let shells = forward(&mut run, &space, trick, progress);
     if run.is_cancelled() {
         return Ok(None);
     }
@@ -746,7 +758,7 @@ fn one_chain(
     let mut bins = [template.clone(), template.clone()];
     let mut bins_f = [template.clone(), template.clone()];
     let Some((sums, shell_weights, trace_residual)) =
-        backward(&shells, t, &mut bins, &mut bins_f, cancel)
+        backward(&shells, t, &mut bins, &mut bins_f, cancel, progress)
     else {
         return Ok(None);
     };
@@ -767,7 +779,12 @@ fn one_chain(
 
 /// The forward pass: run the iteration and keep, per shell, the eigenbases and d_σ on all
 /// four blocks.
-fn forward(run: &mut Run, space: &LocalSpace, trick: bool) -> Vec<StoredShell> {
+fn forward(
+    run: &mut Run,
+    space: &LocalSpace,
+    trick: bool,
+    progress: &Progress,
+) -> Vec<StoredShell> {
     let mut shells: Vec<StoredShell> = Vec::new();
     // d_σ (and X_F = d_σ n_σ̄) on the kept space of the previous shell, keyed by (left, right)
     // kept-block index
@@ -838,6 +855,7 @@ fn forward(run: &mut Run, space: &LocalSpace, trick: bool) -> Vec<StoredShell> {
             d,
             f,
         });
+        progress.shell();
     }
     shells
 }
@@ -942,6 +960,7 @@ fn backward(
     bins: &mut [Binned; 2],
     bins_f: &mut [Binned; 2],
     cancel: &AtomicBool,
+    progress: &Progress,
 ) -> Option<([SpinSums; 2], Vec<f64>, f64)> {
     let n_max = shells.len() - 1;
     let ln4 = 4f64.ln();
@@ -1000,6 +1019,7 @@ fn backward(
                 poles(sh, op, f, &r, &rho_d, t, &mut bins[sigma], &mut sums[sigma]);
             }
         }
+        progress.shell();
         if n == 0 {
             break;
         }
@@ -1116,6 +1136,36 @@ fn poles(
             sums.occupation += v * xr[(i, j)];
             sums.occupation_spectral += w * fermi(big, t);
         }
+    }
+}
+
+// ---- progress (for the explorer's status line; no part of the method) ----------------------
+
+/// Progress of [`spectrum_with_progress`]: `report(done, total)` after every shell of either
+/// pass, summed over the chains of a z-average, with total = 2·Σ_chains (N_max + 1). Chains run
+/// in parallel, so `report` may be called from several threads at once.
+pub struct Progress<'a> {
+    done: AtomicUsize,
+    total: usize,
+    report: &'a (dyn Fn(usize, usize) + Sync),
+}
+
+impl<'a> Progress<'a> {
+    fn new(configs: &[RunConfig], report: &'a (dyn Fn(usize, usize) + Sync)) -> Progress<'a> {
+        let total = configs
+            .iter()
+            .map(|c| 2 * (crate::chain::last_shell(&c.nrg) + 1))
+            .sum();
+        Progress {
+            done: AtomicUsize::new(0),
+            total,
+            report,
+        }
+    }
+
+    fn shell(&self) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.report)(done, self.total);
     }
 }
 

@@ -48,6 +48,16 @@ pub enum Event {
         config: Box<RunConfig>,
         result: Box<FitResult>,
     },
+    /// Where the spectral function of a spectrum job stands.
+    SpectrumProgress {
+        job: JobId,
+        stage: super::spectrum::Stage,
+    },
+    /// The spectrum job is complete.
+    SpectrumDone {
+        job: JobId,
+        spectrum: Box<super::spectrum::SpectrumData>,
+    },
     /// Time passed (the redraw throttle wakes the loop with this).
     Tick,
     /// Text pasted into the terminal (bracketed paste): one edit, however long.

@@ -121,9 +121,22 @@ impl Session<'_> {
                 self.handle(Event::Key(key));
                 self.drain();
             }
-            Step::WaitDone => self.wait_until("the run (or the fit) to complete", |app| {
-                !app.run.is_running() && !app.fit_running()
+            Step::WaitDone => self.wait_until("the run (or the fit, or the spectrum)", |app| {
+                !app.run.is_running() && !app.fit_running() && !app.spectrum_busy()
             })?,
+            Step::WaitSpectrum(n) => {
+                let reached = |app: &App| app.spectrum_stage().map(|s| s.shells_done() >= n);
+                self.wait_until(&format!("<spectrum:{n}>"), |app| {
+                    reached(app) == Some(true)
+                        || (!app.run.is_running() && !app.fit_running() && !app.spectrum_busy())
+                })?;
+                if reached(&self.app) != Some(true) {
+                    return Err(format!(
+                        "<spectrum:{n}>: no spectrum job reached {n} shells (is the Spectrum \
+                         panel open (a), and the model the SIAM?)"
+                    ));
+                }
+            }
             Step::WaitShells(n) => {
                 self.wait_until(&format!("{n} shells"), |app| {
                     app.run.shells.len() >= n || !app.run.is_running()

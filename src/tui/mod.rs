@@ -22,6 +22,7 @@ mod presets;
 mod prompt;
 mod script;
 mod sensitivities;
+mod spectrum;
 mod status;
 mod terminal;
 mod theme;
