@@ -99,8 +99,10 @@ impl Estimate {
             BareChain::Truncated => 1.0,
             BareChain::Exact => 0.0,
         };
-        let memory = BASE + keep * keep * (M0 * (1.0 + bare) + M1 * p);
-        let per_shell = keep.powf(T_EXP) * (T0 * (1.0 + bare) + T1 * p);
+        // z-averaged thermodynamics runs its Nz chains in lockstep: all alive at once
+        let chains = config.nrg.z_average.max(1) as f64;
+        let memory = BASE + chains * keep * keep * (M0 * (1.0 + bare) + M1 * p);
+        let per_shell = chains * keep.powf(T_EXP) * (T0 * (1.0 + bare) + T1 * p);
         let time = per_shell * shells as f64;
         Estimate {
             memory: memory.min(u64::MAX as f64) as u64,
@@ -165,6 +167,8 @@ impl Estimate {
         let mut plain = config.clone();
         plain.derive.clear();
         plain.output.impurity_observables = false;
+        // (its chains are counted as before: not multiplied like the thermodynamics' lockstep)
+        plain.nrg.z_average = 1;
         let mut e = Estimate::of(&plain);
         let keep = config.nrg.keep as f64;
         let stored = SPECTRAL_PER_SHELL * keep * keep * e.shells as f64;

@@ -540,16 +540,16 @@ pub struct Run {
     diagnostics: Diagnostics,
 }
 
-/// A run is one chain: z-averaging (`nrg.z_average` > 1) is done by the spectral function,
-/// which runs one chain per z; the thermodynamics does not average yet, so it refuses rather
-/// than silently ignoring the key.
+/// A run is one chain: z-averaging (`nrg.z_average` > 1) runs one `Run` per z
+/// ([`crate::z_average`] for thermodynamics, [`crate::spectral`] for spectra), so a single
+/// run refuses the key rather than silently ignoring it.
 fn one_chain(config: &RunConfig) -> Result<(), InvalidParam> {
     if config.nrg.z_average != 1 {
         return Err(InvalidParam {
             key: "nrg.z_average".into(),
             value: config.nrg.z_average.to_string(),
-            reason: "z-averaging is implemented for `dnrg spectrum` only (the thermodynamics \
-                     of one run is one chain: set nrg.z instead)"
+            reason: "one run is one chain: z-averaging runs one chain per z (`dnrg run` and \
+                     `dnrg spectrum` do; here set nrg.z instead)"
                 .into(),
         });
     }
@@ -733,9 +733,13 @@ impl Run {
 
     /// The final record.
     pub fn summary(&self, cancelled: bool) -> Summary {
-        let zero_field = self.config.model.h == 0.0;
-        let siam = self.model.kind() == ModelKind::Siam;
-        self.diagnostics.summary(cancelled, zero_field && siam)
+        self.diagnostics
+            .summary(cancelled, self.wilson_ratio_applies())
+    }
+
+    /// Whether the Fermi-liquid Wilson ratio is defined for this run (SIAM at zero field).
+    pub fn wilson_ratio_applies(&self) -> bool {
+        self.config.model.h == 0.0 && self.model.kind() == ModelKind::Siam
     }
 
     /// The next shell of the bare iteration, without any read-out: the spectral function
@@ -754,6 +758,40 @@ impl Run {
     pub fn freeze_kept_counts(&mut self, kept: Vec<usize>) {
         self.iteration.frozen_kept = Some(kept);
     }
+}
+
+/// A run's records as `dnrg run` writes them: one chain ([`Run`]) or the average over twisted
+/// chains ([`crate::z_average::ZAveragedRun`]), whichever `nrg.z_average` asks for.
+pub trait Records: Iterator<Item = ShellRecord> {
+    fn header(&self) -> &Header;
+    /// The last shell (of the z = 1 chain).
+    fn n_max(&self) -> usize;
+    /// The `done` record.
+    fn summary(&self, cancelled: bool) -> Summary;
+}
+
+impl Records for Run {
+    fn header(&self) -> &Header {
+        Run::header(self)
+    }
+    fn n_max(&self) -> usize {
+        Run::n_max(self)
+    }
+    fn summary(&self, cancelled: bool) -> Summary {
+        Run::summary(self, cancelled)
+    }
+}
+
+/// The records `config` asks for, cancelled through `flag`.
+pub fn records(
+    config: &RunConfig,
+    flag: Arc<AtomicBool>,
+) -> Result<Box<dyn Records>, InvalidParam> {
+    Ok(if config.nrg.z_average > 1 {
+        Box::new(crate::z_average::ZAveragedRun::new(config)?.with_cancel_flag(flag))
+    } else {
+        Box::new(Run::new(config)?.with_cancel_flag(flag))
+    })
 }
 
 impl Iterator for Run {
