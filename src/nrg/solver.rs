@@ -18,7 +18,7 @@ use crate::diagnostics::Diagnostics;
 use crate::jet::Directions;
 use crate::levels::{self, Sensitivity};
 use crate::model::{self, ImpurityModel, SiteZero};
-use crate::parallel::map_largest_first_until;
+use crate::parallel::{Cancel, map_largest_first_until};
 use crate::params::{FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig};
 use crate::readout::{self, Plan, Source};
 use crate::record::{ChainInfo, Header, ShellRecord, Summary};
@@ -167,11 +167,11 @@ impl Iteration {
 
         let dirs = &self.dirs;
         let cancel = self.cancel.clone();
-        let cancel = cancel.as_deref();
+        let cancel = Cancel::new(cancel.as_deref());
         let mut eig: Vec<EigenBlock> = map_largest_first_until(
             &product.blocks,
             |b| b.dim(),
-            |b| step::diagonalize(b, dirs),
+            |b| Some(step::diagonalize(b, dirs)),
             cancel,
         )?;
         if self.spin_symmetric {
@@ -194,7 +194,10 @@ impl Iteration {
         let traces = map_largest_first_until(
             &indices,
             |&b| eig[b].dim(),
-            |&b| thermo::block_trace(&eig[b], eig[b].qn.sz(), tau, dirs, &pair_sums[b]),
+            |&b| {
+                let trace = thermo::block_trace(&eig[b], eig[b].qn.sz(), tau, dirs, &pair_sums[b]);
+                Some(trace)
+            },
             cancel,
         )?;
         let mut g = thermo::free_energy(&traces, tau, dirs);
@@ -316,9 +319,9 @@ impl Iteration {
                 let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b]);
                 let w = thermo::pair_weights(eb, tau);
                 let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
-                (b_pairs, sums, w.iter().sum::<f64>())
+                Some((b_pairs, sums, w.iter().sum::<f64>()))
             },
-            self.cancel.as_deref(),
+            Cancel::new(self.cancel.as_deref()),
         )?;
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
         let mut mean = ground_mean(ground, rotated.iter().map(|(b, _, _)| b.as_slice()), pairs);
@@ -386,11 +389,11 @@ impl Iteration {
         let dirs = &self.dirs;
         let with_kept: Vec<(&EigenBlock, usize)> =
             eig.iter().zip(cut.kept.iter().copied()).collect();
-        let cancel = self.cancel.as_deref();
+        let cancel = Cancel::new(self.cancel.as_deref());
         let decoupled = map_largest_first_until(
             &with_kept,
             |(eb, _)| eb.dim(),
-            |&(eb, k)| step::decouple(eb, k, dirs),
+            |&(eb, k)| Some(step::decouple(eb, k, dirs)),
             cancel,
         )?;
         self.times.decouple += lap(clock);
@@ -412,14 +415,14 @@ impl Iteration {
             &live,
             |(op, _, _)| eig[op.left].dim() * eig[op.right].dim(),
             |&(op, l, r)| {
-                step::transform_op(
+                Some(step::transform_op(
                     op,
                     (&eig[op.left], &decoupled[op.left].1),
                     (&eig[op.right], &decoupled[op.right].1),
                     dirs,
                     l,
                     r,
-                )
+                ))
             },
             cancel,
         )?;
