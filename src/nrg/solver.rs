@@ -166,12 +166,12 @@ impl Iteration {
         let started = Instant::now();
 
         let dirs = &self.dirs;
-        let cancel = self.cancel.clone();
-        let cancel = Cancel::new(cancel.as_deref());
+        let flag = self.cancel.clone();
+        let cancel = Cancel::new(flag.as_deref());
         let mut eig: Vec<EigenBlock> = map_largest_first_until(
             &product.blocks,
             |b| b.dim(),
-            |b| Some(step::diagonalize(b, dirs)),
+            |b| step::diagonalize(b, dirs, cancel),
             cancel,
         )?;
         if self.spin_symmetric {
@@ -228,7 +228,8 @@ impl Iteration {
                     onsite: self.chain.onsite[n + 1] / self.chain.omega[n + 1],
                     field: self.h_total / self.chain.omega[n + 1],
                 };
-                self.pending = Some(shell::add_site(&kept_shell, step, &self.dirs));
+                let next = shell::add_site(&kept_shell, step, &self.dirs, cancel);
+                self.pending = Some(next?);
                 self.times.add_site += lap(&mut clock);
                 (cut.total, cut.gap, cut.e_max, weight)
             }
@@ -309,6 +310,7 @@ impl Iteration {
         }
         let rows = cut.map_or(ground, |c| c.kept.as_slice());
         let dirs = &self.dirs;
+        let cancel = Cancel::new(self.cancel.as_deref());
         let indices: Vec<usize> = (0..eig.len()).collect();
         let eig_ref: &[EigenBlock] = eig;
         let rotated = map_largest_first_until(
@@ -316,12 +318,12 @@ impl Iteration {
             |&b| eig_ref[b].dim(),
             |&b| {
                 let (eb, block) = (&eig_ref[b], &product.blocks[b]);
-                let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b]);
+                let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b], cancel)?;
                 let w = thermo::pair_weights(eb, tau);
-                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
+                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w, cancel)?;
                 Some((b_pairs, sums, w.iter().sum::<f64>()))
             },
-            Cancel::new(self.cancel.as_deref()),
+            cancel,
         )?;
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
         let mut mean = ground_mean(ground, rotated.iter().map(|(b, _, _)| b.as_slice()), pairs);
@@ -393,7 +395,7 @@ impl Iteration {
         let decoupled = map_largest_first_until(
             &with_kept,
             |(eb, _)| eb.dim(),
-            |&(eb, k)| Some(step::decouple(eb, k, dirs)),
+            |&(eb, k)| step::decouple(eb, k, dirs, cancel),
             cancel,
         )?;
         self.times.decouple += lap(clock);
@@ -415,14 +417,15 @@ impl Iteration {
             &live,
             |(op, _, _)| eig[op.left].dim() * eig[op.right].dim(),
             |&(op, l, r)| {
-                Some(step::transform_op(
+                step::transform_op(
                     op,
                     (&eig[op.left], &decoupled[op.left].1),
                     (&eig[op.right], &decoupled[op.right].1),
                     dirs,
                     l,
                     r,
-                ))
+                    cancel,
+                )
             },
             cancel,
         )?;
