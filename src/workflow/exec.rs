@@ -1,11 +1,12 @@
 //! Running the points of a sweep: locally on a few worker threads, or one shard of them.
 //!
-//! Threads: `jobs` point workers each run one point at a time; all of them hand their block
-//! work to the one process-wide block pool ([`crate::parallel::pool`], one thread per core).
-//! Small runs (a few dozen small blocks per shell) cannot keep the cores busy on their own, so
-//! several points at once fill the gaps, while large runs still get every core for their large
-//! blocks and the block work never exceeds the core count. Each block task is sequential inside,
-//! so a point's output does not depend on `jobs` or on scheduling: byte-identical files.
+//! Threads: `jobs` point workers each run one point at a time and work on its blocks
+//! themselves; the process-wide helpers ([`crate::parallel::pool`]) take blocks only while a
+//! core is idle. Small runs (a few dozen small blocks per shell) cannot keep the cores busy on
+//! their own, so several points at once fill the gaps, while a large run still gets every idle
+//! core for its large blocks; with `jobs` at most the core count (the default), block work never
+//! exceeds it. Each block task is sequential inside, so a point's output does not depend on
+//! `jobs` or on scheduling: byte-identical files.
 
 use super::WorkflowError;
 use super::sweep::{POINTS, Point, Sweep};
