@@ -12,11 +12,11 @@ use super::WorkflowError;
 use super::sweep::{POINTS, Point, Sweep};
 use crate::output::{JsonlWriter, RecordWriter};
 use crate::solver::Run;
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Share `index` of `count` equal shares (`--shard I/N`).
@@ -249,6 +249,38 @@ pub fn run_point(sweep: &Sweep, point: &Point, dir: &Path, cancel: &Arc<AtomicBo
     outcome
 }
 
+/// Temporary files of the points being written right now.
+static WRITING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Delete the temporary files of the points being written, for a process about to exit
+/// without waiting for its runs (a signal while a large block is being diagonalized): nothing
+/// partial stays behind. The list stays locked, so no point starts another file meanwhile.
+pub fn remove_files_in_progress() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    let writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+    for path in writing.iter() {
+        let _ = std::fs::remove_file(path);
+    }
+    writing
+}
+
+/// A temporary file listed in [`WRITING`] while this lives.
+struct Writing(PathBuf);
+
+impl Writing {
+    fn new(path: &Path) -> Writing {
+        let mut writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+        writing.insert(path.to_path_buf());
+        Writing(path.to_path_buf())
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+        writing.remove(&self.0);
+    }
+}
+
 /// Temporary files of this point left by a process that was killed (`.pNNNN-*.tmp`).
 fn remove_stale_temporaries(path: &Path, stem: &str) {
     let Some(Ok(entries)) = path.parent().map(std::fs::read_dir) else {
@@ -278,6 +310,7 @@ fn write_point(
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io_err)?;
+    let _listed = Writing::new(tmp.path());
     let mut run = Run::new(&point.preset.config)
         .map_err(|e| e.to_string())?
         .with_cancel_flag(Arc::clone(cancel));
