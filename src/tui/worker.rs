@@ -88,10 +88,11 @@ impl Job {
     }
 }
 
-/// A job waiting for a runner, with its estimated peak memory.
+/// A job waiting for a runner.
 struct Pending {
     job: Job,
-    memory: u64,
+    /// Its estimated peak memory, once a runner has looked at it.
+    memory: Option<u64>,
     /// [`Event::Waiting`] was sent for it.
     told: bool,
 }
@@ -131,16 +132,16 @@ impl State {
 
     /// Whether the pending job may start now beside the jobs still running (all of them
     /// superseded); `Err` with the reason when their memory does not leave room for it.
-    fn room_for(&self, pending: &Pending) -> Result<(), String> {
+    fn room_for(&self, job: &Job, memory: u64) -> Result<(), String> {
         let others: u64 = self.running.iter().flatten().map(|r| r.memory).sum();
-        let budget = pending.job.config.nrg.max_memory;
+        let budget = job.config.nrg.max_memory;
         // a job over the budget on its own is refused at once, allocating nothing
-        if others == 0 || pending.memory > budget || pending.memory + others <= budget {
+        if others == 0 || memory > budget || memory.saturating_add(others) <= budget {
             return Ok(());
         }
         Err(format!(
             "waiting for the previous run to end: together ~{} > nrg.max_memory {}",
-            fmt_bytes(pending.memory + others),
+            fmt_bytes(memory.saturating_add(others)),
             fmt_bytes(budget)
         ))
     }
@@ -195,18 +196,13 @@ impl Worker {
 
     /// Start `job`, cancelling whatever runs now. Ids must increase.
     pub fn submit(&self, job: Job) {
-        // estimated outside the lock: it builds the model to count the derivative parts
-        let memory = match job.kind {
-            JobKind::Cancel => 0,
-            _ => Estimate::of(&job.run_config()).memory,
-        };
         let mut state = self.shared.lock();
         state.cancel_all();
         state.pending = match job.kind {
             JobKind::Cancel => None,
             _ => Some(Pending {
                 job,
-                memory,
+                memory: None,
                 told: false,
             }),
         };
@@ -260,17 +256,20 @@ fn serve(slot: usize, shared: &Shared, events: &Sender<Event>) {
                 if state.stop {
                     return;
                 }
-                if let Some(pending) = &state.pending {
-                    match state.room_for(pending) {
+                if let Some(pending) = state.pending.as_mut() {
+                    let memory = *pending
+                        .memory
+                        .get_or_insert_with(|| estimated_memory(&pending.job));
+                    let told = std::mem::replace(&mut pending.told, true);
+                    let pending = state.pending.as_ref().expect("just seen");
+                    match state.room_for(&pending.job, memory) {
                         Ok(()) => break,
-                        Err(why) => {
+                        Err(why) if !told => {
+                            // the UI is gone if this fails: the worker stops soon
                             let job = pending.job.id;
-                            if let Some(p) = state.pending.as_mut().filter(|p| !p.told) {
-                                p.told = true;
-                                // the UI is gone if this fails: the worker stops soon
-                                let _ = events.send(Event::Waiting { job, why });
-                            }
+                            let _ = events.send(Event::Waiting { job, why });
                         }
+                        Err(_) => {}
                     }
                 }
                 state = shared
@@ -284,7 +283,7 @@ fn serve(slot: usize, shared: &Shared, events: &Sender<Event>) {
             let flag = Arc::new(AtomicBool::new(false));
             state.running[slot] = Some(Running {
                 flag: Arc::clone(&flag),
-                memory: pending.memory,
+                memory: pending.memory.unwrap_or(0),
                 cancelled: None,
             });
             let busy = state.running.iter().flatten().count();
@@ -296,6 +295,12 @@ fn serve(slot: usize, shared: &Shared, events: &Sender<Event>) {
         shared.lock().finished(slot);
         shared.changed.notify_all();
     }
+}
+
+/// The job's estimated peak memory, computed on a runner rather than on the UI thread; 0 if
+/// the estimate fails (the job then fails its own check, inside the runner's panic guard).
+fn estimated_memory(job: &Job) -> u64 {
+    panic::catch_unwind(AssertUnwindSafe(|| Estimate::of(&job.run_config()).memory)).unwrap_or(0)
 }
 
 /// Compute the job's shells until it is complete or cancelled. A send fails only when the UI
@@ -460,44 +465,31 @@ mod tests {
     /// budget on its own starts at once (to be refused without allocating).
     #[test]
     fn a_new_job_starts_beside_an_old_one_only_if_both_fit() {
-        let pending = |memory: u64, budget: u64| {
+        let job = |budget: u64| {
             let mut config = quick(50);
             config.nrg.max_memory = budget;
-            Pending {
-                job: Job {
-                    id: 2,
-                    config,
-                    kind: JobKind::Run,
-                },
-                memory,
-                told: false,
+            Job {
+                id: 2,
+                config,
+                kind: JobKind::Run,
             }
         };
         let mut state = State::default();
-        assert!(
-            state.room_for(&pending(900, 1000)).is_ok(),
-            "nothing running"
-        );
+        assert!(state.room_for(&job(1000), 900).is_ok(), "nothing running");
         state.running[0] = Some(Running {
             flag: Arc::new(AtomicBool::new(true)),
             memory: 400,
             cancelled: Some(Instant::now()),
         });
-        assert!(
-            state.room_for(&pending(600, 1000)).is_ok(),
-            "1000 fits in 1000"
-        );
-        let why = state.room_for(&pending(601, 1000)).unwrap_err();
+        assert!(state.room_for(&job(1000), 600).is_ok(), "1000 fits in 1000");
+        let why = state.room_for(&job(1000), 601).unwrap_err();
         assert!(why.contains("nrg.max_memory"), "{why}");
         assert!(
-            state.room_for(&pending(1001, 1000)).is_ok(),
+            state.room_for(&job(1000), 1001).is_ok(),
             "refused on its own"
         );
         state.finished(0);
-        assert!(
-            state.room_for(&pending(601, 1000)).is_ok(),
-            "the old job ended"
-        );
+        assert!(state.room_for(&job(1000), 601).is_ok(), "the old job ended");
         assert!(state.linger_max > Duration::ZERO);
     }
 
