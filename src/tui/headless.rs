@@ -101,7 +101,7 @@ impl Session<'_> {
                     return Err(format!("timed out after {WAIT_LIMIT:?} waiting for {what}"));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err("the solver thread is gone".into());
+                    return Err("the solver threads are gone".into());
                 }
             }
         }

@@ -73,7 +73,7 @@ pub fn run(options: Options) -> Result<(), Error> {
     match options.headless {
         Some(h) => {
             let steps = script::parse(&h.keys).map_err(Error::Failed)?;
-            let worker = Worker::spawn(tx).map_err(|e| failed("starting the solver thread", e))?;
+            let worker = Worker::spawn(tx).map_err(|e| failed("starting the solver threads", e))?;
             let app = App::new(AppInit {
                 theme,
                 show_times: false,
@@ -119,7 +119,7 @@ pub fn run(options: Options) -> Result<(), Error> {
                 ));
             }
             let worker =
-                Worker::spawn(tx.clone()).map_err(|e| failed("starting the solver thread", e))?;
+                Worker::spawn(tx.clone()).map_err(|e| failed("starting the solver threads", e))?;
             // SIGTERM, SIGHUP (the terminal went away) and SIGINT from `kill`: quit like `q`,
             // restoring the terminal; should the loop not get there within a second, restore
             // it from here and exit
