@@ -28,6 +28,9 @@
 //! errs on the high side. Parts: 0 plain, 5 the impurity observables, 7 with `--derive
 //! eps_d,U`, 14 with four derived parameters. (Measured with the exact bare chain; a truncated
 //! one computed alongside, as on a cache miss, adds one plain run's share M0, T0.)
+//!
+//! The explorer also counts a superseded run that still finishes its block: a new run starts
+//! beside it only if both estimates together fit in the budget (`tui::worker`).
 
 use crate::files::fmt_bytes;
 use crate::model;

@@ -26,13 +26,12 @@
 
 use crate::cluster;
 use crate::jet::Directions;
-use crate::linalg::{mul, trace_sym, weighted_gram_lower};
-use crate::parallel::map_largest_first_until;
+use crate::linalg::{mul_until, trace_sym, weighted_gram_lower};
+use crate::parallel::{Cancel, map_largest_first_until};
 use crate::shell::ProductShell;
 use crate::step::EigenBlock;
 use crate::thermo::{self, Jet, ShiftJet, Ts};
 use num_dual::DualNum;
-use std::sync::atomic::AtomicBool;
 
 /// States of one Wilson site (one spinful orbital): each later site multiplies a discarded
 /// state's weight by this.
@@ -92,7 +91,7 @@ impl CompleteBasis {
         &mut self,
         t: Truncated<'_>,
         dirs: &Directions,
-        cancel: Option<&AtomicBool>,
+        cancel: Cancel<'_>,
     ) -> Option<()> {
         if t.omegas.len() < 2 {
             return Some(());
@@ -103,7 +102,7 @@ impl CompleteBasis {
         let blocks = map_largest_first_until(
             &indices,
             |&b| t.eig[b].dim(),
-            |&b| block_tail(&t, b, dirs),
+            |&b| block_tail(&t, b, dirs, cancel),
             cancel,
         )?;
         let reach = blocks.iter().map(|b| b.terms.len()).max().unwrap_or(0);
@@ -167,7 +166,12 @@ impl CompleteBasis {
 
 /// Block `b`'s discarded states: their pair diagonals (if pairs are carried) and their terms for
 /// every later shell until they are negligible.
-fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
+fn block_tail(
+    t: &Truncated<'_>,
+    b: usize,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<BlockTail> {
     let eb = &t.eig[b];
     let n = eb.dim();
     let k0 = t.kept[b];
@@ -185,7 +189,7 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
         end += 1;
     }
     if end == k0 {
-        return BlockTail { terms: Vec::new() };
+        return Some(BlockTail { terms: Vec::new() });
     }
     let d = end - k0;
     let first = dirs.first();
@@ -206,7 +210,7 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
                 .collect()
         })
         .collect();
-    let diagonal = pair_diagonal_terms(t, b, k0, d, &reach, &weights, dirs);
+    let diagonal = pair_diagonal_terms(t, b, k0..end, &reach, &weights, dirs, cancel)?;
     let (tv, dh) = thermo::thermo_variables(tau);
     let mut terms = Vec::with_capacity(reach.len());
     for (step, &(_, r, deg)) in reach.iter().enumerate() {
@@ -261,7 +265,7 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
         }
         terms.push((z, z_first, z_pairs));
     }
-    BlockTail { terms }
+    Some(BlockTail { terms })
 }
 
 /// Σ_{k∈D} g′(x_k)·r·B^ij_kk for every reached shell and pair: the diagonal term of the discarded
@@ -271,18 +275,19 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
 fn pair_diagonal_terms(
     t: &Truncated<'_>,
     b: usize,
-    k0: usize,
-    d: usize,
+    discarded: std::ops::Range<usize>,
     reach: &[(usize, f64, f64)],
     weights: &[Vec<f64>],
     dirs: &Directions,
-) -> Vec<Vec<f64>> {
+    cancel: Cancel<'_>,
+) -> Option<Vec<Vec<f64>>> {
     let pairs = dirs.pairs().len();
     if pairs == 0 {
-        return vec![Vec::new(); reach.len()];
+        return Some(vec![Vec::new(); reach.len()]);
     }
     let eb = &t.eig[b];
     let tau = t.tau;
+    let (k0, d) = (discarded.start, discarded.len());
     let u_d = eb.u.as_ref().subcols(k0, d);
     let parts = &t.product.blocks[b].dh[dirs.first()..];
     // the weight of B^ij_kk at each reached shell: g′(x_k)·r = −a_k r/τ
@@ -296,37 +301,43 @@ fn pair_diagonal_terms(
         let diagonals: Vec<Vec<f64>> = parts
             .iter()
             .map(|a| {
-                let au = mul(a.as_ref(), u_d);
-                (0..d)
-                    .map(|k| {
-                        let (u, v) = (u_d.col(k), au.col(k));
-                        (0..u.nrows()).map(|r| u[r] * v[r]).sum()
-                    })
-                    .collect()
+                let au = mul_until(a.as_ref(), u_d, cancel)?;
+                Some(
+                    (0..d)
+                        .map(|k| {
+                            let (u, v) = (u_d.col(k), au.col(k));
+                            (0..u.nrows()).map(|r| u[r] * v[r]).sum()
+                        })
+                        .collect(),
+                )
             })
-            .collect();
-        gr.iter()
-            .zip(&shifts)
-            .map(|(w, &total)| {
-                diagonals
-                    .iter()
-                    .zip(t.pair_mean)
-                    .map(|(diag, &mean)| {
-                        diag.iter().zip(w).map(|(x, y)| x * y).sum::<f64>() - mean * total
-                    })
-                    .collect()
-            })
-            .collect()
+            .collect::<Option<_>>()?;
+        Some(
+            gr.iter()
+                .zip(&shifts)
+                .map(|(w, &total)| {
+                    diagonals
+                        .iter()
+                        .zip(t.pair_mean)
+                        .map(|(diag, &mean)| {
+                            diag.iter().zip(w).map(|(x, y)| x * y).sum::<f64>() - mean * total
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
     } else {
         gr.iter()
             .zip(&shifts)
             .map(|(w, &total)| {
-                let gram = weighted_gram_lower(u_d, w);
-                parts
-                    .iter()
-                    .zip(t.pair_mean)
-                    .map(|(a, &mean)| trace_sym(gram.as_ref(), a.as_ref()) - mean * total)
-                    .collect()
+                let gram = weighted_gram_lower(u_d, w, cancel)?;
+                Some(
+                    parts
+                        .iter()
+                        .zip(t.pair_mean)
+                        .map(|(a, &mean)| trace_sym(gram.as_ref(), a.as_ref()) - mean * total)
+                        .collect(),
+                )
             })
             .collect()
     }

@@ -11,7 +11,7 @@
 
 use crate::jet::Directions;
 use crate::model::{ImpurityModel, LocalSpace, SITE0, SiteZero, Term};
-use crate::parallel::map_largest_first;
+use crate::parallel::{Cancel, map_largest_first_until};
 use crate::symmetry::{Qn, SITE_STATES, SPINS, creation_qn, fermion_sign, site_creation, site_qn};
 use faer::Mat;
 use num_dual::Dual2DVec64;
@@ -288,7 +288,13 @@ pub struct SiteAddition {
 
 /// Add site N+1 to the kept space of shell N:
 /// H_{N+1} = scale·H_N + hopping·Σ_σ (f†_Nσ f_{N+1,σ} + h.c.) + onsite·n_{N+1} − field·S_z,{N+1}.
-pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> ProductShell {
+/// `None` if cancelled (checked between blocks and between the derivative parts of a block).
+pub fn add_site(
+    kept: &KeptShell,
+    step: SiteAddition,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<ProductShell> {
     let kept_index: BTreeMap<Qn, usize> = kept
         .blocks
         .iter()
@@ -339,7 +345,7 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
         .zip(&hops)
         .map(|((&qn, subs), h)| (qn, subs, h.as_slice()))
         .collect();
-    let blocks = map_largest_first(
+    let blocks = map_largest_first_until(
         &specs,
         |&(qn, _, _)| dims[&qn],
         |&(qn, subs, hops)| {
@@ -356,6 +362,7 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
                 }
                 let n = b.energies.len();
                 for (m, src) in dh.iter_mut().zip(&b.dh) {
+                    cancel.check()?;
                     for j in 0..n {
                         for i in 0..n {
                             m[(off + i, off + j)] = step.scale * src[(i, j)];
@@ -364,14 +371,16 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
                 }
             }
             for &(op, row, col, c) in hops {
+                cancel.check()?;
                 add_symmetric(&mut h, row, col, &op.value, c);
                 for (m, part) in dh.iter_mut().zip(&op.parts) {
                     add_symmetric(m, row, col, part, c);
                 }
             }
-            ProductBlock { qn, h, dh }
+            Some(ProductBlock { qn, h, dh })
         },
-    );
+        cancel,
+    )?;
 
     // f†_{N+1,σ}: identity between sub-blocks with the same kept state, signed by JW
     let mut fdag = Vec::new();
@@ -404,12 +413,12 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
             }
         }
     }
-    ProductShell {
+    Some(ProductShell {
         blocks,
         fdag,
         orbitals: kept.orbitals + 1,
         subs: layout.into_values().collect(),
-    }
+    })
 }
 
 /// For each site state: the kept block it is paired with and the offset of that sub-block.

@@ -19,7 +19,7 @@ use crate::diagnostics::Diagnostics;
 use crate::jet::Directions;
 use crate::levels::{self, Sensitivity};
 use crate::model::{self, ImpurityModel, SiteZero};
-use crate::parallel::map_largest_first_until;
+use crate::parallel::{Cancel, map_largest_first_until};
 use crate::params::{FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig, ThermoStates};
 use crate::readout::{self, Plan, Source};
 use crate::record::{ChainInfo, Header, ShellRecord, Summary};
@@ -172,12 +172,12 @@ impl Iteration {
         let started = Instant::now();
 
         let dirs = &self.dirs;
-        let cancel = self.cancel.clone();
-        let cancel = cancel.as_deref();
+        let flag = self.cancel.clone();
+        let cancel = Cancel::new(flag.as_deref());
         let mut eig: Vec<EigenBlock> = map_largest_first_until(
             &product.blocks,
             |b| b.dim(),
-            |b| step::diagonalize(b, dirs),
+            |b| step::diagonalize(b, dirs, cancel),
             cancel,
         )?;
         if self.spin_symmetric {
@@ -201,7 +201,10 @@ impl Iteration {
         let traces = map_largest_first_until(
             &indices,
             |&b| eig[b].dim(),
-            |&b| thermo::block_trace(&eig[b], eig[b].qn.sz(), tau, dirs, &pair_sums[b]),
+            |&b| {
+                let trace = thermo::block_trace(&eig[b], eig[b].qn.sz(), tau, dirs, &pair_sums[b]);
+                Some(trace)
+            },
             cancel,
         )?;
         let extra = self
@@ -239,7 +242,11 @@ impl Iteration {
                         pair_mean: &pair_mean,
                         tau,
                     };
-                    complete.add_shell(truncated, &self.dirs, self.cancel.as_deref())?;
+                    complete.add_shell(
+                        truncated,
+                        &self.dirs,
+                        Cancel::new(self.cancel.as_deref()),
+                    )?;
                     self.times.complete_basis += lap(&mut clock);
                 }
                 let kept_shell = self.truncate(&product, &eig, &cut, &mut clock)?;
@@ -250,7 +257,8 @@ impl Iteration {
                     onsite: self.chain.onsite[n + 1] / self.chain.omega[n + 1],
                     field: self.h_total / self.chain.omega[n + 1],
                 };
-                self.pending = Some(shell::add_site(&kept_shell, step, &self.dirs));
+                let next = shell::add_site(&kept_shell, step, &self.dirs, cancel);
+                self.pending = Some(next?);
                 self.times.add_site += lap(&mut clock);
                 (cut.total, cut.gap, cut.e_max, weight)
             }
@@ -331,6 +339,7 @@ impl Iteration {
         }
         let rows = cut.map_or(ground, |c| c.kept.as_slice());
         let dirs = &self.dirs;
+        let cancel = Cancel::new(self.cancel.as_deref());
         let indices: Vec<usize> = (0..eig.len()).collect();
         let eig_ref: &[EigenBlock] = eig;
         let rotated = map_largest_first_until(
@@ -338,12 +347,12 @@ impl Iteration {
             |&b| eig_ref[b].dim(),
             |&b| {
                 let (eb, block) = (&eig_ref[b], &product.blocks[b]);
-                let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b]);
+                let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b], cancel)?;
                 let w = thermo::pair_weights(eb, tau);
-                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
-                (b_pairs, sums, w.iter().sum::<f64>())
+                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w, cancel)?;
+                Some((b_pairs, sums, w.iter().sum::<f64>()))
             },
-            self.cancel.as_deref(),
+            cancel,
         )?;
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
         let mut mean = ground_mean(ground, rotated.iter().map(|(b, _, _)| b.as_slice()), pairs);
@@ -411,11 +420,11 @@ impl Iteration {
         let dirs = &self.dirs;
         let with_kept: Vec<(&EigenBlock, usize)> =
             eig.iter().zip(cut.kept.iter().copied()).collect();
-        let cancel = self.cancel.as_deref();
+        let cancel = Cancel::new(self.cancel.as_deref());
         let decoupled = map_largest_first_until(
             &with_kept,
             |(eb, _)| eb.dim(),
-            |&(eb, k)| step::decouple(eb, k, dirs),
+            |&(eb, k)| step::decouple(eb, k, dirs, cancel),
             cancel,
         )?;
         self.times.decouple += lap(clock);
@@ -444,6 +453,7 @@ impl Iteration {
                     dirs,
                     l,
                     r,
+                    cancel,
                 )
             },
             cancel,
