@@ -30,6 +30,7 @@ use crate::linalg::mul;
 use crate::parallel::map_largest_first_until;
 use crate::shell::ProductShell;
 use crate::step::EigenBlock;
+use crate::symmetry::{Symmetry, Zeeman};
 use crate::thermo::{self, Jet, ShiftJet, Ts};
 use num_dual::DualNum;
 use std::sync::atomic::AtomicBool;
@@ -78,6 +79,8 @@ pub(crate) struct Truncated<'a> {
     pub pair_mean: &'a [f64],
     /// τ = T_N/ω_N = 1/β̄, the same at every shell.
     pub tau: f64,
+    /// Block labels: in (Q, S) a level is a multiplet of 2S+1 states.
+    pub symmetry: Symmetry,
 }
 
 /// One block's discarded states and their contribution to each later shell.
@@ -206,8 +209,11 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
             })
             .collect()
     };
-    let sz = eb.qn.sz();
     let (tv, dh) = thermo::thermo_variables(tau);
+    let (sz, chi, multiplicity) = match t.symmetry.zeeman(eb.qn) {
+        Zeeman::Projection(sz) => (sz, None, 1.0),
+        Zeeman::Multiplet(s2) => (0.0, Some(thermo::character(s2, dh / tv)), (s2 + 1) as f64),
+    };
     let mut terms = Vec::new();
     for m in 1..=MAX_REACH.min(t.omegas.len() - 1) {
         let r = t.omegas[0] / t.omegas[m];
@@ -220,7 +226,10 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
         let mut z = Ts::from(0.0);
         let mut z_first = vec![Ts::from(0.0); first];
         for k in k0..end {
-            let w = (-(dh * (-sz) + x[k]) / tv).exp() * degeneracy;
+            let w = match chi {
+                None => (-(dh * (-sz) + x[k]) / tv).exp() * degeneracy,
+                Some(chi) => chi * (-(Ts::from(x[k]) / tv)).exp() * degeneracy,
+            };
             let gp = -(w / tv);
             for (i, zi) in z_first.iter_mut().enumerate() {
                 *zi += gp * (r * eb.b[i][(k, k)]);
@@ -263,7 +272,7 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
                         sum += 2.0 * r * r * bi[(kk, ll)] * bj[(kk, ll)] * gp[kk] / (x[kk] - x[ll]);
                     }
                 }
-                z_pairs[p] = sum;
+                z_pairs[p] = sum * multiplicity;
             }
         }
         terms.push((z, z_first, z_pairs));
