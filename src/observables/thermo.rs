@@ -109,12 +109,19 @@ pub fn pair_weights(eb: &EigenBlock, tau: f64) -> Vec<f64> {
 
 /// The SU(2) character χ_S(x) = Σ_{M=−S..S} e^{Mx} of a multiplet (`s2` = 2S): the trace of
 /// e^{x S_z} over its 2S+1 states (design note su2 §2.2). Summed term by term, so there is no
-/// 0/0 at x = 0, and the odd derivatives there (Σ M^k, k odd) are exactly zero.
+/// 0/0 at x = 0, and in pairs ±M, so that the odd derivatives there (Σ M^k, k odd) are exactly
+/// zero rather than the round-off of a running sum.
 pub fn character(s2: i32, x: Ts) -> Ts {
-    (-s2..=s2)
+    let pair = |m2: i32| {
+        let m = 0.5 * m2 as f64;
+        (x * m).exp() + (x * -m).exp()
+    };
+    (2 - s2 % 2..=s2)
         .step_by(2)
-        .map(|m2| (x * (0.5 * m2 as f64)).exp())
-        .fold(Ts::from(0.0), |acc, t| acc + t)
+        .map(pair)
+        .fold(Ts::from(if s2 % 2 == 0 { 1.0 } else { 0.0 }), |acc, t| {
+            acc + t
+        })
 }
 
 /// Trace of e^(−(H − η·S_z)/τ) over one diagonalized block, energies E_k already shifted so that
@@ -356,6 +363,24 @@ mod tests {
         });
         let (e, _) = crate::linalg::eigh(h.as_ref());
         e.iter().map(|&x| (-x / t).exp()).sum::<f64>().ln()
+    }
+
+    #[test]
+    fn su2_character_at_zero_and_finite_field() {
+        for s2 in 0..=9 {
+            let (s, d) = (0.5 * s2 as f64, (s2 + 1) as f64);
+            // x = η/τ at τ = 1: the η derivatives are those in x
+            let chi = character(s2, Ts::from_re(0.0).derivative(1));
+            assert_eq!(chi.re, d);
+            assert_eq!(chi.first_h(), 0.0, "2S = {s2}: odd derivative exactly zero");
+            assert_eq!(chi.mixed_th(), 0.0);
+            let second = d * s * (s + 1.0) / 3.0;
+            assert!((chi.second_h() - second).abs() < 1e-13 * second.max(1.0));
+            // sinh((2S+1)x/2)/sinh(x/2) at a finite field
+            let x = 0.7;
+            let closed = (d * x / 2.0).sinh() / (x / 2.0).sinh();
+            assert!((character(s2, Ts::from(x)).re - closed).abs() < 1e-13 * closed);
+        }
     }
 
     #[test]
