@@ -130,6 +130,10 @@ impl ThermoStates {
     }
 }
 
+/// Whether `auto` may pick (Q, S) blocks. Not until the (Q, S) mode has χ_loc (the vector
+/// sector) and spectral functions: it would drop them from default runs.
+pub const AUTO_PICKS_QS: bool = false;
+
 /// Which quantum numbers label the blocks (`nrg.symmetry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum SymmetryChoice {
@@ -424,13 +428,14 @@ impl RunConfig {
         self.model.h == 0.0
     }
 
-    /// The block labels this run uses: `nrg.symmetry` with `auto` resolved. `auto` stays on
-    /// (Q, S_z) until the (Q, S) mode has χ_loc and spectral functions (it would otherwise drop
-    /// them from default runs); then it picks (Q, S) whenever [`Self::spin_rotation_invariant`].
+    /// The block labels this run uses: `nrg.symmetry` with `auto` resolved: (Q, S) whenever
+    /// [`Self::spin_rotation_invariant`] — once [`AUTO_PICKS_QS`].
     pub fn symmetry(&self) -> Symmetry {
         match self.nrg.symmetry {
             SymmetryChoice::Qs => Symmetry::QS,
-            SymmetryChoice::Qsz | SymmetryChoice::Auto => Symmetry::QSz,
+            SymmetryChoice::Qsz => Symmetry::QSz,
+            SymmetryChoice::Auto if AUTO_PICKS_QS && self.spin_rotation_invariant() => Symmetry::QS,
+            SymmetryChoice::Auto => Symmetry::QSz,
         }
     }
 
