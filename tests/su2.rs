@@ -52,28 +52,50 @@ fn err(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(1.0)
 }
 
-/// (Q, value) per state.
-type PerState = Vec<(i32, f64)>;
+/// Levels closer than this (rescaled) are compared as one group: a single level's sensitivity
+/// is ill-conditioned next to a neighbour δE away (round-off rotates the two by ~1e-15·|H|/δE
+/// in either code and mixes their dE/dθ: measured 7.7e-7, 7.3e-8, 8.9e-10, 3.4e-10 for groups
+/// split at 1e-6, 1e-4, 1e-3, 1e-2), while the sum over the group is a trace. 1e-3 is the
+/// isolation of tests/derivatives.rs.
+const GROUP_GAP: f64 = 1e-3;
 
-/// Every level listed, expanded to one entry per state: (Q, E) pairs and, per θ, (Q, dE/dθ).
-fn expanded(r: &ShellRecord) -> (PerState, BTreeMap<String, PerState>) {
-    let mut e = Vec::new();
-    let mut de: BTreeMap<String, PerState> = BTreeMap::new();
-    for l in &r.levels {
-        e.extend(std::iter::repeat_n((l.q, l.e), l.deg));
+/// A group of near-degenerate levels of one charge: its lowest energy (an eigenvalue in both
+/// codes; a listed level's E is its cluster's lowest), its states, Σ dE/dθ over them per θ.
+#[derive(Debug)]
+struct Group {
+    q: i32,
+    e: f64,
+    states: usize,
+    de: BTreeMap<String, f64>,
+}
+
+/// Every listed level, grouped per charge at gaps above [`GROUP_GAP`].
+fn groups(r: &ShellRecord) -> Vec<Group> {
+    let mut levels: Vec<_> = r.levels.iter().collect();
+    levels.sort_by(|a, b| a.q.cmp(&b.q).then(a.e.total_cmp(&b.e)));
+    let mut out: Vec<Group> = Vec::new();
+    let mut top = f64::NEG_INFINITY;
+    for l in levels {
+        let joined = out
+            .last()
+            .is_some_and(|g| g.q == l.q && l.e - top <= GROUP_GAP);
+        if !joined {
+            out.push(Group {
+                q: l.q,
+                e: l.e,
+                states: 0,
+                de: BTreeMap::new(),
+            });
+        }
+        top = l.e;
+        let g = out.last_mut().expect("a group");
+        g.states += l.deg;
         for (name, v) in &l.de {
             assert_eq!(v.len(), l.deg);
-            de.entry(name.clone())
-                .or_default()
-                .extend(v.iter().map(|&x| (l.q, x)));
+            *g.de.entry(name.clone()).or_default() += v.iter().sum::<f64>();
         }
     }
-    let order = |x: &(i32, f64), y: &(i32, f64)| x.0.cmp(&y.0).then(x.1.total_cmp(&y.1));
-    e.sort_by(order);
-    for v in de.values_mut() {
-        v.sort_by(order);
-    }
-    (e, de)
+    out
 }
 
 /// States per (Q, 2S_z): in (Q, S) every multiplet of a level counts once for each M.
@@ -94,42 +116,64 @@ fn sz_content(r: &ShellRecord) -> BTreeMap<(i32, i32), usize> {
     out
 }
 
+/// The three cases compared throughout, each with all of its model's parameters derived plus
+/// the total field (Tχ through the SU(2) character).
+fn cases() -> [(&'static str, RunConfig); 3] {
+    let siam = [Param::EpsD, Param::U, Param::Gamma, Param::H];
+    [
+        (
+            "SIAM, asymmetric",
+            common::with_derive(siam_asymmetric(), &siam),
+        ),
+        (
+            "SIAM, symmetric",
+            common::with_derive(siam_symmetric(), &siam),
+        ),
+        (
+            "Kondo, K ≠ 0",
+            common::with_derive(kondo(), &[Param::J, Param::K, Param::H]),
+        ),
+    ]
+}
+
 #[test]
 fn spectra_and_level_sensitivities_agree() {
-    let mut c = common::with_derive(siam_asymmetric(), &[Param::EpsD, Param::U, Param::Gamma]);
-    c.output.levels = 100_000; // every level of every shell
-    c.output.impurity_observables = false;
-    c.nrg.t_min = 1e-7; // 31 shells (design note: N ≤ 30)
-    let qsz = common::run(&with_symmetry(c.clone(), SymmetryChoice::Qsz));
-    let qs = common::run(&with_symmetry(c, SymmetryChoice::Qs));
-    assert_eq!(qsz.len(), qs.len());
     let (mut worst_e, mut worst_de): (f64, f64) = (0.0, 0.0);
-    for (a, b) in qsz.iter().zip(&qs) {
-        let n = a.n;
-        assert_eq!((a.kept, a.states), (b.kept, b.states), "N = {n}");
-        assert!(b.levels.iter().all(|l| l.s.is_some()));
-        assert_eq!(sz_content(a), sz_content(b), "N = {n}: (Q, S_z) content");
-        let ((ea, da), (eb, db)) = (expanded(a), expanded(b));
-        assert_eq!(ea.len(), a.states, "N = {n}: every state listed");
-        assert_eq!(ea.len(), eb.len());
-        for (x, y) in ea.iter().zip(&eb) {
-            assert_eq!(x.0, y.0, "N = {n}: charges");
-            worst_e = worst_e.max((x.1 - y.1).abs());
-        }
-        for (name, xs) in &da {
-            for (x, y) in xs.iter().zip(&db[name]) {
-                assert_eq!(x.0, y.0);
-                worst_de = worst_de.max(err(x.1, y.1));
+    for (name, mut c) in cases() {
+        c.output.levels = 100_000; // every level of every shell
+        c.output.impurity_observables = false;
+        let (qsz, qs) = both(&c);
+        let (mut case_e, mut case_de): (f64, f64) = (0.0, 0.0);
+        for (a, b) in qsz.iter().zip(&qs) {
+            let n = a.n;
+            assert!(b.levels.iter().all(|l| l.s.is_some()));
+            assert_eq!(
+                sz_content(a),
+                sz_content(b),
+                "{name}, N = {n}: (Q, S_z) content"
+            );
+            let (ga, gb) = (groups(a), groups(b));
+            assert_eq!(ga.len(), gb.len(), "{name}, N = {n}: groups");
+            assert_eq!(ga.iter().map(|g| g.states).sum::<usize>(), a.states);
+            for (x, y) in ga.iter().zip(&gb) {
+                assert_eq!((x.q, x.states), (y.q, y.states), "{name}, N = {n}");
+                case_e = case_e.max((x.e - y.e).abs());
+                for (param, &v) in &x.de {
+                    // a sum over the group's states: relative to its size; the total field's
+                    // shifts are −M/ω_N by construction, summing to round-off of 1/ω_N
+                    let scale = x.states as f64 * if param == "h" { 1.0 / a.omega } else { 1.0 };
+                    case_de = case_de.max(err(v / scale, y.de[param] / scale));
+                }
             }
         }
+        println!("{name}: levels |ΔE| ≤ {case_e:.1e} (rescaled), dE/dθ ≤ {case_de:.1e}");
+        worst_e = worst_e.max(case_e);
+        worst_de = worst_de.max(case_de);
     }
-    println!("levels: worst |ΔE| {worst_e:.1e} (rescaled), worst dE/dθ {worst_de:.1e}");
-    // measured 1.3e-12 (round-off of rescaled energies up to ~30): 3× and more
+    // measured 1.3e-12 (round-off of rescaled energies up to ~30) and 8.9e-10 (see
+    // GROUP_GAP); 3× and more
     assert!(worst_e < 5e-12, "{worst_e:e}");
-    // measured 3.8e-10: levels a little further apart than the cluster tolerance (1e-8) mix
-    // by round-off/splitting, and (Q, S_z) itself gives the two members of such a doublet
-    // sensitivities 5e-11 apart; 4×
-    assert!(worst_de < 1.5e-9, "{worst_de:e}");
+    assert!(worst_de < 3e-9, "{worst_de:e}");
 }
 
 /// Worst disagreement of observables, gradient, Hessian and observable derivatives.
@@ -213,23 +257,7 @@ fn compare(qsz: &[ShellRecord], qs: &[ShellRecord]) -> Worst {
 
 #[test]
 fn thermodynamics_gradient_and_hessian_agree() {
-    // every parameter of each model plus the total field (Tχ through the SU(2) character)
-    let siam = [Param::EpsD, Param::U, Param::Gamma, Param::H];
-    let cases = [
-        (
-            "SIAM, asymmetric",
-            common::with_derive(siam_asymmetric(), &siam),
-        ),
-        (
-            "SIAM, symmetric",
-            common::with_derive(siam_symmetric(), &siam),
-        ),
-        (
-            "Kondo, K ≠ 0",
-            common::with_derive(kondo(), &[Param::J, Param::K, Param::H]),
-        ),
-    ];
-    for (name, c) in cases {
+    for (name, c) in cases() {
         let (qsz, qs) = both(&c);
         let w = compare(&qsz, &qs);
         println!("{name}: {w}");
