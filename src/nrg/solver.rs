@@ -607,7 +607,7 @@ impl Run {
         one_chain(config)?;
         let model = model::build(&config.model);
         let plan = readout::plan_directions(config, model.as_ref());
-        Ok(Run::assemble(config.clone(), model, plan))
+        Run::assemble(config.clone(), model, plan)
     }
 
     /// A run that carries exactly the derivative parts `dirs` and reports none of them
@@ -626,10 +626,14 @@ impl Run {
         }
         let model = model::build(&config.model);
         let plan = Plan::bare_directions(dirs);
-        Ok(Run::assemble(config.clone(), model, plan))
+        Run::assemble(config.clone(), model, plan)
     }
 
-    fn assemble(config: RunConfig, model: Box<dyn ImpurityModel>, plan: Plan) -> Run {
+    fn assemble(
+        config: RunConfig,
+        model: Box<dyn ImpurityModel>,
+        plan: Plan,
+    ) -> Result<Run, InvalidParam> {
         let n_max = crate::chain::last_shell(&config.nrg);
         let chain = Arc::new(WilsonChain::new(&config.nrg, n_max + 1));
         let h_total = match config.model.field {
@@ -667,7 +671,14 @@ impl Run {
                 chain.onsite[0],
                 chain.omega[0],
             )
-            .expect("SIAM and Kondo have a (Q, S) form"),
+            .ok_or_else(|| InvalidParam {
+                key: "nrg.symmetry".into(),
+                value: "QS".into(),
+                reason: format!(
+                    "the {} model has no (Q, S) form: use \"QSZ\"",
+                    config.model.kind.name()
+                ),
+            })?,
         };
         let mut nrg = config.nrg.clone();
         // the header records the resolved choice, never `auto`
@@ -703,7 +714,7 @@ impl Run {
             model.spin_flip_symmetric(),
         );
         let bare = Bare::new(&config.nrg, chain, n_max, h_total, symmetry);
-        Run {
+        Ok(Run {
             diagnostics: Diagnostics::new(&config.nrg),
             config,
             header,
@@ -711,7 +722,7 @@ impl Run {
             iteration,
             plan,
             bare,
-        }
+        })
     }
 
     /// Abandon the run as soon as `flag` is set: the shell in progress stops at its next
