@@ -82,13 +82,14 @@ fn time_run(mut run: Run, shells: usize) -> (Duration, Vec<Duration>) {
     println!("kept {kept}");
     let s = run.stage_times();
     println!(
-        "stages {} {} {} {} {} {} {}",
+        "stages {} {} {} {} {} {} {} {}",
         s.diagonalize.as_secs_f64(),
         s.pairs.as_secs_f64(),
         s.thermodynamics.as_secs_f64(),
         s.decouple.as_secs_f64(),
         s.operators.as_secs_f64(),
         s.add_site.as_secs_f64(),
+        s.complete_basis.as_secs_f64(),
         s.total.as_secs_f64()
     );
     (elapsed, per_shell)
@@ -241,7 +242,7 @@ struct Measured {
     peak_mib: f64,
     /// Kept states summed over the shells (timed runs only).
     kept: Option<usize>,
-    /// diagonalize, pairs, thermodynamics, decouple, operators, add_site, total
+    /// diagonalize, pairs, thermodynamics, decouple, operators, add_site, complete basis, total
     stages: Option<Vec<f64>>,
     /// Peak memory part-way through the run (memory phase).
     early_mib: Option<f64>,
@@ -403,8 +404,16 @@ fn main() {
         floor.seconds
     );
     println!(
-        "{:<12} {:>11} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8}",
-        "phase", "diag+rot¹", "pairs", "thermo", "decouple", "operators", "add site", "other"
+        "{:<12} {:>11} {:>8} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8}",
+        "phase",
+        "diag+rot¹",
+        "pairs",
+        "thermo",
+        "decouple",
+        "operators",
+        "add site",
+        "compl. b.",
+        "other"
     );
     for (label, m) in [
         ("plain", &plain),
@@ -413,10 +422,10 @@ fn main() {
         ("observables", &obs),
     ] {
         if let Some(s) = &m.stages {
-            let other = s[6] - s[..6].iter().sum::<f64>();
+            let other = s[7] - s[..7].iter().sum::<f64>();
             println!(
-                "{:<12} {:>11.3} {:>8.3} {:>8.3} {:>9.3} {:>10.3} {:>9.3} {:>8.3}",
-                label, s[0], s[1], s[2], s[3], s[4], s[5], other
+                "{:<12} {:>11.3} {:>8.3} {:>8.3} {:>9.3} {:>10.3} {:>9.3} {:>9.3} {:>8.3}",
+                label, s[0], s[1], s[2], s[3], s[4], s[5], s[6], other
             );
         }
     }

@@ -31,4 +31,6 @@ pub use io::{estimate, files, output, params, preset, record, text};
 pub use nrg::{
     cluster, complete_basis, jet, linalg, parallel, shell, solver, step, su2, symmetry, truncation,
 };
-pub use observables::{bare, diagnostics, free_chain, levels, readout, spectral, thermo};
+pub use observables::{
+    bare, diagnostics, free_chain, levels, readout, spectral, thermo, z_average,
+};

@@ -28,6 +28,9 @@
 //! errs on the high side. Parts: 0 plain, 5 the impurity observables, 7 with `--derive
 //! eps_d,U`, 14 with four derived parameters. (Measured with the exact bare chain; a truncated
 //! one computed alongside, as on a cache miss, adds one plain run's share M0, T0.)
+//!
+//! The explorer also counts a superseded run that still finishes its block: a new run starts
+//! beside it only if both estimates together fit in the budget (`tui::worker`).
 
 use crate::files::fmt_bytes;
 use crate::model;
@@ -110,8 +113,10 @@ impl Estimate {
             Symmetry::QSz => (1.0, 1.0),
             Symmetry::QS => (QS_MEMORY_FACTOR, QS_TIME_FACTOR),
         };
-        let memory = BASE + mem_factor * keep * keep * (M0 * (1.0 + bare) + M1 * p);
-        let per_shell = time_factor * keep.powf(T_EXP) * (T0 * (1.0 + bare) + T1 * p);
+        // z-averaged thermodynamics runs its Nz chains in lockstep: all alive at once
+        let chains = config.nrg.z_average.max(1) as f64;
+        let memory = BASE + mem_factor * chains * keep * keep * (M0 * (1.0 + bare) + M1 * p);
+        let per_shell = time_factor * chains * keep.powf(T_EXP) * (T0 * (1.0 + bare) + T1 * p);
         let time = per_shell * shells as f64;
         Estimate {
             memory: memory.min(u64::MAX as f64) as u64,
@@ -176,6 +181,8 @@ impl Estimate {
         let mut plain = config.clone();
         plain.derive.clear();
         plain.output.impurity_observables = false;
+        // (its chains are counted as before: not multiplied like the thermodynamics' lockstep)
+        plain.nrg.z_average = 1;
         let mut e = Estimate::of(&plain);
         let keep = config.nrg.keep as f64;
         let stored = SPECTRAL_PER_SHELL * keep * keep * e.shells as f64;

@@ -26,22 +26,21 @@
 
 use crate::cluster;
 use crate::jet::Directions;
-use crate::linalg::mul;
-use crate::parallel::map_largest_first_until;
+use crate::linalg::{mul_until, trace_sym, weighted_gram_lower};
+use crate::parallel::{Cancel, map_largest_first_until};
 use crate::shell::ProductShell;
 use crate::step::EigenBlock;
 use crate::symmetry::{Symmetry, Zeeman};
 use crate::thermo::{self, Jet, ShiftJet, Ts};
 use num_dual::DualNum;
-use std::sync::atomic::AtomicBool;
 
 /// States of one Wilson site (one spinful orbital): each later site multiplies a discarded
 /// state's weight by this.
 pub const SITE_STATES: f64 = 4.0;
 
-/// A weight e^(−x) with x above this (≈ 1e-20 of the later shell's ground-state weight, which is
-/// ≥ 1 in Z) is dropped, consistently in values and derivatives.
-const NEGLIGIBLE_EXPONENT: f64 = 46.0;
+/// A weight e^(−x) with x above this (2e-16 of the later shell's ground-state weight, which is
+/// ≥ 1 in Z: below its round-off) is dropped, consistently in values and derivatives.
+const NEGLIGIBLE_EXPONENT: f64 = 36.0;
 
 /// Longest reach of one shell's discarded states, in shells. At usual β̄ and Λ the weights die
 /// after 3–7 shells; this bound only matters for β̄ far below one, where Wilson's T_N is outside
@@ -95,7 +94,7 @@ impl CompleteBasis {
         &mut self,
         t: Truncated<'_>,
         dirs: &Directions,
-        cancel: Option<&AtomicBool>,
+        cancel: Cancel<'_>,
     ) -> Option<()> {
         if t.omegas.len() < 2 {
             return Some(());
@@ -106,7 +105,7 @@ impl CompleteBasis {
         let blocks = map_largest_first_until(
             &indices,
             |&b| t.eig[b].dim(),
-            |&b| block_tail(&t, b, dirs),
+            |&b| block_tail(&t, b, dirs, cancel),
             cancel,
         )?;
         let reach = blocks.iter().map(|b| b.terms.len()).max().unwrap_or(0);
@@ -170,7 +169,12 @@ impl CompleteBasis {
 
 /// Block `b`'s discarded states: their pair diagonals (if pairs are carried) and their terms for
 /// every later shell until they are negligible.
-fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
+fn block_tail(
+    t: &Truncated<'_>,
+    b: usize,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<BlockTail> {
     let eb = &t.eig[b];
     let n = eb.dim();
     let k0 = t.kept[b];
@@ -188,47 +192,43 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
         end += 1;
     }
     if end == k0 {
-        return BlockTail { terms: Vec::new() };
+        return Some(BlockTail { terms: Vec::new() });
     }
     let d = end - k0;
     let first = dirs.first();
     let pairs = dirs.pairs();
-    // B^ij_kk for the discarded rows: diag(U_Dᵀ A^ij U_D), shifted like the kept rows
-    let pair_diag: Vec<Vec<f64>> = if pairs.is_empty() {
-        Vec::new()
-    } else {
-        let u_d = eb.u.as_ref().subcols(k0, d);
-        t.product.blocks[b].dh[first..]
-            .iter()
-            .zip(t.pair_mean)
-            .map(|(a, &mean)| {
-                let au = mul(a.as_ref(), u_d);
-                (0..d)
-                    .map(|k| (0..n).map(|r| u_d[(r, k)] * au[(r, k)]).sum::<f64>() - mean)
-                    .collect()
-            })
-            .collect()
-    };
+    // the field weight of a level: e^{ηS_z/τ}, or the character χ_S(η/τ) of a multiplet, whose
+    // 2S+1 states also multiply the (f64) pair sums
     let (tv, dh) = thermo::thermo_variables(tau);
     let (sz, chi, multiplicity) = match t.symmetry.zeeman(eb.qn) {
         Zeeman::Projection(sz) => (sz, None, 1.0),
         Zeeman::Multiplet(s2) => (0.0, Some(thermo::character(s2, dh / tv)), (s2 + 1) as f64),
     };
-    let mut terms = Vec::new();
-    for m in 1..=MAX_REACH.min(t.omegas.len() - 1) {
-        let r = t.omegas[0] / t.omegas[m];
-        let degeneracy = SITE_STATES.powi(m as i32);
+    // the later shells this block reaches: (m, r = ω_n/ω_N, d^m)
+    let reach: Vec<(usize, f64, f64)> = (1..=MAX_REACH.min(t.omegas.len() - 1))
+        .map(|m| (m, t.omegas[0] / t.omegas[m], SITE_STATES.powi(m as i32)))
+        .take_while(|&(m, r, _)| r * eb.energies[k0] / tau - m as f64 * ln_d <= NEGLIGIBLE_EXPONENT)
+        .collect();
+    // g(x) = e^(−x/τ) times d^m at every reached shell, energies in its units
+    let weights: Vec<Vec<f64>> = reach
+        .iter()
+        .map(|&(_, r, deg)| {
+            eb.energies[k0..end]
+                .iter()
+                .map(|&e| deg * (-r * e / tau).exp())
+                .collect()
+        })
+        .collect();
+    let diagonal = pair_diagonal_terms(t, b, k0..end, &reach, &weights, dirs, cancel)?;
+    let mut terms = Vec::with_capacity(reach.len());
+    for (step, &(_, r, deg)) in reach.iter().enumerate() {
         let x: Vec<f64> = eb.energies.iter().map(|&e| r * e).collect();
-        let lowest = x[k0] / tau - m as f64 * ln_d;
-        if lowest > NEGLIGIBLE_EXPONENT {
-            break;
-        }
         let mut z = Ts::from(0.0);
         let mut z_first = vec![Ts::from(0.0); first];
         for k in k0..end {
             let w = match chi {
-                None => (-(dh * (-sz) + x[k]) / tv).exp() * degeneracy,
-                Some(chi) => chi * (-(Ts::from(x[k]) / tv)).exp() * degeneracy,
+                None => (-(dh * (-sz) + x[k]) / tv).exp() * deg,
+                Some(chi) => chi * (-(Ts::from(x[k]) / tv)).exp() * deg,
             };
             let gp = -(w / tv);
             for (i, zi) in z_first.iter_mut().enumerate() {
@@ -236,21 +236,18 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
             }
             z += w;
         }
-        let mut z_pairs = vec![0.0; pairs.len()];
+        let mut z_pairs = diagonal[step].clone();
         if !pairs.is_empty() {
-            // g(x) = e^(−x/τ), g′ = −g/τ, all times d^m; a[k] = d^m e^(−x_k/τ)
-            let a: Vec<f64> = x.iter().map(|&xk| degeneracy * (-xk / tau).exp()).collect();
-            let gp: Vec<f64> = a.iter().map(|&ak| -ak / tau).collect();
+            let a = &weights[step];
             // divided differences of g′ inside the discarded set (as in thermo::block_trace)
             let mut divided = vec![0.0; d * d];
             for k in 0..d {
                 for l in k..d {
-                    let (xk, xl) = (x[k0 + k], x[k0 + l]);
-                    let diff = xl - xk;
+                    let diff = x[k0 + l] - x[k0 + k];
                     let v = if diff < 0.5 * tau {
-                        a[k0 + k] / (tau * tau) * exprel(-diff / tau)
+                        a[k] / (tau * tau) * exprel(-diff / tau)
                     } else {
-                        (a[k0 + k] - a[k0 + l]) / (tau * diff)
+                        (a[k] - a[l]) / (tau * diff)
                     };
                     divided[k * d + l] = v;
                     divided[l * d + k] = v;
@@ -261,23 +258,103 @@ fn block_tail(t: &Truncated<'_>, b: usize, dirs: &Directions) -> BlockTail {
                 let mut sum = 0.0;
                 for k in 0..d {
                     let kk = k0 + k;
-                    sum += gp[kk] * r * pair_diag[p][k];
+                    // column kk of the symmetric B^i, B^j: contiguous
+                    let (ci, cj) = (bi.col_as_slice(kk), bj.col_as_slice(kk));
                     // inside the discarded set
+                    let row = &divided[k * d..(k + 1) * d];
                     for l in 0..d {
-                        let ll = k0 + l;
-                        sum += r * r * bi[(kk, ll)] * bj[(kk, ll)] * divided[k * d + l];
+                        sum += r * r * ci[k0 + l] * cj[k0 + l] * row[l];
                     }
                     // across its boundary: 2 B^i_kl B^j_kl g′(x_k)/(x_k − x_l)
+                    let gp = -a[k] / tau;
                     for ll in (0..k0).chain(end..n) {
-                        sum += 2.0 * r * r * bi[(kk, ll)] * bj[(kk, ll)] * gp[kk] / (x[kk] - x[ll]);
+                        sum += 2.0 * r * r * ci[ll] * cj[ll] * gp / (x[kk] - x[ll]);
                     }
                 }
-                z_pairs[p] = sum * multiplicity;
+                z_pairs[p] += sum;
             }
+        }
+        for zp in &mut z_pairs {
+            *zp *= multiplicity;
         }
         terms.push((z, z_first, z_pairs));
     }
-    BlockTail { terms }
+    Some(BlockTail { terms })
+}
+
+/// Σ_{k∈D} g′(x_k)·r·B^ij_kk for every reached shell and pair: the diagonal term of the discarded
+/// states' pair traces, with B^ij_kk = (U_Dᵀ A^ij U_D)_kk − (the pair parts' ground shift). Either
+/// the diagonals per pair (n²d each), or per reached shell one weighted Gram matrix
+/// U_D diag(w) U_Dᵀ shared by all pairs (n²d/2 each): whichever is fewer products.
+fn pair_diagonal_terms(
+    t: &Truncated<'_>,
+    b: usize,
+    discarded: std::ops::Range<usize>,
+    reach: &[(usize, f64, f64)],
+    weights: &[Vec<f64>],
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<Vec<Vec<f64>>> {
+    let pairs = dirs.pairs().len();
+    if pairs == 0 {
+        return Some(vec![Vec::new(); reach.len()]);
+    }
+    let eb = &t.eig[b];
+    let tau = t.tau;
+    let (k0, d) = (discarded.start, discarded.len());
+    let u_d = eb.u.as_ref().subcols(k0, d);
+    let parts = &t.product.blocks[b].dh[dirs.first()..];
+    // the weight of B^ij_kk at each reached shell: g′(x_k)·r = −a_k r/τ
+    let gr: Vec<Vec<f64>> = reach
+        .iter()
+        .zip(weights)
+        .map(|(&(_, r, _), a)| a.iter().map(|&ak| -ak * r / tau).collect())
+        .collect();
+    let shifts: Vec<f64> = gr.iter().map(|w| w.iter().sum()).collect();
+    if 2 * pairs <= reach.len() {
+        let diagonals: Vec<Vec<f64>> = parts
+            .iter()
+            .map(|a| {
+                let au = mul_until(a.as_ref(), u_d, cancel)?;
+                Some(
+                    (0..d)
+                        .map(|k| {
+                            let (u, v) = (u_d.col(k), au.col(k));
+                            (0..u.nrows()).map(|r| u[r] * v[r]).sum()
+                        })
+                        .collect(),
+                )
+            })
+            .collect::<Option<_>>()?;
+        Some(
+            gr.iter()
+                .zip(&shifts)
+                .map(|(w, &total)| {
+                    diagonals
+                        .iter()
+                        .zip(t.pair_mean)
+                        .map(|(diag, &mean)| {
+                            diag.iter().zip(w).map(|(x, y)| x * y).sum::<f64>() - mean * total
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    } else {
+        gr.iter()
+            .zip(&shifts)
+            .map(|(w, &total)| {
+                let gram = weighted_gram_lower(u_d, w, cancel)?;
+                Some(
+                    parts
+                        .iter()
+                        .zip(t.pair_mean)
+                        .map(|(a, &mean)| trace_sym(gram.as_ref(), a.as_ref()) - mean * total)
+                        .collect(),
+                )
+            })
+            .collect()
+    }
 }
 
 /// exprel(z) = (e^z − 1)/z, continuous at 0.

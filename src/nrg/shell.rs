@@ -15,7 +15,7 @@
 
 use crate::jet::Directions;
 use crate::model::{ImpurityModel, LocalSpace, SITE0, SiteZero, Term};
-use crate::parallel::map_largest_first;
+use crate::parallel::{Cancel, map_largest_first_until};
 use crate::symmetry::{
     Qn, SITE_STATES, SPINS, Symmetry, creation_qn, fermion_sign, site_creation, site_qn,
 };
@@ -310,7 +310,13 @@ pub struct SiteAddition {
 
 /// Add site N+1 to the kept space of shell N:
 /// H_{N+1} = scale·H_N + hopping·Σ_σ (f†_Nσ f_{N+1,σ} + h.c.) + onsite·n_{N+1} − field·S_z,{N+1}.
-pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> ProductShell {
+/// `None` if cancelled (checked between blocks and between the derivative parts of a block).
+pub fn add_site(
+    kept: &KeptShell,
+    step: SiteAddition,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<ProductShell> {
     let kept_index: BTreeMap<Qn, usize> = kept
         .blocks
         .iter()
@@ -361,7 +367,7 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
         .zip(&hops)
         .map(|((&qn, subs), h)| (qn, subs, h.as_slice()))
         .collect();
-    let blocks = map_largest_first(
+    let blocks = map_largest_first_until(
         &specs,
         |&(qn, _, _)| dims[&qn],
         |&(qn, subs, hops)| {
@@ -369,9 +375,18 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
                 let sq = site_qn(s);
                 step.onsite * (sq.q + 1) as f64 - step.field * sq.sz()
             });
-            assemble_block(qn, dims[&qn], subs, local, kept, step.scale, hops, dirs)
+            let block = BlockAssembly {
+                qn,
+                dim: dims[&qn],
+                subs,
+                local,
+                scale: step.scale,
+                hops,
+            };
+            block.assemble(kept, dirs, cancel)
         },
-    );
+        cancel,
+    )?;
 
     // f†_{N+1,σ}: identity between sub-blocks with the same kept state, signed by JW
     let mut fdag = Vec::new();
@@ -404,52 +419,65 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
             }
         }
     }
-    ProductShell {
+    Some(ProductShell {
         blocks,
         fdag,
         orbitals: kept.orbitals + 1,
         subs: layout.into_values().collect(),
         symmetry: Symmetry::QSz,
-    }
+    })
 }
 
-/// One block of shell N+1: `scale`·H_N on the kept states of every sub-block plus that
-/// sub-block's site energy `local[s]` on the diagonal, then the hopping terms `hops`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn assemble_block(
-    qn: Qn,
-    dim: usize,
-    subs: &SubBlocks,
-    local: [f64; SITE_STATES],
-    kept: &KeptShell,
-    scale: f64,
-    hops: &[Hop],
-    dirs: &Directions,
-) -> ProductBlock {
-    let mut h = Mat::<f64>::zeros(dim, dim);
-    let mut dh: Vec<Mat<f64>> = (0..dirs.parts()).map(|_| Mat::zeros(dim, dim)).collect();
-    for (s, sub) in subs.iter().enumerate() {
-        let Some((k, off)) = *sub else { continue };
-        let b = &kept.blocks[k];
-        for (a, &e) in b.energies.iter().enumerate() {
-            h[(off + a, off + a)] = scale * e + local[s];
-        }
-        let n = b.energies.len();
-        for (m, src) in dh.iter_mut().zip(&b.dh) {
-            for j in 0..n {
-                for i in 0..n {
-                    m[(off + i, off + j)] = scale * src[(i, j)];
+/// One block of shell N+1 to assemble from the kept shell N.
+pub(crate) struct BlockAssembly<'a> {
+    pub qn: Qn,
+    pub dim: usize,
+    /// Where each sub-block's kept states sit.
+    pub subs: &'a SubBlocks,
+    /// The site energy of each sub-block, on its diagonal.
+    pub local: [f64; SITE_STATES],
+    /// ω_N/ω_{N+1}: rescales H_N.
+    pub scale: f64,
+    pub hops: &'a [Hop<'a>],
+}
+
+impl BlockAssembly<'_> {
+    /// `scale`·H_N on the kept states of every sub-block plus its site energy on the diagonal,
+    /// then the hopping terms. `None` if cancelled (checked between the derivative parts).
+    pub fn assemble(
+        &self,
+        kept: &KeptShell,
+        dirs: &Directions,
+        cancel: Cancel<'_>,
+    ) -> Option<ProductBlock> {
+        let dim = self.dim;
+        let mut h = Mat::<f64>::zeros(dim, dim);
+        let mut dh: Vec<Mat<f64>> = (0..dirs.parts()).map(|_| Mat::zeros(dim, dim)).collect();
+        for (s, sub) in self.subs.iter().enumerate() {
+            let Some((k, off)) = *sub else { continue };
+            let b = &kept.blocks[k];
+            for (a, &e) in b.energies.iter().enumerate() {
+                h[(off + a, off + a)] = self.scale * e + self.local[s];
+            }
+            let n = b.energies.len();
+            for (m, src) in dh.iter_mut().zip(&b.dh) {
+                cancel.check()?;
+                for j in 0..n {
+                    for i in 0..n {
+                        m[(off + i, off + j)] = self.scale * src[(i, j)];
+                    }
                 }
             }
         }
-    }
-    for &(op, row, col, c) in hops {
-        add_symmetric(&mut h, row, col, &op.value, c);
-        for (m, part) in dh.iter_mut().zip(&op.parts) {
-            add_symmetric(m, row, col, part, c);
+        for &(op, row, col, c) in self.hops {
+            cancel.check()?;
+            add_symmetric(&mut h, row, col, &op.value, c);
+            for (m, part) in dh.iter_mut().zip(&op.parts) {
+                add_symmetric(m, row, col, part, c);
+            }
         }
+        Some(ProductBlock { qn: self.qn, h, dh })
     }
-    ProductBlock { qn, h, dh }
 }
 
 /// For each site state: the kept block it is paired with and the offset of that sub-block.

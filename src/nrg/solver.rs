@@ -19,7 +19,7 @@ use crate::diagnostics::Diagnostics;
 use crate::jet::Directions;
 use crate::levels::{self, Sensitivity};
 use crate::model::{self, ImpurityModel, SiteZero, Variable};
-use crate::parallel::map_largest_first_until;
+use crate::parallel::{Cancel, map_largest_first_until};
 use crate::params::{
     FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig, SymmetryChoice, ThermoStates,
 };
@@ -181,12 +181,12 @@ impl Iteration {
         let started = Instant::now();
 
         let dirs = &self.dirs;
-        let cancel = self.cancel.clone();
-        let cancel = cancel.as_deref();
+        let flag = self.cancel.clone();
+        let cancel = Cancel::new(flag.as_deref());
         let mut eig: Vec<EigenBlock> = map_largest_first_until(
             &product.blocks,
             |b| b.dim(),
-            |b| step::diagonalize(b, dirs),
+            |b| step::diagonalize(b, dirs, cancel),
             cancel,
         )?;
         if self.spin_symmetric {
@@ -213,7 +213,8 @@ impl Iteration {
             |&b| eig[b].dim(),
             |&b| {
                 let zeeman = symmetry.zeeman(eig[b].qn);
-                thermo::block_trace(&eig[b], zeeman, tau, dirs, &pair_sums[b])
+                let trace = thermo::block_trace(&eig[b], zeeman, tau, dirs, &pair_sums[b]);
+                Some(trace)
             },
             cancel,
         )?;
@@ -257,7 +258,11 @@ impl Iteration {
                         tau,
                         symmetry: self.symmetry,
                     };
-                    complete.add_shell(truncated, &self.dirs, self.cancel.as_deref())?;
+                    complete.add_shell(
+                        truncated,
+                        &self.dirs,
+                        Cancel::new(self.cancel.as_deref()),
+                    )?;
                     self.times.complete_basis += lap(&mut clock);
                 }
                 let kept_shell = self.truncate(&product, &eig, &cut, &mut clock)?;
@@ -268,10 +273,11 @@ impl Iteration {
                     onsite: self.chain.onsite[n + 1] / self.chain.omega[n + 1],
                     field: self.h_total / self.chain.omega[n + 1],
                 };
-                self.pending = Some(match self.symmetry {
-                    Symmetry::QSz => shell::add_site(&kept_shell, step, &self.dirs),
-                    Symmetry::QS => su2::add_site(&kept_shell, step, &self.dirs),
-                });
+                let next = match self.symmetry {
+                    Symmetry::QSz => shell::add_site(&kept_shell, step, &self.dirs, cancel),
+                    Symmetry::QS => su2::add_site(&kept_shell, step, &self.dirs, cancel),
+                };
+                self.pending = Some(next?);
                 self.times.add_site += lap(&mut clock);
                 (cut.total, cut.gap, cut.e_max, weight)
             }
@@ -360,6 +366,7 @@ impl Iteration {
         }
         let rows = cut.map_or(ground, |c| c.kept.as_slice());
         let dirs = &self.dirs;
+        let cancel = Cancel::new(self.cancel.as_deref());
         let indices: Vec<usize> = (0..eig.len()).collect();
         let eig_ref: &[EigenBlock] = eig;
         let rotated = map_largest_first_until(
@@ -367,12 +374,12 @@ impl Iteration {
             |&b| eig_ref[b].dim(),
             |&b| {
                 let (eb, block) = (&eig_ref[b], &product.blocks[b]);
-                let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b]);
+                let b_pairs = step::rotate_pairs(eb, block, dirs, rows[b], cancel)?;
                 let w = thermo::pair_weights(eb, tau);
-                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
-                (b_pairs, sums, w.iter().sum::<f64>())
+                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w, cancel)?;
+                Some((b_pairs, sums, w.iter().sum::<f64>()))
             },
-            self.cancel.as_deref(),
+            cancel,
         )?;
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
         let mut mean = ground_mean(
@@ -448,11 +455,11 @@ impl Iteration {
         let dirs = &self.dirs;
         let with_kept: Vec<(&EigenBlock, usize)> =
             eig.iter().zip(cut.kept.iter().copied()).collect();
-        let cancel = self.cancel.as_deref();
+        let cancel = Cancel::new(self.cancel.as_deref());
         let decoupled = map_largest_first_until(
             &with_kept,
             |(eb, _)| eb.dim(),
-            |&(eb, k)| step::decouple(eb, k, dirs),
+            |&(eb, k)| step::decouple(eb, k, dirs, cancel),
             cancel,
         )?;
         self.times.decouple += lap(clock);
@@ -481,6 +488,7 @@ impl Iteration {
                     dirs,
                     l,
                     r,
+                    cancel,
                 )
             },
             cancel,
@@ -584,16 +592,16 @@ pub struct Run {
     diagnostics: Diagnostics,
 }
 
-/// A run is one chain: z-averaging (`nrg.z_average` > 1) is done by the spectral function,
-/// which runs one chain per z; the thermodynamics does not average yet, so it refuses rather
-/// than silently ignoring the key.
+/// A run is one chain: z-averaging (`nrg.z_average` > 1) runs one `Run` per z
+/// ([`crate::z_average`] for thermodynamics, [`crate::spectral`] for spectra), so a single
+/// run refuses the key rather than silently ignoring it.
 fn one_chain(config: &RunConfig) -> Result<(), InvalidParam> {
     if config.nrg.z_average != 1 {
         return Err(InvalidParam {
             key: "nrg.z_average".into(),
             value: config.nrg.z_average.to_string(),
-            reason: "z-averaging is implemented for `dnrg spectrum` only (the thermodynamics \
-                     of one run is one chain: set nrg.z instead)"
+            reason: "one run is one chain: z-averaging runs one chain per z (`dnrg run` and \
+                     `dnrg spectrum` do; here set nrg.z instead)"
                 .into(),
         });
     }
@@ -820,16 +828,20 @@ impl Run {
 
     /// The final record.
     pub fn summary(&self, cancelled: bool) -> Summary {
-        let zero_field = self.config.model.h == 0.0;
-        let siam = self.model.kind() == ModelKind::Siam;
-        let mut summary = self.diagnostics.summary(cancelled, zero_field && siam);
-        if self.iteration.symmetry == Symmetry::QS && summary.wilson_ratio.is_none() && siam {
+        let applies = self.wilson_ratio_applies();
+        let mut summary = self.diagnostics.summary(cancelled, applies);
+        if self.iteration.symmetry == Symmetry::QS && summary.wilson_ratio.is_none() && applies {
             summary.wilson_ratio_reason = Some(
                 "needs chi_loc, which (Q, S) blocks do not compute yet (nrg.symmetry = \"QSZ\")"
                     .into(),
             );
         }
         summary
+    }
+
+    /// Whether the Fermi-liquid Wilson ratio is defined for this run (SIAM at zero field).
+    pub fn wilson_ratio_applies(&self) -> bool {
+        self.config.model.h == 0.0 && self.model.kind() == ModelKind::Siam
     }
 
     /// The next shell of the bare iteration, without any read-out: the spectral function
@@ -848,6 +860,40 @@ impl Run {
     pub fn freeze_kept_counts(&mut self, kept: Vec<usize>) {
         self.iteration.frozen_kept = Some(kept);
     }
+}
+
+/// A run's records as `dnrg run` writes them: one chain ([`Run`]) or the average over twisted
+/// chains ([`crate::z_average::ZAveragedRun`]), whichever `nrg.z_average` asks for.
+pub trait Records: Iterator<Item = ShellRecord> {
+    fn header(&self) -> &Header;
+    /// The last shell (of the z = 1 chain).
+    fn n_max(&self) -> usize;
+    /// The `done` record.
+    fn summary(&self, cancelled: bool) -> Summary;
+}
+
+impl Records for Run {
+    fn header(&self) -> &Header {
+        Run::header(self)
+    }
+    fn n_max(&self) -> usize {
+        Run::n_max(self)
+    }
+    fn summary(&self, cancelled: bool) -> Summary {
+        Run::summary(self, cancelled)
+    }
+}
+
+/// The records `config` asks for, cancelled through `flag`.
+pub fn records(
+    config: &RunConfig,
+    flag: Arc<AtomicBool>,
+) -> Result<Box<dyn Records>, InvalidParam> {
+    Ok(if config.nrg.z_average > 1 {
+        Box::new(crate::z_average::ZAveragedRun::new(config)?.with_cancel_flag(flag))
+    } else {
+        Box::new(Run::new(config)?.with_cancel_flag(flag))
+    })
 }
 
 impl Iterator for Run {

@@ -26,10 +26,10 @@
 
 use crate::jet::Directions;
 use crate::model::{ImpurityModel, LocalOp, SiteZero};
-use crate::parallel::map_largest_first;
+use crate::parallel::{Cancel, map_largest_first_until};
 use crate::shell::{
-    self, Hop, KeptOp, KeptShell, Piece, ProductBlock, ProductOp, ProductShell, SiteAddition,
-    SubBlocks, add_symmetric, assemble_block, part_coefficient,
+    self, BlockAssembly, Hop, KeptOp, KeptShell, Piece, ProductBlock, ProductOp, ProductShell,
+    SiteAddition, SubBlocks, add_symmetric, part_coefficient,
 };
 use crate::symmetry::{Qn, SITE_STATES, Symmetry, fermion_sign};
 use faer::Mat;
@@ -166,8 +166,13 @@ fn creation_ops(
 
 /// Add site N+1 to the kept multiplets of shell N (the (Q, S) form of [`shell::add_site`]):
 /// H_{N+1} = scale·H_N + hopping·Σ_σ (f†_Nσ f_{N+1,σ} + h.c.) + onsite·n_{N+1}. There is no
-/// field term: a (Q, S) run has none.
-pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> ProductShell {
+/// field term: a (Q, S) run has none. `None` if cancelled.
+pub fn add_site(
+    kept: &KeptShell,
+    step: SiteAddition,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<ProductShell> {
     debug_assert_eq!(step.field, 0.0, "no field in (Q, S) blocks");
     let old: Vec<(Qn, usize)> = kept
         .blocks
@@ -200,19 +205,30 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
         .zip(&hops)
         .map(|((&j, subs), h)| (j, subs, h.as_slice()))
         .collect();
-    let blocks = map_largest_first(
+    let blocks = map_largest_first_until(
         &specs,
         |&(j, _, _)| dims[&j],
-        |&(j, subs, hops)| assemble_block(j, dims[&j], subs, local, kept, step.scale, hops, dirs),
-    );
+        |&(qn, subs, hops)| {
+            let block = BlockAssembly {
+                qn,
+                dim: dims[&qn],
+                subs,
+                local,
+                scale: step.scale,
+                hops,
+            };
+            block.assemble(kept, dirs, cancel)
+        },
+        cancel,
+    )?;
     let len: Vec<usize> = old.iter().map(|b| b.1).collect();
-    ProductShell {
+    Some(ProductShell {
         blocks,
         fdag: creation_ops(&layout, kept.orbitals, &len),
         orbitals: kept.orbitals + 1,
         subs: layout.into_values().collect(),
         symmetry: Symmetry::QS,
-    }
+    })
 }
 
 /// Shell 0 (impurity + site 0) in (Q, S) blocks from the model's multiplets (§1.4); the

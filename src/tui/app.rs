@@ -295,6 +295,9 @@ pub struct App {
     pub quit: bool,
     next_id: JobId,
     pending: Option<Job>,
+    /// The job that waits for a superseded one and the message saying so, removed when the
+    /// job starts.
+    waiting: Option<(JobId, Message)>,
 }
 
 impl App {
@@ -335,6 +338,7 @@ impl App {
             spectrum_t_set: None,
             spectrum: None,
             t_editing: None,
+            waiting: None,
             size: init.size,
             quit: false,
             next_id: 0,
@@ -420,6 +424,12 @@ impl App {
                 true
             }
             Event::Started { job, header } => {
+                if let Some((waited, note)) = self.waiting.take()
+                    && waited == job
+                    && self.message.as_ref() == Some(&note)
+                {
+                    self.message = None;
+                }
                 if job != self.run.job {
                     return false;
                 }
@@ -526,6 +536,14 @@ impl App {
                 }
                 None => false,
             },
+            Event::Waiting { job, why } => {
+                if job != self.run.job && self.fit.as_ref().is_none_or(|f| f.job != job) {
+                    return false;
+                }
+                self.set_message(MessageKind::Info, why);
+                self.waiting = self.message.clone().map(|note| (job, note));
+                true
+            }
             Event::Failed { job, error } => {
                 if let Some(s) = self.spectrum_job(job) {
                     s.status = Status::Failed(error.clone());
@@ -1730,6 +1748,28 @@ mod tests {
         };
         assert!(!a.handle(stale));
         assert!(a.run.error.is_none());
+    }
+
+    /// A job held back for memory says so until it starts; a stale job's note is ignored.
+    #[test]
+    fn a_waiting_job_says_so_until_it_starts() {
+        let mut a = app();
+        a.take_job();
+        press(&mut a, "4<Enter>0.2<Enter>");
+        let why = "waiting for the previous run to end: together ~4 GiB > nrg.max_memory 3 GiB";
+        let stale = Event::Waiting {
+            job: 1,
+            why: "old".into(),
+        };
+        assert!(!a.handle(stale));
+        assert!(a.handle(Event::Waiting {
+            job: 2,
+            why: why.into(),
+        }));
+        assert_eq!(a.message.as_ref().unwrap().text, why);
+        let header = Box::new(dnrg::solver::Run::new(&a.config).unwrap().header().clone());
+        a.handle(Event::Started { job: 2, header });
+        assert!(a.message.is_none(), "{:?}", a.message);
     }
 
     #[test]

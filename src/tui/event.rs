@@ -31,6 +31,11 @@ pub enum Event {
         job: JobId,
         summary: Box<Summary>,
     },
+    /// The job waits for a superseded one to end: both would not fit in the memory budget.
+    Waiting {
+        job: JobId,
+        why: String,
+    },
     /// The job could not run (or the solver panicked).
     Failed {
         job: JobId,
