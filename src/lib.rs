@@ -29,7 +29,7 @@ pub mod workflow;
 // and stay valid whatever folder a module lives in.
 pub use io::{estimate, files, output, params, preset, record, text};
 pub use nrg::{
-    cluster, complete_basis, jet, linalg, parallel, shell, solver, step, symmetry, truncation,
+    cluster, complete_basis, jet, linalg, parallel, shell, solver, step, su2, symmetry, truncation,
 };
 pub use observables::{
     bare, diagnostics, free_chain, levels, readout, spectral, thermo, z_average,

@@ -34,7 +34,8 @@
 
 use crate::files::{MAX_INPUT_BYTES, OutputError, OutputFile, read_limited};
 use crate::params::{
-    BareChain, Discretization, FieldKind, InvalidParam, ModelKind, Param, RunConfig, ThermoStates,
+    BareChain, Discretization, FieldKind, InvalidParam, ModelKind, Param, RunConfig,
+    SymmetryChoice, ThermoStates,
 };
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
@@ -96,6 +97,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "thermo_states",
             "max_memory",
             "z_average",
+            "symmetry",
         ],
     ),
     ("output", &["levels", "impurity_observables"]),
@@ -794,6 +796,14 @@ impl Reader<'_> {
         if let Some(nz) = self.count("nrg", "z_average", "a positive integer")? {
             n.z_average = nz;
         }
+        if let Some(sym) = self.choice(
+            "nrg",
+            "symmetry",
+            &SymmetryChoice::ALL,
+            SymmetryChoice::name,
+        )? {
+            n.symmetry = sym;
+        }
 
         let o = &mut config.output;
         if let Some(levels) = self.count("output", "levels", "a non-negative integer")? {
@@ -1139,6 +1149,9 @@ pub fn to_toml(config: &RunConfig, description: &str) -> String {
     }
     if n.z_average != 1 {
         line(format!("z_average = {}", n.z_average));
+    }
+    if n.symmetry != SymmetryChoice::Auto {
+        line(format!("symmetry = {}", toml_string(n.symmetry.name())));
     }
     line(String::new());
     line("[output]".into());

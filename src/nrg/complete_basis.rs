@@ -30,6 +30,7 @@ use crate::linalg::{mul_until, trace_sym, weighted_gram_lower};
 use crate::parallel::{Cancel, map_largest_first_until};
 use crate::shell::ProductShell;
 use crate::step::EigenBlock;
+use crate::symmetry::{Symmetry, Zeeman};
 use crate::thermo::{self, Jet, ShiftJet, Ts};
 use num_dual::DualNum;
 
@@ -77,6 +78,8 @@ pub(crate) struct Truncated<'a> {
     pub pair_mean: &'a [f64],
     /// τ = T_N/ω_N = 1/β̄, the same at every shell.
     pub tau: f64,
+    /// Block labels: in (Q, S) a level is a multiplet of 2S+1 states.
+    pub symmetry: Symmetry,
 }
 
 /// One block's discarded states and their contribution to each later shell.
@@ -194,7 +197,13 @@ fn block_tail(
     let d = end - k0;
     let first = dirs.first();
     let pairs = dirs.pairs();
-    let sz = eb.qn.sz();
+    // the field weight of a level: e^{ηS_z/τ}, or the character χ_S(η/τ) of a multiplet, whose
+    // 2S+1 states also multiply the (f64) pair sums
+    let (tv, dh) = thermo::thermo_variables(tau);
+    let (sz, chi, multiplicity) = match t.symmetry.zeeman(eb.qn) {
+        Zeeman::Projection(sz) => (sz, None, 1.0),
+        Zeeman::Multiplet(s2) => (0.0, Some(thermo::character(s2, dh / tv)), (s2 + 1) as f64),
+    };
     // the later shells this block reaches: (m, r = ω_n/ω_N, d^m)
     let reach: Vec<(usize, f64, f64)> = (1..=MAX_REACH.min(t.omegas.len() - 1))
         .map(|m| (m, t.omegas[0] / t.omegas[m], SITE_STATES.powi(m as i32)))
@@ -211,14 +220,16 @@ fn block_tail(
         })
         .collect();
     let diagonal = pair_diagonal_terms(t, b, k0..end, &reach, &weights, dirs, cancel)?;
-    let (tv, dh) = thermo::thermo_variables(tau);
     let mut terms = Vec::with_capacity(reach.len());
     for (step, &(_, r, deg)) in reach.iter().enumerate() {
         let x: Vec<f64> = eb.energies.iter().map(|&e| r * e).collect();
         let mut z = Ts::from(0.0);
         let mut z_first = vec![Ts::from(0.0); first];
         for k in k0..end {
-            let w = (-(dh * (-sz) + x[k]) / tv).exp() * deg;
+            let w = match chi {
+                None => (-(dh * (-sz) + x[k]) / tv).exp() * deg,
+                Some(chi) => chi * (-(Ts::from(x[k]) / tv)).exp() * deg,
+            };
             let gp = -(w / tv);
             for (i, zi) in z_first.iter_mut().enumerate() {
                 *zi += gp * (r * eb.b[i][(k, k)]);
@@ -262,6 +273,9 @@ fn block_tail(
                 }
                 z_pairs[p] += sum;
             }
+        }
+        for zp in &mut z_pairs {
+            *zp *= multiplicity;
         }
         terms.push((z, z_first, z_pairs));
     }

@@ -9,5 +9,6 @@ pub mod parallel;
 pub mod shell;
 pub mod solver;
 pub mod step;
+pub mod su2;
 pub mod symmetry;
 pub mod truncation;

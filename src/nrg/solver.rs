@@ -18,13 +18,17 @@ use crate::complete_basis::{CompleteBasis, Truncated};
 use crate::diagnostics::Diagnostics;
 use crate::jet::Directions;
 use crate::levels::{self, Sensitivity};
-use crate::model::{self, ImpurityModel, SiteZero};
+use crate::model::{self, ImpurityModel, SiteZero, Variable};
 use crate::parallel::{Cancel, map_largest_first_until};
-use crate::params::{FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig, ThermoStates};
+use crate::params::{
+    FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig, SymmetryChoice, ThermoStates,
+};
 use crate::readout::{self, Plan, Source};
 use crate::record::{ChainInfo, Header, ShellRecord, Summary};
 use crate::shell::{self, KeptShell, ProductShell, SiteAddition};
 use crate::step::{self, EigenBlock};
+use crate::su2;
+use crate::symmetry::Symmetry;
 use crate::thermo::{self, ShellFreeEnergy, ShiftJet};
 use crate::truncation;
 use indexmap::IndexMap;
@@ -97,8 +101,11 @@ pub(crate) struct Iteration {
     /// Spin-flip parity of every first-order direction.
     odd: Vec<bool>,
     /// ±S_z blocks are exact mirror images (no field): their spectra are made identical bit for
-    /// bit and every odd derivative is exactly zero.
+    /// bit and every odd derivative is exactly zero. ((Q, S) blocks need neither: spin symmetry
+    /// is exact by construction there.)
     spin_symmetric: bool,
+    /// Block labels; in (Q, S) every level of block j stands for d_j = 2S+1 states.
+    symmetry: Symmetry,
     h_total: f64,
     next: usize,
     pending: Option<ProductShell>,
@@ -123,6 +130,7 @@ impl Iteration {
         spin_symmetric: bool,
     ) -> Iteration {
         let odd = dirs.vars().iter().map(|v| v.spin_flip_odd()).collect();
+        let symmetry = initial.symmetry;
         Iteration {
             nrg: nrg.clone(),
             chain,
@@ -130,7 +138,8 @@ impl Iteration {
             shift: ShiftJet::zero(&dirs),
             dirs,
             odd,
-            spin_symmetric: spin_symmetric && h_total == 0.0,
+            spin_symmetric: spin_symmetric && h_total == 0.0 && symmetry == Symmetry::QSz,
+            symmetry,
             h_total,
             next: 0,
             pending: Some(initial),
@@ -197,12 +206,14 @@ impl Iteration {
         self.check_cancel()?;
 
         let dirs = &self.dirs;
+        let symmetry = self.symmetry;
         let indices: Vec<usize> = (0..eig.len()).collect();
         let traces = map_largest_first_until(
             &indices,
             |&b| eig[b].dim(),
             |&b| {
-                let trace = thermo::block_trace(&eig[b], eig[b].qn.sz(), tau, dirs, &pair_sums[b]);
+                let zeeman = symmetry.zeeman(eig[b].qn);
+                let trace = thermo::block_trace(&eig[b], zeeman, tau, dirs, &pair_sums[b]);
                 Some(trace)
             },
             cancel,
@@ -229,8 +240,12 @@ impl Iteration {
         let (kept, gap, e_cut, discarded_weight) = match cut {
             Some(cut) => {
                 kept_blocks.clone_from(&cut.kept);
-                let weight =
-                    discarded_weight(&eig, &cut.kept, tau * self.chain.omega[n + 1] / omega);
+                let weight = discarded_weight(
+                    &eig,
+                    &cut.kept,
+                    &self.weights(&eig),
+                    tau * self.chain.omega[n + 1] / omega,
+                );
                 if let Some(complete) = self.complete.as_mut() {
                     let truncated = Truncated {
                         n,
@@ -241,6 +256,7 @@ impl Iteration {
                         product: &product,
                         pair_mean: &pair_mean,
                         tau,
+                        symmetry: self.symmetry,
                     };
                     complete.add_shell(
                         truncated,
@@ -257,7 +273,10 @@ impl Iteration {
                     onsite: self.chain.onsite[n + 1] / self.chain.omega[n + 1],
                     field: self.h_total / self.chain.omega[n + 1],
                 };
-                let next = shell::add_site(&kept_shell, step, &self.dirs, cancel);
+                let next = match self.symmetry {
+                    Symmetry::QSz => shell::add_site(&kept_shell, step, &self.dirs, cancel),
+                    Symmetry::QS => su2::add_site(&kept_shell, step, &self.dirs, cancel),
+                };
                 self.pending = Some(next?);
                 self.times.add_site += lap(&mut clock);
                 (cut.total, cut.gap, cut.e_max, weight)
@@ -288,6 +307,13 @@ impl Iteration {
         })
     }
 
+    /// States per level of every block (1, or 2S+1 in (Q, S)).
+    fn weights(&self, eig: &[EigenBlock]) -> Vec<usize> {
+        eig.iter()
+            .map(|eb| self.symmetry.degeneracy(eb.qn))
+            .collect()
+    }
+
     /// Subtract the ground energy and the mean first-order parts of the ground cluster, so
     /// that derivative parts stay of order one; accumulate the shift in physical units.
     /// Returns the number of ground-cluster states in every block and the (rescaled) ground
@@ -301,6 +327,7 @@ impl Iteration {
         let ground = cluster::ground_counts(&energies);
         let mut mean = ground_mean(
             &ground,
+            &self.weights(eig),
             eig.iter().map(|eb| eb.b.as_slice()),
             self.dirs.first(),
         );
@@ -355,7 +382,12 @@ impl Iteration {
             cancel,
         )?;
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
-        let mut mean = ground_mean(ground, rotated.iter().map(|(b, _, _)| b.as_slice()), pairs);
+        let mut mean = ground_mean(
+            ground,
+            &self.weights(eig),
+            rotated.iter().map(|(b, _, _)| b.as_slice()),
+            pairs,
+        );
         if self.spin_symmetric {
             for (m, &(i, j)) in mean.iter_mut().zip(self.dirs.pairs()) {
                 if self.odd[i] != self.odd[j] {
@@ -403,9 +435,12 @@ impl Iteration {
         } else {
             eig.iter().map(|eb| eb.energies.as_slice()).collect()
         };
+        let weights = self.weights(eig);
         match self.frozen_kept.as_ref().and_then(|k| k.get(self.next)) {
-            Some(&total) => truncation::cut_at(&energies, total),
-            None => truncation::choose_cut(&energies, nrg.keep, nrg.e_cut, nrg.gap_window),
+            Some(&total) => truncation::cut_at(&energies, &weights, total),
+            None => {
+                truncation::choose_cut(&energies, &weights, nrg.keep, nrg.e_cut, nrg.gap_window)
+            }
         }
     }
 
@@ -468,6 +503,7 @@ impl Iteration {
             blocks,
             fdag,
             orbitals: product.orbitals,
+            symmetry: self.symmetry,
         })
     }
 }
@@ -498,12 +534,17 @@ fn mirror_spectra(eig: &mut [EigenBlock]) {
 }
 
 /// Fraction of the Boltzmann weight at rescaled temperature `tau` carried by the states beyond
-/// the first `kept[b]` of every block.
-fn discarded_weight(eig: &[EigenBlock], kept: &[usize], tau: f64) -> Option<f64> {
+/// the first `kept[b]` of every block (`weights[b]` states per level).
+fn discarded_weight(
+    eig: &[EigenBlock],
+    kept: &[usize],
+    weights: &[usize],
+    tau: f64,
+) -> Option<f64> {
     let (mut all, mut lost) = (0.0, 0.0);
-    for (eb, &k) in eig.iter().zip(kept) {
+    for ((eb, &k), &d) in eig.iter().zip(kept).zip(weights) {
         for (i, &e) in eb.energies.iter().enumerate() {
-            let w = (-e / tau).exp();
+            let w = (-e / tau).exp() * d as f64;
             all += w;
             if i >= k {
                 lost += w;
@@ -513,20 +554,21 @@ fn discarded_weight(eig: &[EigenBlock], kept: &[usize], tau: f64) -> Option<f64>
     (all > 0.0).then(|| lost / all)
 }
 
-/// Mean diagonal element over the ground cluster (`ground[b]` lowest states of block b) of
-/// each of `parts` matrices per block.
+/// Mean diagonal element over the states of the ground cluster (`ground[b]` lowest levels of
+/// block b, each standing for `weights[b]` states) of each of `parts` matrices per block.
 fn ground_mean<'a>(
     ground: &[usize],
+    weights: &[usize],
     blocks: impl Iterator<Item = &'a [faer::Mat<f64>]>,
     parts: usize,
 ) -> Vec<f64> {
     let mut mean = vec![0.0; parts];
-    for (mats, &g) in blocks.zip(ground) {
+    for ((mats, &g), &d) in blocks.zip(ground).zip(weights) {
         for (x, m) in mean.iter_mut().zip(mats) {
-            *x += (0..g).map(|k| m[(k, k)]).sum::<f64>();
+            *x += d as f64 * (0..g).map(|k| m[(k, k)]).sum::<f64>();
         }
     }
-    let count: usize = ground.iter().sum();
+    let count: usize = ground.iter().zip(weights).map(|(g, d)| g * d).sum();
     mean.iter_mut().for_each(|x| *x /= count as f64);
     mean
 }
@@ -573,7 +615,7 @@ impl Run {
         one_chain(config)?;
         let model = model::build(&config.model);
         let plan = readout::plan_directions(config, model.as_ref());
-        Ok(Run::assemble(config.clone(), model, plan))
+        Run::assemble(config.clone(), model, plan)
     }
 
     /// A run that carries exactly the derivative parts `dirs` and reports none of them
@@ -582,12 +624,24 @@ impl Run {
     pub fn with_directions(config: &RunConfig, dirs: Directions) -> Result<Run, InvalidParam> {
         config.validate()?;
         one_chain(config)?;
+        if config.symmetry() == Symmetry::QS && dirs.vars().contains(&Variable::HImp) {
+            return Err(InvalidParam {
+                key: "nrg.symmetry".into(),
+                value: "QS".into(),
+                reason: "a field on the impurity spin is no scalar direction in (Q, S) blocks"
+                    .into(),
+            });
+        }
         let model = model::build(&config.model);
         let plan = Plan::bare_directions(dirs);
-        Ok(Run::assemble(config.clone(), model, plan))
+        Run::assemble(config.clone(), model, plan)
     }
 
-    fn assemble(config: RunConfig, model: Box<dyn ImpurityModel>, plan: Plan) -> Run {
+    fn assemble(
+        config: RunConfig,
+        model: Box<dyn ImpurityModel>,
+        plan: Plan,
+    ) -> Result<Run, InvalidParam> {
         let n_max = crate::chain::last_shell(&config.nrg);
         let chain = Arc::new(WilsonChain::new(&config.nrg, n_max + 1));
         let h_total = match config.model.field {
@@ -607,21 +661,46 @@ impl Run {
             coupling_factor: chain.coupling_factor,
             h_total,
         };
-        let initial = shell::initial_shell(
-            model.as_ref(),
-            &plan.dirs,
-            &var_index,
-            site0,
-            chain.onsite[0],
-            chain.omega[0],
-        );
+        let symmetry = config.symmetry();
+        let initial = match symmetry {
+            Symmetry::QSz => shell::initial_shell(
+                model.as_ref(),
+                &plan.dirs,
+                &var_index,
+                site0,
+                chain.onsite[0],
+                chain.omega[0],
+            ),
+            Symmetry::QS => su2::initial_shell(
+                model.as_ref(),
+                &plan.dirs,
+                &var_index,
+                site0,
+                chain.onsite[0],
+                chain.omega[0],
+            )
+            .ok_or_else(|| InvalidParam {
+                key: "nrg.symmetry".into(),
+                value: "QS".into(),
+                reason: format!(
+                    "the {} model has no (Q, S) form: use \"QSZ\"",
+                    config.model.kind.name()
+                ),
+            })?,
+        };
+        let mut nrg = config.nrg.clone();
+        // the header records the resolved choice, never `auto`
+        nrg.symmetry = match symmetry {
+            Symmetry::QSz => SymmetryChoice::Qsz,
+            Symmetry::QS => SymmetryChoice::Qs,
+        };
         let header = Header {
             kind: "header",
             version: env!("CARGO_PKG_VERSION"),
             preset: None,
             description: None,
             model: model_fields(&config),
-            nrg: config.nrg.clone(),
+            nrg,
             output: config.output.clone(),
             derive: plan.sources.iter().map(|&(p, _)| p).collect(),
             chain: ChainInfo {
@@ -642,8 +721,8 @@ impl Run {
             h_total,
             model.spin_flip_symmetric(),
         );
-        let bare = Bare::new(&config.nrg, chain, n_max, h_total);
-        Run {
+        let bare = Bare::new(&config.nrg, chain, n_max, h_total, symmetry);
+        Ok(Run {
             diagnostics: Diagnostics::new(&config.nrg),
             config,
             header,
@@ -651,7 +730,7 @@ impl Run {
             iteration,
             plan,
             bare,
-        }
+        })
     }
 
     /// Abandon the run as soon as `flag` is set: the shell in progress stops at its next
@@ -716,7 +795,13 @@ impl Run {
             })
             .collect();
         let omega = shell.free_energy.omega;
-        let levels = levels::lowest_levels(&shell.eig, self.config.output.levels, omega, &sens);
+        let levels = levels::lowest_levels(
+            &shell.eig,
+            self.iteration.symmetry,
+            self.config.output.levels,
+            omega,
+            &sens,
+        );
         let out = readout::read_out(&shell.free_energy, &bare, &self.plan);
         let warnings = self.diagnostics.shell(&shell, &out.obs);
         if shell.n == self.header.n_max {
@@ -743,8 +828,15 @@ impl Run {
 
     /// The final record.
     pub fn summary(&self, cancelled: bool) -> Summary {
-        self.diagnostics
-            .summary(cancelled, self.wilson_ratio_applies())
+        let applies = self.wilson_ratio_applies();
+        let mut summary = self.diagnostics.summary(cancelled, applies);
+        if self.iteration.symmetry == Symmetry::QS && summary.wilson_ratio.is_none() && applies {
+            summary.wilson_ratio_reason = Some(
+                "needs chi_loc, which (Q, S) blocks do not compute yet (nrg.symmetry = \"QSZ\")"
+                    .into(),
+            );
+        }
+        summary
     }
 
     /// Whether the Fermi-liquid Wilson ratio is defined for this run (SIAM at zero field).

@@ -30,6 +30,8 @@ use crate::params::{BareChain, NrgParams};
 use crate::readout::BareShell;
 use crate::shell;
 use crate::solver::{Iteration, Shell};
+use crate::su2;
+use crate::symmetry::Symmetry;
 use crate::thermo::{Ts, TsParts};
 use nalgebra::SMatrix;
 use num_dual::Derivative;
@@ -67,7 +69,13 @@ enum Mode {
 }
 
 impl Bare {
-    pub fn new(nrg: &NrgParams, chain: Arc<WilsonChain>, n_max: usize, h_total: f64) -> Bare {
+    pub fn new(
+        nrg: &NrgParams,
+        chain: Arc<WilsonChain>,
+        n_max: usize,
+        h_total: f64,
+        symmetry: Symmetry,
+    ) -> Bare {
         let mode = match nrg.bare_chain {
             BareChain::Exact => Mode::Exact {
                 chain,
@@ -76,11 +84,11 @@ impl Bare {
                 tau: 1.0 / nrg.beta_bar,
             },
             BareChain::Truncated => {
-                let key = cache_key(nrg, h_total);
+                let key = cache_key(nrg, h_total, symmetry);
                 if let Some(shells) = lookup_memory(&key, n_max) {
                     Mode::Cached(shells)
                 } else {
-                    let mut run = Box::new(BareRun::new(nrg, chain, n_max, h_total, key));
+                    let mut run = Box::new(BareRun::new(nrg, chain, n_max, h_total, symmetry, key));
                     match read_file(&run.key).filter(|s| s.len() > n_max) {
                         // a file written by another version of the algorithm would pass every
                         // check of its form: recompute the first shells and compare bit for bit
@@ -158,9 +166,13 @@ impl BareRun {
         chain: Arc<WilsonChain>,
         n_max: usize,
         h_total: f64,
+        symmetry: Symmetry,
         key: String,
     ) -> BareRun {
-        let initial = shell::bare_site_zero(h_total, chain.onsite[0], chain.omega[0]);
+        let initial = match symmetry {
+            Symmetry::QSz => shell::bare_site_zero(h_total, chain.onsite[0], chain.omega[0]),
+            Symmetry::QS => su2::bare_site_zero(chain.onsite[0], chain.omega[0]),
+        };
         let iteration = Iteration::new(
             nrg,
             chain.clone(),
@@ -260,9 +272,11 @@ fn same(a: &(Spectrum, f64, Ts), b: &(Spectrum, f64, Ts)) -> bool {
         })
 }
 
-/// Everything the truncated bare chain's numbers depend on.
-fn cache_key(nrg: &NrgParams, h_total: f64) -> String {
-    format!(
+/// Everything the truncated bare chain's numbers depend on. (Q, S) blocks truncate the same
+/// spectrum but round differently, so they get keys of their own; (Q, S_z) keys are those of
+/// the versions before (Q, S) existed, so their cache files stay valid.
+fn cache_key(nrg: &NrgParams, h_total: f64, symmetry: Symmetry) -> String {
+    let key = format!(
         "dnrg {} format {CACHE_FORMAT}: Lambda={:?} discretization={} z={:?} keep={} e_cut={:?} \
          gap_window={:?} beta_bar={:?} h_total={:?} thermo_states={}",
         env!("CARGO_PKG_VERSION"),
@@ -275,7 +289,11 @@ fn cache_key(nrg: &NrgParams, h_total: f64) -> String {
         nrg.beta_bar,
         h_total,
         nrg.thermo_states.name()
-    )
+    );
+    match symmetry {
+        Symmetry::QSz => key,
+        Symmetry::QS => format!("{key} symmetry=QS"),
+    }
 }
 
 fn memory() -> &'static Mutex<HashMap<String, Arc<[BareShell]>>> {

@@ -43,7 +43,7 @@ use crate::record::Header;
 use crate::shell::{SubBlocks, group_by_qn};
 use crate::solver::Run;
 use crate::step::EigenBlock;
-use crate::symmetry::{Qn, SPINS, creation_qn};
+use crate::symmetry::{Qn, SPINS, Symmetry, creation_qn};
 use faer::Mat;
 use nalgebra::Complex;
 use std::collections::HashMap;
@@ -636,6 +636,15 @@ pub fn spectrum_with_progress(
             value: config.model.kind.name().into(),
             reason: "the spectral function is implemented for the SIAM only (the Kondo model's \
                      T-matrix is not yet)"
+                .into(),
+        });
+    }
+    if config.symmetry() != Symmetry::QSz {
+        return Err(InvalidParam {
+            key: "nrg.symmetry".into(),
+            value: config.symmetry().name().into(),
+            reason: "the spectral function is implemented in (Q, S_z) blocks only (d† as a \
+                     rank-½ tensor is not yet): use \"QSZ\" or \"auto\""
                 .into(),
         });
     }
