@@ -48,6 +48,10 @@ const FIXED_POINT_TOL: f64 = 1e-12;
 /// Bump when anything that changes the bare chain's numbers changes.
 const CACHE_FORMAT: u32 = 2;
 
+/// Bump when anything that changes the (Q, S) bare chain's numbers changes (its files only). The
+/// check of [`VERIFIED_SHELLS`] cannot see such a change: the first shells have spins ≤ 1.
+const QS_CACHE_FORMAT: u32 = 1;
+
 /// Shells recomputed to check a cache file before it is trusted (milliseconds, even at large
 /// kept counts: shell 3 has at most 4⁵ states).
 const VERIFIED_SHELLS: usize = 4;
@@ -292,7 +296,7 @@ fn cache_key(nrg: &NrgParams, h_total: f64, symmetry: Symmetry) -> String {
     );
     match symmetry {
         Symmetry::QSz => key,
-        Symmetry::QS => format!("{key} symmetry=QS"),
+        Symmetry::QS => format!("{key} symmetry=QS qs_format={QS_CACHE_FORMAT}"),
     }
 }
 
