@@ -362,29 +362,17 @@ pub fn add_site(
             hops[new_index[&qn]].push((op, row, col, step.hopping * jw * sign));
         }
     }
-    let specs: Vec<(Qn, &SubBlocks, &[Hop])> = layout
-        .iter()
-        .zip(&hops)
-        .map(|((&qn, subs), h)| (qn, subs, h.as_slice()))
-        .collect();
-    let blocks = map_largest_first_until(
-        &specs,
-        |&(qn, _, _)| dims[&qn],
-        |&(qn, subs, hops)| {
-            let local = std::array::from_fn(|s| {
-                let sq = site_qn(s);
-                step.onsite * (sq.q + 1) as f64 - step.field * sq.sz()
-            });
-            let block = BlockAssembly {
-                qn,
-                dim: dims[&qn],
-                subs,
-                local,
-                scale: step.scale,
-                hops,
-            };
-            block.assemble(kept, dirs, cancel)
-        },
+    let local = std::array::from_fn(|s| {
+        let sq = site_qn(s);
+        step.onsite * (sq.q + 1) as f64 - step.field * sq.sz()
+    });
+    let blocks = assemble_blocks(
+        &layout,
+        &dims,
+        &hops,
+        (local, step.scale),
+        kept,
+        dirs,
         cancel,
     )?;
 
@@ -429,6 +417,41 @@ pub fn add_site(
 }
 
 /// One block of shell N+1 to assemble from the kept shell N.
+/// Every block of the next shell from its layout and hopping terms, largest first on the block
+/// pool; `site` is each sub-block's site energy and the rescaling of H_N (see [`BlockAssembly`]).
+/// Shared by the (Q, S_z) and (Q, S) product shells, which differ only in layout and hopping.
+pub(crate) fn assemble_blocks(
+    layout: &BTreeMap<Qn, SubBlocks>,
+    dims: &BTreeMap<Qn, usize>,
+    hops: &[Vec<Hop<'_>>],
+    site: ([f64; SITE_STATES], f64),
+    kept: &KeptShell,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<Vec<ProductBlock>> {
+    let specs: Vec<(Qn, &SubBlocks, &[Hop])> = layout
+        .iter()
+        .zip(hops)
+        .map(|((&qn, subs), h)| (qn, subs, h.as_slice()))
+        .collect();
+    map_largest_first_until(
+        &specs,
+        |&(qn, _, _)| dims[&qn],
+        |&(qn, subs, hops)| {
+            let block = BlockAssembly {
+                qn,
+                dim: dims[&qn],
+                subs,
+                local: site.0,
+                scale: site.1,
+                hops,
+            };
+            block.assemble(kept, dirs, cancel)
+        },
+        cancel,
+    )
+}
+
 pub(crate) struct BlockAssembly<'a> {
     pub qn: Qn,
     pub dim: usize,

@@ -61,6 +61,11 @@ pub struct StageTimes {
     pub total: Duration,
 }
 
+/// Shell 0 of a run (model, directions, variable indices, site-0 couplings, ε_0, ω_0), `None`
+/// if the model has no form in the chosen symmetry.
+type InitialShell =
+    fn(&dyn ImpurityModel, &Directions, &[usize], SiteZero, f64, f64) -> Option<ProductShell>;
+
 /// While |h_tot| ≤ this·ω_N, the cut is decided on the field-free energies E + (h_tot/ω_N)·S_z:
 /// the kept space is then the same for h and −h (and h = 0), so F(h) is smooth through zero.
 /// Beyond it the field is a sizeable part of the shell's energies (states shift by |h|·S_z, up to
@@ -662,32 +667,27 @@ impl Run {
             h_total,
         };
         let symmetry = config.symmetry();
-        let initial = match symmetry {
-            Symmetry::QSz => shell::initial_shell(
-                model.as_ref(),
-                &plan.dirs,
-                &var_index,
-                site0,
-                chain.onsite[0],
-                chain.omega[0],
-            ),
-            Symmetry::QS => su2::initial_shell(
-                model.as_ref(),
-                &plan.dirs,
-                &var_index,
-                site0,
-                chain.onsite[0],
-                chain.omega[0],
-            )
-            .ok_or_else(|| InvalidParam {
-                key: "nrg.symmetry".into(),
-                value: "QS".into(),
-                reason: format!(
-                    "the {} model has no (Q, S) form: use \"QSZ\"",
-                    config.model.kind.name()
-                ),
-            })?,
+        // the (Q, S) shell 0 exists only for models with a multiplet form
+        let build: InitialShell = match symmetry {
+            Symmetry::QSz => |m, d, v, s, o, w| Some(shell::initial_shell(m, d, v, s, o, w)),
+            Symmetry::QS => su2::initial_shell,
         };
+        let initial = build(
+            model.as_ref(),
+            &plan.dirs,
+            &var_index,
+            site0,
+            chain.onsite[0],
+            chain.omega[0],
+        )
+        .ok_or_else(|| InvalidParam {
+            key: "nrg.symmetry".into(),
+            value: "QS".into(),
+            reason: format!(
+                "the {} model has no (Q, S) form: use \"QSZ\"",
+                config.model.kind.name()
+            ),
+        })?;
         let mut nrg = config.nrg.clone();
         // the header records the resolved choice, never `auto`
         nrg.symmetry = match symmetry {

@@ -26,10 +26,10 @@
 
 use crate::jet::Directions;
 use crate::model::{ImpurityModel, LocalOp, SiteZero};
-use crate::parallel::{Cancel, map_largest_first_until};
+use crate::parallel::Cancel;
 use crate::shell::{
-    self, BlockAssembly, Hop, KeptOp, KeptShell, Piece, ProductBlock, ProductOp, ProductShell,
-    SiteAddition, SubBlocks, add_symmetric, part_coefficient,
+    self, Hop, KeptOp, KeptShell, Piece, ProductBlock, ProductOp, ProductShell, SiteAddition,
+    SubBlocks, add_symmetric, part_coefficient,
 };
 use crate::symmetry::{Qn, SITE_STATES, Symmetry, fermion_sign};
 use faer::Mat;
@@ -200,25 +200,13 @@ pub fn add_site(
         })
         .collect();
     let local = TYPE_ELECTRONS.map(|n| step.onsite * n as f64);
-    let specs: Vec<(Qn, &SubBlocks, &[Hop])> = layout
-        .iter()
-        .zip(&hops)
-        .map(|((&j, subs), h)| (j, subs, h.as_slice()))
-        .collect();
-    let blocks = map_largest_first_until(
-        &specs,
-        |&(j, _, _)| dims[&j],
-        |&(qn, subs, hops)| {
-            let block = BlockAssembly {
-                qn,
-                dim: dims[&qn],
-                subs,
-                local,
-                scale: step.scale,
-                hops,
-            };
-            block.assemble(kept, dirs, cancel)
-        },
+    let blocks = shell::assemble_blocks(
+        &layout,
+        &dims,
+        &hops,
+        (local, step.scale),
+        kept,
+        dirs,
         cancel,
     )?;
     let len: Vec<usize> = old.iter().map(|b| b.1).collect();
