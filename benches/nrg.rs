@@ -14,6 +14,8 @@
 //! - W-spec: W-prod's FDM spectral function at T = T_min (value only, and with first and second
 //!   derivatives in ε_d and U) against the plain thermodynamics run of the same chain (`--quick`:
 //!   the first 24 shells).
+//! - W-prod in (Q, S) multiplet blocks against (Q, S_z) at the same kept states (issue #11;
+//!   `-- --su2` runs only this comparison).
 //!
 //! The truncated bare chain (issue #7) is cached on disk; the harness points the cache at a
 //! directory of its own, fills it once, and measures the cold case with `DNRG_NO_CACHE` in a
@@ -22,10 +24,25 @@
 use dnrg::jet::Directions;
 use dnrg::model::Variable;
 use dnrg::parallel::map_largest_first;
-use dnrg::params::{BareChain, FieldKind, Param, RunConfig};
+use dnrg::params::{BareChain, FieldKind, Param, RunConfig, SymmetryChoice};
 use dnrg::solver::Run;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// W-prod in (Q, S) blocks.
+fn w_prod_qs(keep: usize) -> RunConfig {
+    let mut c = w_prod(keep);
+    c.nrg.symmetry = SymmetryChoice::Qs;
+    c
+}
+
+/// Gradient and Hessian in ε_d, U, Γ and the total field h (the four parameters a (Q, S) run
+/// of the SIAM offers; h is a scalar variable of the traces in both).
+fn grad_hess4_total(mut c: RunConfig) -> RunConfig {
+    c.model.field = FieldKind::Total;
+    c.derive = vec![Param::EpsD, Param::U, Param::Gamma, Param::H];
+    c
+}
 
 fn w_prod(keep: usize) -> RunConfig {
     let mut c = RunConfig::default();
@@ -109,24 +126,29 @@ fn peak_rss_mib() -> f64 {
 /// breakdown as a `stages …` line.
 fn time_run(mut run: Run, shells: usize) -> (Duration, Vec<Duration>) {
     let mut per_shell = Vec::new();
+    let mut kept = 0;
     let start = Instant::now();
     for _ in 0..shells {
         let t = Instant::now();
-        if run.next_shell().is_none() {
+        let Some(record) = run.next_shell() else {
             break;
-        }
+        };
         per_shell.push(t.elapsed());
+        kept += record.kept;
     }
     let elapsed = start.elapsed();
+    // the kept states summed over shells: equal for runs that keep the same spaces
+    println!("kept {kept}");
     let s = run.stage_times();
     println!(
-        "stages {} {} {} {} {} {} {}",
+        "stages {} {} {} {} {} {} {} {}",
         s.diagonalize.as_secs_f64(),
         s.pairs.as_secs_f64(),
         s.thermodynamics.as_secs_f64(),
         s.decouple.as_secs_f64(),
         s.operators.as_secs_f64(),
         s.add_site.as_secs_f64(),
+        s.complete_basis.as_secs_f64(),
         s.total.as_secs_f64()
     );
     (elapsed, per_shell)
@@ -137,6 +159,28 @@ fn phase(name: &str, keep: usize, shells: usize) {
     let (elapsed, count) = match name {
         "plain" => {
             let (t, s) = time_run(Run::new(&w_prod(keep)).unwrap(), shells);
+            (t, s.len())
+        }
+        "plain_qs" => {
+            let (t, s) = time_run(Run::new(&w_prod_qs(keep)).unwrap(), shells);
+            (t, s.len())
+        }
+        "hyperdual_qs" => {
+            let dirs = Directions::new(vec![Variable::EpsD, Variable::U], [(0, 1)]);
+            let (t, s) = time_run(
+                Run::with_directions(&w_prod_qs(keep), dirs).unwrap(),
+                shells,
+            );
+            (t, s.len())
+        }
+        "grad_hess4_total" => {
+            let c = grad_hess4_total(w_prod(keep));
+            let (t, s) = time_run(Run::new(&c).unwrap(), shells);
+            (t, s.len())
+        }
+        "grad_hess4_qs" => {
+            let c = grad_hess4_total(w_prod_qs(keep));
+            let (t, s) = time_run(Run::new(&c).unwrap(), shells);
             (t, s.len())
         }
         "plain_exact" => {
@@ -164,10 +208,15 @@ fn phase(name: &str, keep: usize, shells: usize) {
             let (t, s) = time_run(Run::new(&c).unwrap(), usize::MAX);
             (t, s.len())
         }
-        "floor" => {
+        "floor" | "floor_qs" => {
             // the eigendecompositions of exactly the blocks the plain run diagonalizes,
             // scheduled the same way, timed alone
-            let mut run = Run::new(&w_prod(keep)).unwrap();
+            let config = if name == "floor" {
+                w_prod(keep)
+            } else {
+                w_prod_qs(keep)
+            };
+            let mut run = Run::new(&config).unwrap();
             let mut total = Duration::ZERO;
             let mut count = 0;
             for _ in 0..shells {
@@ -271,7 +320,9 @@ struct Measured {
     seconds: f64,
     shells: usize,
     peak_mib: f64,
-    /// diagonalize, pairs, thermodynamics, decouple, operators, add_site, total
+    /// Kept states summed over the shells (timed runs only).
+    kept: Option<usize>,
+    /// diagonalize, pairs, thermodynamics, decouple, operators, add_site, complete basis, total
     stages: Option<Vec<f64>>,
     /// Peak memory part-way through the run (memory phase).
     early_mib: Option<f64>,
@@ -323,10 +374,15 @@ fn measure_with(name: &str, keep: usize, shells: usize, env: &[(&str, &str)]) ->
         .lines()
         .find_map(|l| l.strip_prefix("early "))
         .and_then(|x| x.parse().ok());
+    let kept = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kept "))
+        .and_then(|x| x.parse().ok());
     Measured {
         seconds: v[0],
         shells: v[1] as usize,
         peak_mib: v[2],
+        kept,
         stages,
         early_mib,
         spectral,
@@ -431,6 +487,11 @@ fn main() {
     let _ = std::fs::remove_dir_all(&cache);
     // SAFETY: the harness is single-threaded here (it only spawns child processes)
     unsafe { std::env::set_var("DNRG_CACHE_DIR", &cache) };
+    if args.iter().any(|a| a == "--su2") {
+        su2_comparison(shells);
+        let _ = std::fs::remove_dir_all(&cache);
+        return;
+    }
     let cold = measure_with("plain", 1000, shells, &[("DNRG_NO_CACHE", "1")]);
     let exact = measure("plain_exact", 1000, shells);
     // fills the disk cache (not timed), so that every phase below reads the bare chain
@@ -504,8 +565,16 @@ fn main() {
         floor.seconds
     );
     println!(
-        "{:<12} {:>11} {:>8} {:>8} {:>9} {:>10} {:>9} {:>8}",
-        "phase", "diag+rot¹", "pairs", "thermo", "decouple", "operators", "add site", "other"
+        "{:<12} {:>11} {:>8} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8}",
+        "phase",
+        "diag+rot¹",
+        "pairs",
+        "thermo",
+        "decouple",
+        "operators",
+        "add site",
+        "compl. b.",
+        "other"
     );
     for (label, m) in [
         ("plain", &plain),
@@ -514,10 +583,10 @@ fn main() {
         ("observables", &obs),
     ] {
         if let Some(s) = &m.stages {
-            let other = s[6] - s[..6].iter().sum::<f64>();
+            let other = s[7] - s[..7].iter().sum::<f64>();
             println!(
-                "{:<12} {:>11.3} {:>8.3} {:>8.3} {:>9.3} {:>10.3} {:>9.3} {:>8.3}",
-                label, s[0], s[1], s[2], s[3], s[4], s[5], other
+                "{:<12} {:>11.3} {:>8.3} {:>8.3} {:>9.3} {:>10.3} {:>9.3} {:>9.3} {:>8.3}",
+                label, s[0], s[1], s[2], s[3], s[4], s[5], s[6], other
             );
         }
     }
@@ -559,5 +628,60 @@ fn main() {
         .fold((0.0, 0.0), |a, p| (a.0 + p.0 * p.0, a.1 + p.0 * p.1));
     let slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
     println!("  fitted exponent: time/shell ∝ keep^{slope:.2} (dense eigensolver: 3)");
+    println!();
+    su2_comparison(shells);
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// W-prod in (Q, S) multiplet blocks against (Q, S_z) blocks, same kept states (issue #11).
+fn su2_comparison(shells: usize) {
+    println!("SU(2): W-prod in (Q, S) multiplets against (Q, S_z) blocks, same kept states");
+    // fill the bare-chain caches of both (not timed)
+    measure("plain", 1000, usize::MAX);
+    measure("plain_qs", 1000, usize::MAX);
+    let pairs = [
+        (
+            "eigensolver floor",
+            measure("floor", 1000, shells),
+            measure("floor_qs", 1000, shells),
+            "",
+        ),
+        (
+            "plain run",
+            measure("plain", 1000, shells),
+            measure("plain_qs", 1000, shells),
+            "≥ 4×",
+        ),
+        (
+            "hyper-dual run (ε_a, ε_b, ε_aε_b)",
+            measure("hyperdual", 1000, shells),
+            measure("hyperdual_qs", 1000, shells),
+            "",
+        ),
+        (
+            "gradient + Hessian in ε_d, U, Γ, h_tot",
+            measure("grad_hess4_total", 1000, shells),
+            measure("grad_hess4_qs", 1000, shells),
+            "≥ 4×",
+        ),
+    ];
+    println!(
+        "{:<40} {:>9} {:>9} {:>8} {:>10} {:>10}  target",
+        "phase", "QSZ s", "QS s", "speed-up", "QSZ MiB", "QS MiB"
+    );
+    for (label, qsz, qs, target) in &pairs {
+        let same = match (qsz.kept, qs.kept) {
+            (Some(a), Some(b)) if a != b => " (kept states differ!)",
+            _ => "",
+        };
+        println!(
+            "{:<40} {:>9.3} {:>9.3} {:>7.2}× {:>10.0} {:>10.0}  {target}{same}",
+            label,
+            qsz.seconds,
+            qs.seconds,
+            qsz.seconds / qs.seconds,
+            qsz.peak_mib,
+            qs.peak_mib
+        );
+    }
 }

@@ -28,8 +28,10 @@ pub mod workflow;
 // The flat module paths are the public API (`dnrg::solver::Run`, `dnrg::params::RunConfig`, …)
 // and stay valid whatever folder a module lives in.
 pub use io::{estimate, files, output, params, preset, record, text};
-pub use nrg::{cluster, jet, linalg, parallel, shell, solver, step, symmetry, truncation};
+pub use nrg::{
+    cluster, complete_basis, jet, linalg, parallel, shell, solver, step, su2, symmetry, truncation,
+};
 pub use observables::{
     bare, broadening, diagnostics, fdm, frames, free_chain, levels, poles, readout, spectral,
-    thermo,
+    thermo, z_average,
 };

@@ -189,3 +189,66 @@ fn level_sensitivities_match_finite_differences() {
     println!("{checked} level sensitivities checked, worst relative error {worst:.1e}");
     assert!(checked > 300);
 }
+
+#[test]
+fn complete_basis_derivatives_match_finite_differences() {
+    // Heavy truncation (Λ = 2, 100 kept, β̄ = 0.75), where the discarded states of earlier shells
+    // carry much of each shell's partition function: their second-order terms are computed per
+    // pair with one parameter and through shared Gram matrices with three; both must match
+    // differences of plain runs truncated alike.
+    let config = |derive: &[Param]| {
+        let mut c = common::siam(0.05, -0.012, 0.007, 2.0, 100, 1e-6);
+        c.nrg.beta_bar = 0.75;
+        common::with_derive(c, derive)
+    };
+    let d = 5e-5;
+    for derive in [&PARAMS[..1], &PARAMS[..]] {
+        let dual = common::run(&config(derive));
+        let kept: Vec<usize> = dual.iter().map(|r| r.kept).collect();
+        let mut shell_only = config(derive);
+        shell_only.nrg.thermo_states = dnrg::params::ThermoStates::Shell;
+        let wilson = common::run_frozen(&shell_only, &kept);
+        let f = |steps: &[(Param, f64)]| -> Vec<f64> {
+            let mut c = common::plain(config(&[]));
+            for &(p, s) in steps {
+                let v = c.model.get(p);
+                c.model.set(p, v + s);
+            }
+            common::run_frozen(&c, &kept)
+                .iter()
+                .map(|r| r.obs.f_imp)
+                .collect()
+        };
+        let f0 = f(&[]);
+        let mut worst: f64 = 0.0;
+        let mut largest_effect: f64 = 0.0;
+        for &p in derive {
+            let (m2, m1, p1, p2) = (
+                f(&[(p, -2.0 * d)]),
+                f(&[(p, -d)]),
+                f(&[(p, d)]),
+                f(&[(p, 2.0 * d)]),
+            );
+            let key = format!("{0},{0}", p.name());
+            for (n, r) in dual.iter().enumerate() {
+                let fd2 =
+                    (-m2[n] + 16.0 * m1[n] - 30.0 * f0[n] + 16.0 * p1[n] - p2[n]) / (12.0 * d * d);
+                let h = r.hess[&key];
+                let e = (h - fd2).abs() / h.abs().max(1e-1);
+                worst = worst.max(e);
+                // measured worst 1.1e-6 (one parameter) and 6.3e-6 (three): 3×
+                assert!(
+                    e < 2e-5,
+                    "N = {n}, ∂²F/∂{p}²: AD {h} vs FD {fd2} ({derive:?})"
+                );
+                let effect = (h - wilson[n].hess[&key]).abs() / h.abs().max(1e-1);
+                largest_effect = largest_effect.max(effect);
+            }
+        }
+        println!(
+            "{derive:?}: worst relative error {worst:.1e}; the complete basis moves ∂²F by up to {largest_effect:.1e}"
+        );
+        // the check is sensitive: the discarded states' terms are far above the tolerance
+        assert!(largest_effect > 100.0 * 2e-5, "{largest_effect}");
+    }
+}

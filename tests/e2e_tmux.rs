@@ -46,7 +46,7 @@ impl Tmux {
             socket: format!("dnrg-e2e-{name}-{}", std::process::id()),
         };
         let shell = format!(
-            "cd '{}' && env -u NO_COLOR DNRG_CONFIG_DIR='{}' PS1='{PROMPT}' TERM=xterm-256color sh",
+            "cd '{}' && env -u NO_COLOR -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE DNRG_CONFIG_DIR='{}' PS1='{PROMPT}' TERM=xterm-256color sh",
             dir.display(),
             config.display()
         );

@@ -5,7 +5,7 @@
 mod common;
 
 use dnrg::free_chain::{eigenvalues, fermi, first_site_weights, free_energy};
-use dnrg::params::Discretization;
+use dnrg::params::{Discretization, ThermoStates};
 use dnrg::record::ShellRecord;
 use dnrg::thermo::TsParts;
 
@@ -46,8 +46,8 @@ fn max_deviation(
 #[test]
 fn resonant_level_matches_exact_finite_chain() {
     // Λ = 3, β̄ = 1.2, 600 (800 for the twisted chain) kept states, the cut moved up by at most
-    // 20% to a gap. Measured 2026-11-30 over all 39 shells: max |ΔS_imp| = 1.9e-5,
-    // |ΔTχ_imp| = 6.8e-7, |Δn_d| = 3.2e-8 (Wilson); the errors are e^(−β̄·√Λ·E_cut)-small.
+    // 20% to a gap. Measured 2026-12-01 over all 39 shells: max |ΔS_imp| = 1.6e-5,
+    // |ΔTχ_imp| = 6.0e-7, |Δn_d| = 3.0e-8 (Wilson); the errors are e^(−β̄·√Λ·E_cut)-small.
     // Asserted at 1e-4, the target.
     for (eps_d, disc, z, keep) in [
         (0.0, Discretization::Wilson, 1.0, 600),
@@ -86,4 +86,35 @@ fn truncation_error_shrinks_with_kept_states() {
     println!("max |ΔS_imp|: 150 kept {few:.2e}, 600 kept {more:.2e}");
     assert!(few > 1e-2, "a heavily truncated run cannot agree to {few}");
     assert!(more < few / 5.0);
+}
+
+#[test]
+fn complete_basis_halves_the_truncation_error() {
+    // Against the exact solution, with heavy truncation (Λ = 2.5, β̄ = 1, 300 kept): Wilson's Z
+    // over the states of shell N misses the states built on earlier discarded ones; the complete
+    // basis puts them back. Measured over all shells: S_imp 2.41e-2 → 1.01e-2, Tχ_imp 1.04e-3 →
+    // 5.7e-4, ⟨n_d⟩ (a first derivative in ε_d) 1.78e-4 → 1.07e-4.
+    let deviation = |states: ThermoStates| {
+        let mut config = common::siam(0.0, 0.004, 0.01, 2.5, 300, 1e-9);
+        config.nrg.beta_bar = 1.0;
+        config.nrg.thermo_states = states;
+        let run = dnrg::solver::Run::new(&config).unwrap();
+        let header = run.header().clone();
+        let records: Vec<ShellRecord> = run.collect();
+        max_deviation(&records, 0.004, &header)
+    };
+    let (shell, complete) = (
+        deviation(ThermoStates::Shell),
+        deviation(ThermoStates::Complete),
+    );
+    println!("max |ΔS_imp|, |ΔTχ_imp|: shell states {shell:?}, complete basis {complete:?}");
+    // measured factors 2.4, 1.8 and 1.7
+    assert!(shell.0 > 1.6 * complete.0, "{shell:?} vs {complete:?}");
+    assert!(shell.1 > 1.3 * complete.1, "{shell:?} vs {complete:?}");
+    assert!(shell.2 > 1.3 * complete.2, "{shell:?} vs {complete:?}");
+    // 3× the measured worst case
+    assert!(
+        complete.0 < 3.0e-2 && complete.1 < 1.7e-3 && complete.2 < 3.3e-4,
+        "{complete:?}"
+    );
 }

@@ -1,6 +1,7 @@
 //! `dnrg sweep` and `dnrg merge` end to end: determinism across --jobs, resume after SIGKILL,
-//! shards, refusal of a foreign directory, bad sweep files, and the merged table.
-//! Runs are kept small (Λ = 3, T_min = 1e-6, 200–300 kept states: 0.2–0.5 s each).
+//! shards, refusal of a foreign directory, bad sweep files, the merged table, and Ctrl-C in
+//! the middle of a heavy block. Runs are kept small (Λ = 3, T_min = 1e-6, 200–300 kept
+//! states: 0.2–0.5 s each) except that one (keep 8000, ~6 s and ~0.8 GB before the signal).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -533,4 +534,85 @@ fn merge_output_goes_through_the_safe_output_routine() {
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// One point whose shell 6 has a 2780-state block (keep 8000, plain, exact bare chain): its
+/// eigendecomposition takes several seconds and cannot be interrupted.
+const HEAVY_PRESET: &str = r#"
+description = "one heavy point"
+[model]
+kind = "siam"
+U = 0.1
+eps_d = -0.05
+Gamma = 0.005
+[nrg]
+Lambda = 2.5
+keep = 8000
+beta_bar = 0.75
+T_min = 1e-3
+bare_chain = "exact"
+max_memory = "16 GiB"
+[output]
+impurity_observables = false
+"#;
+
+const HEAVY_SWEEP: &str = r#"
+preset = "heavy.toml"
+[axes]
+"model.U" = [0.1]
+"#;
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// One Ctrl-C stops a sweep in the middle of a large eigendecomposition without waiting for
+/// it: the process exits after the 0.4 s grace and deletes the point's temporary file.
+/// Measured 0.47–0.54 s from the signal to the exit over six runs; without the grace exit
+/// 14.6 s (the rest of the block). The bound is 3× the worst case, well below the block.
+#[test]
+fn one_sigint_stops_a_sweep_inside_a_heavy_block_and_leaves_no_file() {
+    let tmp = TempDir::new().unwrap();
+    let d = tmp.path();
+    fs::write(d.join("heavy.toml"), HEAVY_PRESET).unwrap();
+    fs::write(d.join("sweep.toml"), HEAVY_SWEEP).unwrap();
+    let mut child = dnrg(d, &["sweep", "sweep.toml", "--out", "out", "--jobs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // shell 6 is under way once the process holds ~0.7 GB (shell 5 peaks at ~0.25 GB)
+    let t0 = Instant::now();
+    while rss_kb(child.id()).is_some_and(|kb| kb < 600_000) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "shell 6 never came"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let temps: Vec<_> = fs::read_dir(d.join("out/points")).unwrap().collect();
+    assert_eq!(temps.len(), 1, "the point's temporary file: {temps:?}");
+    let sent = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let latency = sent.elapsed();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        latency < Duration::from_millis(1600),
+        "stopped {latency:?} after SIGINT: {err}"
+    );
+    let left: Vec<_> = fs::read_dir(d.join("out/points"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

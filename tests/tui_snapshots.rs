@@ -152,7 +152,7 @@ fn thermo_80x24() {
         assert!(s.contains(needle), "{needle} missing:\n{s}");
     }
     assert!(s.contains("log10 T"));
-    assert!(s.contains("T_K 3.2e-6"), "{s}");
+    assert!(s.contains("T_K 2.95e-6"), "{s}");
     insta::assert_snapshot!("thermo_80x24", s);
 }
 
@@ -200,11 +200,18 @@ fn help_lists_every_key_and_the_script_syntax() {
     let s = screen("120x60", "<wait>?");
     for key in [
         "q  Esc", "? ", "Tab", "Home", "+  -", "r ", "P ", "p ", "s ", "e ", "o ", "t ", "d ",
-        "m ", "M ", "f ", "Enter",
+        "m ", "M ", "f ", "a ", "Enter",
     ] {
         assert!(s.contains(key), "{key:?} missing from the help:\n{s}");
     }
-    for token in ["<wait>", "<wait:500ms>", "<shells:N>", "<Enter>", "<C-x>"] {
+    for token in [
+        "<wait>",
+        "<wait:500ms>",
+        "<shells:N>",
+        "<spectrum:N>",
+        "<Enter>",
+        "<C-x>",
+    ] {
         assert!(s.contains(token), "{token} missing from the help:\n{s}");
     }
 }
@@ -625,6 +632,176 @@ fn resize_switches_layouts() {
     assert!(s.contains("4 Parameters ─"), "framed panels:\n{s}");
     let s = screen("160x48", "<wait><resize:50x12>");
     assert!(s.contains("terminal too small: 50×12 (need 60×16"), "{s}");
+}
+
+// ---- the Spectrum panel -----------------------------------------------------------------
+
+/// Symmetric SIAM with a Kondo scale far above T_min (T_K ≈ 0.04, U = 0.4, Γ = 0.1), small:
+/// Λ = 3, keep 150, 23 shells; run and spectrum together take about half a second.
+const SPECTRUM_PRESET: &str = r#"description = "Symmetric SIAM, T_K ≫ T_min, small (spectrum tests)"
+derive = ["eps_d"]
+
+[model]
+kind = "siam"
+U = 0.4
+eps_d = -0.2
+Gamma = 0.1
+h = 0.0
+field = "total"
+
+[nrg]
+Lambda = 3.0
+discretization = "wilson"
+z = 1.0
+keep = 150
+e_cut = 0.0
+beta_bar = 0.75
+T_min = 1e-5
+gap_window = 0.2
+
+[output]
+levels = 16
+impurity_observables = true
+"#;
+
+fn spectrum_screen(sandbox: &Sandbox, size: &str, keys: &str, mono: bool) -> String {
+    sandbox.write("spec.toml", SPECTRUM_PRESET);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dnrg"));
+    cmd.args([
+        "tui",
+        "--headless",
+        "spec.toml",
+        "--size",
+        size,
+        "--keys",
+        keys,
+    ])
+    .current_dir(sandbox.path())
+    .env("DNRG_CONFIG_DIR", "config");
+    if mono {
+        cmd.env("NO_COLOR", "1");
+    } else {
+        cmd.env_remove("NO_COLOR");
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn spectrum_80x24() {
+    let s = spectrum_screen(&Sandbox::new(), "80x24", "a<wait>", false);
+    assert_size(&s, "80x24");
+    assert!(s.contains("[3 Spectrum]"), "{s}");
+    assert!(s.contains("T = 1e-5"), "T defaults to T_min:\n{s}");
+    assert!(
+        s.contains("FDM b=0.6 · 50 bins/dec · Nz=1 · Σ trick"),
+        "{s}"
+    );
+    // the Friedel sum rule at T ≪ T_K: πΓA(0) = sin²(π/2) = 1
+    assert!(s.contains("πΓA(0)=0.99"), "{s}");
+    // the second chart: ∂A/∂ε_d, odd in ω at the particle–hole symmetric point
+    assert!(s.contains("∂A/∂eps_d  at ω=0: ≈0"), "{s}");
+    assert_eq!(s.matches("└┬").count(), 2, "two charts:\n{s}");
+    insta::assert_snapshot!("spectrum_80x24", s);
+}
+
+/// The rows of the plot area of a screen: from the legend line to the x-axis line.
+fn plot_rows(screen: &str) -> Vec<&str> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let top = lines.iter().position(|l| l.contains("πΓA(ω)")).unwrap() + 1;
+    let bottom = lines.iter().position(|l| l.contains("└┬")).unwrap();
+    lines[top..bottom].to_vec()
+}
+
+#[test]
+fn opening_the_spectrum_panel_draws_a_of_omega() {
+    let sandbox = Sandbox::new();
+    // opened while the run computes: it says so, then the spectrum follows the last shell
+    let s = spectrum_screen(&sandbox, "80x24", "a", false);
+    assert!(
+        s.contains("A(ω) is computed once the run reaches its last shell")
+            || s.contains("computing A(ω)")
+            || s.contains("πΓA(ω)"),
+        "{s}"
+    );
+    let s = spectrum_screen(&sandbox, "80x24", "<wait>a<wait>", false);
+    let rows = plot_rows(&s);
+    // curves in Braille on both sides of the zero marker (│ in the middle column), the Friedel
+    // line labelled on the y axis, the decades of ±ω on the x axis
+    let braille = |l: &str| {
+        l.chars()
+            .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+            .count()
+    };
+    let dots: usize = rows.iter().map(|l| braille(l)).sum();
+    assert!(dots > 60, "{dots} Braille cells:\n{s}");
+    // the zero marker: a │ after the y axis, in every row the curve does not cross
+    let marker = |l: &str| -> Option<usize> {
+        let chars: Vec<char> = l.chars().collect();
+        let axis = chars.iter().position(|&c| c == '│' || c == '┤')?;
+        chars[axis + 1..]
+            .iter()
+            .position(|&c| c == '│')
+            .map(|i| axis + 1 + i)
+    };
+    let column = marker(rows[rows.len() / 2]).unwrap_or_else(|| panic!("zero marker:\n{s}"));
+    let side = |from: usize, to: usize| -> usize {
+        rows.iter()
+            .map(|l| braille(&l.chars().skip(from).take(to - from).collect::<String>()))
+            .sum()
+    };
+    assert!(
+        side(9, column) > 20 && side(column + 1, 80) > 20,
+        "both signs of ω:\n{s}"
+    );
+    assert!(rows[0].starts_with("Friedel┤"), "{s}");
+    assert!(
+        s.contains("-1e-2") && s.contains(" 0 ") && s.contains("1e-2"),
+        "{s}"
+    );
+    assert!(s.contains("n_d=1 "), "{s}");
+    // NO_COLOR: the curve is told apart by its glyph
+    let s = spectrum_screen(&sandbox, "80x24", "a<wait>", true);
+    assert!(s.contains("• πΓA(ω)"), "{s}");
+    assert!(plot_rows(&s).iter().any(|l| l.contains('•')), "{s}");
+    // the large layout: the Spectrum takes the lower right place, its settings in the title
+    let s = spectrum_screen(&sandbox, "160x48", "a<wait>", false);
+    assert!(s.contains("3 Spectrum FDM b=0.6"), "{s}");
+    assert!(
+        s.contains("2 Thermo") && !s.contains("3 Sensitivities"),
+        "{s}"
+    );
+    // a again: back to Sensitivities
+    let s = spectrum_screen(&sandbox, "80x24", "a<wait>a", false);
+    assert!(s.contains("[3 Sensitivities]"), "{s}");
+}
+
+#[test]
+fn the_spectrum_temperature_is_a_parameter_of_the_panel() {
+    let sandbox = Sandbox::new();
+    // ← from T_min would go below the last shell's scale: refused with the reason
+    let s = spectrum_screen(&sandbox, "80x24", "a<wait><Left>", false);
+    assert!(s.contains("spectrum T = 5e-6 is below ω_N = "), "{s}");
+    assert!(s.contains("T = 1e-5"), "{s}");
+    // → steps along 1-2-5 and recomputes; Enter types a value
+    let s = spectrum_screen(&sandbox, "80x24", "a<wait><Right><wait>", false);
+    assert!(s.contains("T = 2e-5") && s.contains("πΓA(0)="), "{s}");
+    let s = spectrum_screen(&sandbox, "80x24", "a<wait><Enter>1e-3<Enter><wait>", false);
+    assert!(s.contains("T = 0.001"), "{s}");
+    // T ≈ T_K/40: the Kondo peak is lower than at T = 1e-5
+    let a0 = |s: &str| -> f64 {
+        let at = s.find("πΓA(0)=").unwrap() + "πΓA(0)=".len();
+        s[at..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let cold = spectrum_screen(&sandbox, "80x24", "a<wait>", false);
+    assert!(a0(&s) < a0(&cold), "{} vs {}", a0(&s), a0(&cold));
+    let s = spectrum_screen(&sandbox, "80x24", "a<wait><Enter>2<Enter>", false);
+    assert!(s.contains("must be below the band edge D = 1"), "{s}");
+    // the Kondo model has no spectrum yet
+    let s = spectrum_screen(&sandbox, "80x24", "4<Home>+a<wait>", false);
+    assert!(s.contains("A(ω) is computed for the SIAM only"), "{s}");
 }
 
 // ---- the headless contract --------------------------------------------------------------

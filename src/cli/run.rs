@@ -8,7 +8,7 @@ use clap::Args;
 use dnrg::files::{OutputFile, fmt_bytes};
 use dnrg::output::{Format, RecordWriter};
 use dnrg::record::{Header, ShellRecord, Summary};
-use dnrg::solver::Run;
+use dnrg::solver::Records;
 use dnrg::text::printable;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{self, IsTerminal, Write};
@@ -52,9 +52,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     }
     let sink = Sink::open(args.out.as_deref())?;
     let interrupt = Interrupt::install(sink.temp_path(), args.quiet);
-    let mut run = Run::new(&preset.config)
-        .map_err(|e| CliError::new(format!("{}: {e}", preset.name)))?
-        .with_cancel_flag(interrupt.flag());
+    let mut run = dnrg::solver::records(&preset.config, interrupt.flag())
+        .map_err(|e| CliError::new(format!("{}: {e}", preset.name)))?;
     if args.verbose {
         eprintln!(
             "estimate: {estimate} (budget nrg.max_memory = {})",
@@ -70,7 +69,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let mut sink = sink;
     let result = {
         let mut writer = args.format.writer(sink.writer());
-        write_run(&mut run, &header, writer.as_mut(), &progress, &interrupt)
+        write_run(
+            run.as_mut(),
+            &header,
+            writer.as_mut(),
+            &progress,
+            &interrupt,
+        )
     };
     progress.finish();
 
@@ -105,7 +110,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
 
 /// Header, every shell until the run is complete or interrupted, then the summary.
 fn write_run(
-    run: &mut Run,
+    run: &mut dyn Records,
     header: &Header,
     writer: &mut dyn RecordWriter,
     progress: &Progress,
@@ -114,7 +119,7 @@ fn write_run(
     writer.header(header)?;
     while !interrupt.requested() {
         // `None` also when the run was cancelled in the middle of a shell
-        let Some(shell) = run.next_shell() else {
+        let Some(shell) = run.next() else {
             break;
         };
         progress.shell(&shell);

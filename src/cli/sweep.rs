@@ -2,6 +2,7 @@
 //! Slurm array script for them.
 
 use super::CliError;
+use super::run::GRACE;
 use clap::Args;
 use dnrg::workflow::exec::{self, Event, Outcome, Shard};
 use dnrg::workflow::slurm::{self, SlurmOptions};
@@ -129,7 +130,8 @@ pub fn sweep(args: SweepArgs) -> Result<ExitCode, CliError> {
                 report.done
             );
         }
-        return Ok(ExitCode::from(130));
+        let signal = super::signals::received().unwrap_or(super::signals::SIGINT);
+        return Ok(ExitCode::from(super::signals::exit_code(signal)));
     }
     if !report.failed.is_empty() {
         let list: Vec<String> = report
@@ -234,16 +236,20 @@ fn write_slurm(args: &SweepArgs, sweep: &Sweep, dir: &Path) -> Result<ExitCode, 
 }
 
 /// First signal (Ctrl-C, SIGTERM, SIGHUP): stop the runs in progress (nothing partial is
-/// written); second: exit now.
+/// written); if they have not stopped after [`GRACE`] (one large eigendecomposition runs to
+/// its end), or on a second signal, exit at once, deleting the files of the points in progress.
 fn install_interrupt(cancel: Arc<AtomicBool>, quiet: bool) {
     let installed = super::signals::install(move |signal, count| {
         cancel.store(true, Ordering::SeqCst);
-        if count > 1 {
-            std::process::exit(super::signals::exit_code(signal).into());
+        if count == 1 {
+            if !quiet {
+                eprintln!("\nstopping the points in progress (Ctrl-C again to stop now)");
+            }
+            // the main thread normally ends the process well before this
+            std::thread::sleep(GRACE);
         }
-        if !quiet {
-            eprintln!("\nstopping the points in progress (Ctrl-C again to stop now)");
-        }
+        let _no_new_files = exec::remove_files_in_progress();
+        std::process::exit(super::signals::exit_code(signal).into());
     });
     if let Err(e) = installed {
         if !quiet {

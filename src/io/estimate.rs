@@ -28,10 +28,14 @@
 //! errs on the high side. Parts: 0 plain, 5 the impurity observables, 7 with `--derive
 //! eps_d,U`, 14 with four derived parameters. (Measured with the exact bare chain; a truncated
 //! one computed alongside, as on a cache miss, adds one plain run's share M0, T0.)
+//!
+//! The explorer also counts a superseded run that still finishes its block: a new run starts
+//! beside it only if both estimates together fit in the budget (`tui::worker`).
 
 use crate::files::fmt_bytes;
 use crate::model;
 use crate::params::{BareChain, RunConfig};
+use crate::symmetry::Symmetry;
 use std::fmt;
 use std::time::Duration;
 
@@ -45,6 +49,12 @@ const M1: f64 = 22.0;
 const T_EXP: f64 = 2.5;
 const T0: f64 = 9.0e-10;
 const T1: f64 = 1.0e-9;
+
+/// (Q, S) multiplet blocks against (Q, S_z) blocks at the same kept states: W-prod (1000 kept,
+/// Λ = 2) peaks at 0.11 (plain) to 0.26 (gradient + Hessian in four parameters) of the memory
+/// above `BASE`, and takes 0.14–0.25 of the time. The factors err on the high side.
+const QS_MEMORY_FACTOR: f64 = 0.4;
+const QS_TIME_FACTOR: f64 = 0.3;
 
 /// Fraction of physical memory a run may use unless `nrg.max_memory` says otherwise.
 pub const DEFAULT_MEMORY_FRACTION: f64 = 0.5;
@@ -99,8 +109,14 @@ impl Estimate {
             BareChain::Truncated => 1.0,
             BareChain::Exact => 0.0,
         };
-        let memory = BASE + keep * keep * (M0 * (1.0 + bare) + M1 * p);
-        let per_shell = keep.powf(T_EXP) * (T0 * (1.0 + bare) + T1 * p);
+        let (mem_factor, time_factor) = match config.symmetry() {
+            Symmetry::QSz => (1.0, 1.0),
+            Symmetry::QS => (QS_MEMORY_FACTOR, QS_TIME_FACTOR),
+        };
+        // z-averaged thermodynamics runs its Nz chains in lockstep: all alive at once
+        let chains = config.nrg.z_average.max(1) as f64;
+        let memory = BASE + mem_factor * chains * keep * keep * (M0 * (1.0 + bare) + M1 * p);
+        let per_shell = time_factor * chains * keep.powf(T_EXP) * (T0 * (1.0 + bare) + T1 * p);
         let time = per_shell * shells as f64;
         Estimate {
             memory: memory.min(u64::MAX as f64) as u64,
@@ -168,6 +184,8 @@ impl Estimate {
     pub fn of_spectrum(config: &RunConfig) -> Estimate {
         let mut run = config.clone();
         run.output.impurity_observables = false;
+        // (its chains are counted as before: not multiplied like the thermodynamics' lockstep)
+        run.nrg.z_average = 1;
         let mut e = Estimate::of(&run);
         let keep = config.nrg.keep as f64;
         let per_shell = if config.model.h == 0.0 {

@@ -268,6 +268,7 @@ mod tests {
                 e: 0.0,
                 q: 0,
                 sz: 0.5,
+                s: None,
                 deg: 2,
                 de: IndexMap::from([("U".to_string(), vec![f64::NAN, 1.0])]),
             }],

@@ -4,6 +4,7 @@
 //! The names mirror the TOML keys (`model.U`, `nrg.Lambda`, ...) so that error messages,
 //! presets, `--set KEY=VALUE` and the JSON header all speak the same language.
 
+use crate::symmetry::Symmetry;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -102,6 +103,66 @@ impl BareChain {
         match self {
             BareChain::Truncated => "truncated",
             BareChain::Exact => "exact",
+        }
+    }
+}
+
+/// Which states the partition function at T_N runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThermoStates {
+    /// Every state of the chain of length N: the shell's states plus the states discarded at
+    /// earlier shells times their environment (the Anders–Schiller basis of full-density-matrix
+    /// NRG). Halves the truncation error of S_imp and Tχ_imp at the same kept count.
+    Complete,
+    /// Wilson's choice: the states of shell N only.
+    Shell,
+}
+
+impl ThermoStates {
+    pub const ALL: [ThermoStates; 2] = [ThermoStates::Complete, ThermoStates::Shell];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ThermoStates::Complete => "complete",
+            ThermoStates::Shell => "shell",
+        }
+    }
+}
+
+/// Whether `auto` may pick (Q, S) blocks. Not until the (Q, S) mode has χ_loc (the vector
+/// sector) and spectral functions: it would drop them from default runs.
+pub const AUTO_PICKS_QS: bool = false;
+
+/// Which quantum numbers label the blocks (`nrg.symmetry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SymmetryChoice {
+    /// (Q, S) when the run allows it, (Q, S_z) otherwise. Until the (Q, S) mode offers every
+    /// output of the (Q, S_z) one (χ_loc, spectral functions), `auto` picks (Q, S_z) always, so
+    /// that no existing output changes.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// SU(2) spin symmetry: (Q, S) multiplet blocks, several times smaller. No field.
+    #[serde(rename = "QS")]
+    Qs,
+    /// (Q, S_z) blocks: any field.
+    #[serde(rename = "QSZ")]
+    Qsz,
+}
+
+impl SymmetryChoice {
+    pub const ALL: [SymmetryChoice; 3] = [
+        SymmetryChoice::Auto,
+        SymmetryChoice::Qs,
+        SymmetryChoice::Qsz,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SymmetryChoice::Auto => "auto",
+            SymmetryChoice::Qs => "QS",
+            SymmetryChoice::Qsz => "QSZ",
         }
     }
 }
@@ -244,6 +305,9 @@ pub struct NrgParams {
     /// How the bare chain is subtracted for impurity contributions.
     #[serde(default = "default_bare_chain")]
     pub bare_chain: BareChain,
+    /// Which states the thermodynamics at T_N trace over.
+    #[serde(default = "default_thermo_states")]
+    pub thermo_states: ThermoStates,
     /// Memory budget in bytes: a run whose estimated peak ([`crate::estimate`]) is larger is
     /// refused before it starts. Defaults to half the physical memory, so presets written
     /// before this key existed load unchanged.
@@ -254,6 +318,10 @@ pub struct NrgParams {
     /// so run headers and written presets stay as they were.
     #[serde(default = "default_z_average", skip_serializing_if = "is_one")]
     pub z_average: usize,
+    /// Block labels: (Q, S) multiplets, (Q, S_z), or `auto`. A run's header holds the resolved
+    /// choice ([`RunConfig::symmetry`]).
+    #[serde(default)]
+    pub symmetry: SymmetryChoice,
 }
 
 fn default_z_average() -> usize {
@@ -268,6 +336,10 @@ fn default_bare_chain() -> BareChain {
     BareChain::Truncated
 }
 
+fn default_thermo_states() -> ThermoStates {
+    ThermoStates::Complete
+}
+
 impl Default for NrgParams {
     fn default() -> Self {
         NrgParams {
@@ -280,8 +352,10 @@ impl Default for NrgParams {
             t_min: 1e-8,
             gap_window: 0.2,
             bare_chain: BareChain::Truncated,
+            thermo_states: ThermoStates::Complete,
             max_memory: crate::estimate::default_max_memory(),
             z_average: 1,
+            symmetry: SymmetryChoice::Auto,
         }
     }
 }
@@ -348,6 +422,23 @@ pub const MIN_MEMORY: u64 = 64 << 20;
 pub const MAX_ENERGY: f64 = 1e4;
 
 impl RunConfig {
+    /// Whether SU(2) spin symmetry holds: no field of either kind (both models are
+    /// SU(2)-invariant without one).
+    pub fn spin_rotation_invariant(&self) -> bool {
+        self.model.h == 0.0
+    }
+
+    /// The block labels this run uses: `nrg.symmetry` with `auto` resolved: (Q, S) whenever
+    /// [`Self::spin_rotation_invariant`] — once [`AUTO_PICKS_QS`].
+    pub fn symmetry(&self) -> Symmetry {
+        match self.nrg.symmetry {
+            SymmetryChoice::Qs => Symmetry::QS,
+            SymmetryChoice::Qsz => Symmetry::QSz,
+            SymmetryChoice::Auto if AUTO_PICKS_QS && self.spin_rotation_invariant() => Symmetry::QS,
+            SymmetryChoice::Auto => Symmetry::QSz,
+        }
+    }
+
     /// Check every value; the first problem found is reported with its dotted key.
     pub fn validate(&self) -> Result<(), InvalidParam> {
         let bad = |key: &str, value: String, reason: &str| {
@@ -515,6 +606,28 @@ impl RunConfig {
                      for any Gamma ≥ 0)"
                 ),
             );
+        }
+        if self.nrg.symmetry == SymmetryChoice::Qs {
+            if !self.spin_rotation_invariant() {
+                return bad(
+                    "nrg.symmetry",
+                    "QS".into(),
+                    &format!(
+                        "a field (model.h = {:?}) breaks SU(2) spin symmetry, so (Q, S) blocks \
+                         cannot hold the run: use \"QSZ\" or \"auto\"",
+                        m.h
+                    ),
+                );
+            }
+            if m.field == FieldKind::Impurity && self.derive.contains(&Param::H) {
+                return bad(
+                    "nrg.symmetry",
+                    "QS".into(),
+                    "derivatives in a field on the impurity spin (chi_loc) need the vector \
+                     sector, which (Q, S) blocks do not have yet: use \"QSZ\" or \"auto\" (a \
+                     field on the total spin, model.field = \"total\", works in QS)",
+                );
+            }
         }
         Ok(())
     }

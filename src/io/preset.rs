@@ -35,6 +35,7 @@
 use crate::files::{MAX_INPUT_BYTES, OutputError, OutputFile, read_limited};
 use crate::params::{
     BareChain, Discretization, FieldKind, InvalidParam, ModelKind, Param, RunConfig,
+    SymmetryChoice, ThermoStates,
 };
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
@@ -93,8 +94,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "T_min",
             "gap_window",
             "bare_chain",
+            "thermo_states",
             "max_memory",
             "z_average",
+            "symmetry",
         ],
     ),
     ("output", &["levels", "impurity_observables"]),
@@ -776,6 +779,14 @@ impl Reader<'_> {
         if let Some(b) = self.choice("nrg", "bare_chain", &BareChain::ALL, BareChain::name)? {
             n.bare_chain = b;
         }
+        if let Some(t) = self.choice(
+            "nrg",
+            "thermo_states",
+            &ThermoStates::ALL,
+            ThermoStates::name,
+        )? {
+            n.thermo_states = t;
+        }
         if let Some(keep) = self.count("nrg", "keep", "a positive integer")? {
             n.keep = keep;
         }
@@ -784,6 +795,14 @@ impl Reader<'_> {
         }
         if let Some(nz) = self.count("nrg", "z_average", "a positive integer")? {
             n.z_average = nz;
+        }
+        if let Some(sym) = self.choice(
+            "nrg",
+            "symmetry",
+            &SymmetryChoice::ALL,
+            SymmetryChoice::name,
+        )? {
+            n.symmetry = sym;
         }
 
         let o = &mut config.output;
@@ -1120,12 +1139,19 @@ pub fn to_toml(config: &RunConfig, description: &str) -> String {
     line(format!("T_min = {}", toml_float(n.t_min)));
     line(format!("gap_window = {}", toml_float(n.gap_window)));
     line(format!("bare_chain = {}", toml_string(n.bare_chain.name())));
+    line(format!(
+        "thermo_states = {}",
+        toml_string(n.thermo_states.name())
+    ));
     // the default depends on the machine: only a budget of the user's own is written
     if n.max_memory != crate::estimate::default_max_memory() {
         line(format!("max_memory = {}", n.max_memory));
     }
     if n.z_average != 1 {
         line(format!("z_average = {}", n.z_average));
+    }
+    if n.symmetry != SymmetryChoice::Auto {
+        line(format!("symmetry = {}", toml_string(n.symmetry.name())));
     }
     line(String::new());
     line("[output]".into());

@@ -58,7 +58,8 @@ pub struct ChainInfo {
     pub omega: Vec<f64>,
 }
 
-/// One cluster of degenerate levels inside a (Q, S_z) block.
+/// One cluster of degenerate levels inside a (Q, S_z) block, or of multiplets inside a (Q, S)
+/// block (then `S` is set and `Sz` = S, the highest-weight member).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Level {
     /// (E − E_ground)/ω_N.
@@ -69,6 +70,9 @@ pub struct Level {
     pub q: i32,
     #[serde(rename = "Sz")]
     pub sz: f64,
+    /// Total spin, in (Q, S) runs only.
+    #[serde(rename = "S", skip_serializing_if = "Option::is_none")]
+    pub s: Option<f64>,
     /// Number of states in the cluster.
     pub deg: usize,
     /// d[(E − E_ground)/ω_N]/dθ for every derived parameter θ: the `deg` first-order shifts

@@ -4,8 +4,11 @@
 //! correction as V² in the Anderson model, so that ρJ = 8Γ/(πU) maps the two models onto each
 //! other). The impurity is an orbital restricted to single occupancy.
 
-use super::{IMPURITY, ImpurityModel, LocalSpace, SITE0, SiteZero, Term, Variable};
+use super::{
+    IMPURITY, ImpurityModel, LocalOp, LocalSpace, Multiplets, SITE0, SiteZero, Term, Variable,
+};
 use crate::params::ModelKind;
+use crate::symmetry::Qn;
 use nalgebra::DMatrix;
 use num_dual::Dual2DVec64;
 
@@ -60,6 +63,21 @@ impl ImpurityModel for Kondo {
 
     fn spin_flip_symmetric(&self) -> bool {
         self.h_imp == 0.0
+    }
+
+    /// The impurity is one doublet (0, ½) (its orbital singly occupied).
+    fn multiplets(&self, x: &[Dual2DVec64], site0: SiteZero) -> Option<Multiplets> {
+        let [j, k, _] = x else {
+            unreachable!("the Kondo model has three variables")
+        };
+        let scale = 2.0 * site0.coupling_factor;
+        Some(Multiplets {
+            blocks: vec![(Qn::new(0, 1), 1)],
+            terms: vec![
+                (j.clone() * scale, LocalOp::Exchange),
+                (k.clone() * scale, LocalOp::SiteCharge),
+            ],
+        })
     }
 
     fn v0(&self, _site0: SiteZero) -> Option<f64> {

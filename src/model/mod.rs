@@ -17,6 +17,7 @@ pub use kondo::Kondo;
 pub use siam::Siam;
 
 use crate::params::{FieldKind, ModelKind, ModelParams};
+use crate::symmetry::Qn;
 use nalgebra::DMatrix;
 use num_dual::Dual2DVec64;
 
@@ -39,6 +40,29 @@ pub enum Variable {
 pub struct Term {
     pub coef: Dual2DVec64,
     pub op: DMatrix<f64>,
+}
+
+/// The impurity alone in (Q, S) multiplet blocks and its coupling to chain site 0, for the
+/// SU(2) iteration (design note `su2-derivatives.md` §1.4). The solver builds shell 0 from it as
+/// it adds any site (old system = the impurity, which counts as one orbital).
+pub struct Multiplets {
+    /// (Q, 2S) and the number of multiplets of every impurity block.
+    pub blocks: Vec<(Qn, usize)>,
+    /// H_0 = Σ coef·operator (the solver adds the chain's own on-site energy of site 0).
+    pub terms: Vec<(Dual2DVec64, LocalOp)>,
+}
+
+/// A scalar (spin-rotation invariant) operator of impurity + site 0, in the product multiplet
+/// basis of [`Multiplets`].
+pub enum LocalOp {
+    /// Diagonal on the impurity's multiplets: one value per multiplet of every block.
+    Impurity(Vec<Vec<f64>>),
+    /// Σ_σ (d†_σ f_0σ + h.c.) with the reduced matrices ⟨j‖d†‖j′⟩ given as (j, j′, matrix).
+    Hopping(Vec<(usize, usize, DMatrix<f64>)>),
+    /// S_imp·s_0, for an impurity that is one spin (the spin of its block).
+    Exchange,
+    /// n_0 − 1 of site 0.
+    SiteCharge,
 }
 
 /// What the chain tells the model about site 0.
@@ -71,6 +95,11 @@ pub trait ImpurityModel: Send + Sync {
     /// flip ↑ ↔ ↓ at the model's parameter values: then ±S_z blocks have identical spectra and
     /// every derivative odd under the flip vanishes. True for SIAM and Kondo without a field.
     fn spin_flip_symmetric(&self) -> bool;
+
+    /// The model in (Q, S) multiplets at zero field, or `None` if it is not SU(2)-invariant.
+    /// `x` as in [`ImpurityModel::hamiltonian`]; any field in it is ignored (a (Q, S) run has
+    /// none, see `RunConfig::validate`).
+    fn multiplets(&self, x: &[Dual2DVec64], site0: SiteZero) -> Option<Multiplets>;
 }
 
 impl Variable {

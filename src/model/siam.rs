@@ -3,8 +3,12 @@
 //! with V = sqrt(2Γ A/π) (Γ = πρV², ρ = 1/2, A = A_Λ for Wilson's discretization, else 1).
 //! U = 0 is the resonant level model.
 
-use super::{IMPURITY, ImpurityModel, LocalSpace, SITE0, SiteZero, Term, Variable};
+use super::{
+    IMPURITY, ImpurityModel, LocalOp, LocalSpace, Multiplets, SITE0, SiteZero, Term, Variable,
+};
 use crate::params::ModelKind;
+use crate::symmetry::Qn;
+use nalgebra::DMatrix;
 use num_dual::{Derivative, Dual2DVec64};
 
 use std::f64::consts::PI;
@@ -62,6 +66,34 @@ impl ImpurityModel for Siam {
 
     fn spin_flip_symmetric(&self) -> bool {
         self.h_imp == 0.0
+    }
+
+    /// The impurity orbital in (Q, S): |0⟩ (−1, 0), the doublet (0, ½) and |↑↓⟩ (1, 0), with
+    /// ⟨(0,½)‖d†‖(−1,0)⟩ = 1 and ⟨(1,0)‖d†‖(0,½)⟩ = −√2 (the orbital added to the vacuum as a
+    /// site, design note su2 §1.3–1.4).
+    fn multiplets(&self, x: &[Dual2DVec64], site0: SiteZero) -> Option<Multiplets> {
+        let [eps_d, u, gamma, _] = x else {
+            unreachable!("SIAM has four variables")
+        };
+        let v = hybridization(gamma, 2.0 * site0.coupling_factor / PI);
+        let one = |x: f64| DMatrix::from_element(1, 1, x);
+        Some(Multiplets {
+            blocks: vec![(Qn::new(-1, 0), 1), (Qn::new(0, 1), 1), (Qn::new(1, 0), 1)],
+            terms: vec![
+                (
+                    eps_d.clone(),
+                    LocalOp::Impurity(vec![vec![0.0], vec![1.0], vec![2.0]]),
+                ),
+                (
+                    u.clone(),
+                    LocalOp::Impurity(vec![vec![0.0], vec![0.0], vec![1.0]]),
+                ),
+                (
+                    v,
+                    LocalOp::Hopping(vec![(1, 0, one(1.0)), (2, 1, one(-2f64.sqrt()))]),
+                ),
+            ],
+        })
     }
 
     fn v0(&self, site0: SiteZero) -> Option<f64> {

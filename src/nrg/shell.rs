@@ -8,11 +8,17 @@
 //!   derivative parts. This is all the next shell needs.
 //!
 //! Units: every matrix is rescaled by the shell's ω_N.
+//!
+//! This module builds (Q, S_z) shells; [`crate::su2`] builds the (Q, S) ones into the same types
+//! (a basis vector is then a multiplet and f† a reduced matrix), so that everything downstream
+//! is shared.
 
 use crate::jet::Directions;
 use crate::model::{ImpurityModel, LocalSpace, SITE0, SiteZero, Term};
-use crate::parallel::map_largest_first;
-use crate::symmetry::{Qn, SITE_STATES, SPINS, creation_qn, fermion_sign, site_creation, site_qn};
+use crate::parallel::{Cancel, map_largest_first_until};
+use crate::symmetry::{
+    Qn, SITE_STATES, SPINS, Symmetry, creation_qn, fermion_sign, site_creation, site_qn,
+};
 use faer::Mat;
 use num_dual::Dual2DVec64;
 use std::collections::BTreeMap;
@@ -60,14 +66,19 @@ pub struct ProductShell {
     /// Per block: for each site state s, the kept block of the previous shell it pairs with and
     /// the row offset of that sub-block (empty at shell 0, which has no previous shell). Only
     /// the spectral function reads it: its backward sweep and the impurity operators need to
-    /// know which rows of a product block belong to which (kept state, site state).
+    /// know which rows of a product block belong to which (kept state, site state). In (Q, S)
+    /// shells the slots are the four product types of `su2` instead of site states.
     pub subs: Vec<SubBlocks>,
+    pub symmetry: Symmetry,
 }
 
 impl ProductShell {
-    /// Total number of states.
+    /// Total number of states (multiplets count 2S+1 each).
     pub fn states(&self) -> usize {
-        self.blocks.iter().map(ProductBlock::dim).sum()
+        self.blocks
+            .iter()
+            .map(|b| b.dim() * self.symmetry.degeneracy(b.qn))
+            .sum()
     }
 }
 
@@ -94,6 +105,7 @@ pub struct KeptShell {
     pub blocks: Vec<KeptBlock>,
     pub fdag: Vec<KeptOp>,
     pub orbitals: usize,
+    pub symmetry: Symmetry,
 }
 
 /// Shell 0 (impurity + site 0) from the model.
@@ -111,13 +123,7 @@ pub fn initial_shell(
     omega0: f64,
 ) -> ProductShell {
     let space = model.space();
-    let values = model.variables();
-    let nvars = values.len();
-    let x: Vec<Dual2DVec64> = values
-        .iter()
-        .enumerate()
-        .map(|(i, &(_, v))| Dual2DVec64::from_re(v).derivative(nvars, i))
-        .collect();
+    let x = seeded_variables(model);
     let terms = model.hamiltonian(&space, &x, site0);
     local_shell(
         &space,
@@ -159,21 +165,7 @@ fn local_shell(
         op: space.sz(SITE0),
     });
 
-    // coefficient of each part: value, ∂_i, ∂_i∂_j
-    let grad = |c: &Dual2DVec64, i: usize| c.v1.0.as_ref().map_or(0.0, |g| g[var_index[i]]);
-    let hess = |c: &Dual2DVec64, i: usize, j: usize| {
-        c.v2.0
-            .as_ref()
-            .map_or(0.0, |h| h[(var_index[i], var_index[j])])
-    };
-    let part_coef = |c: &Dual2DVec64, part: usize| {
-        if part < dirs.first() {
-            grad(c, part)
-        } else {
-            let (i, j) = dirs.pairs()[part - dirs.first()];
-            hess(c, i, j)
-        }
-    };
+    let part_coef = |c: &Dual2DVec64, part: usize| part_coefficient(c, part, dirs, var_index);
 
     let (groups, position) = group_by_qn(space);
     let blocks = groups
@@ -243,7 +235,37 @@ fn local_shell(
         fdag,
         orbitals: space.orbitals(),
         subs: Vec::new(),
+        symmetry: Symmetry::QSz,
     }
+}
+
+/// The coefficient of derivative part `part` of `dirs` in a model coefficient `c`: ∂_i c or
+/// ∂_i∂_j c (`var_index[i]` is the model variable of direction i).
+pub(crate) fn part_coefficient(
+    c: &Dual2DVec64,
+    part: usize,
+    dirs: &Directions,
+    var_index: &[usize],
+) -> f64 {
+    if part < dirs.first() {
+        c.v1.0.as_ref().map_or(0.0, |g| g[var_index[part]])
+    } else {
+        let (i, j) = dirs.pairs()[part - dirs.first()];
+        c.v2.0
+            .as_ref()
+            .map_or(0.0, |h| h[(var_index[i], var_index[j])])
+    }
+}
+
+/// The model's variables as num-dual numbers seeded for first and second derivatives.
+pub(crate) fn seeded_variables(model: &dyn ImpurityModel) -> Vec<Dual2DVec64> {
+    let values = model.variables();
+    let nvars = values.len();
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, v))| Dual2DVec64::from_re(v).derivative(nvars, i))
+        .collect()
 }
 
 /// Basis states grouped by quantum numbers, and each state's (block, row).
@@ -288,7 +310,13 @@ pub struct SiteAddition {
 
 /// Add site N+1 to the kept space of shell N:
 /// H_{N+1} = scale·H_N + hopping·Σ_σ (f†_Nσ f_{N+1,σ} + h.c.) + onsite·n_{N+1} − field·S_z,{N+1}.
-pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> ProductShell {
+/// `None` if cancelled (checked between blocks and between the derivative parts of a block).
+pub fn add_site(
+    kept: &KeptShell,
+    step: SiteAddition,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<ProductShell> {
     let kept_index: BTreeMap<Qn, usize> = kept
         .blocks
         .iter()
@@ -334,44 +362,19 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
             hops[new_index[&qn]].push((op, row, col, step.hopping * jw * sign));
         }
     }
-    let specs: Vec<(Qn, &SubBlocks, &[Hop])> = layout
-        .iter()
-        .zip(&hops)
-        .map(|((&qn, subs), h)| (qn, subs, h.as_slice()))
-        .collect();
-    let blocks = map_largest_first(
-        &specs,
-        |&(qn, _, _)| dims[&qn],
-        |&(qn, subs, hops)| {
-            let dim = dims[&qn];
-            let mut h = Mat::<f64>::zeros(dim, dim);
-            let mut dh: Vec<Mat<f64>> = (0..dirs.parts()).map(|_| Mat::zeros(dim, dim)).collect();
-            for (s, sub) in subs.iter().enumerate() {
-                let Some((k, off)) = *sub else { continue };
-                let b = &kept.blocks[k];
-                let sq = site_qn(s);
-                let local = step.onsite * (sq.q + 1) as f64 - step.field * sq.sz();
-                for (a, &e) in b.energies.iter().enumerate() {
-                    h[(off + a, off + a)] = step.scale * e + local;
-                }
-                let n = b.energies.len();
-                for (m, src) in dh.iter_mut().zip(&b.dh) {
-                    for j in 0..n {
-                        for i in 0..n {
-                            m[(off + i, off + j)] = step.scale * src[(i, j)];
-                        }
-                    }
-                }
-            }
-            for &(op, row, col, c) in hops {
-                add_symmetric(&mut h, row, col, &op.value, c);
-                for (m, part) in dh.iter_mut().zip(&op.parts) {
-                    add_symmetric(m, row, col, part, c);
-                }
-            }
-            ProductBlock { qn, h, dh }
-        },
-    );
+    let local = std::array::from_fn(|s| {
+        let sq = site_qn(s);
+        step.onsite * (sq.q + 1) as f64 - step.field * sq.sz()
+    });
+    let blocks = assemble_blocks(
+        &layout,
+        &dims,
+        &hops,
+        (local, step.scale),
+        kept,
+        dirs,
+        cancel,
+    )?;
 
     // f†_{N+1,σ}: identity between sub-blocks with the same kept state, signed by JW
     let mut fdag = Vec::new();
@@ -404,11 +407,99 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
             }
         }
     }
-    ProductShell {
+    Some(ProductShell {
         blocks,
         fdag,
         orbitals: kept.orbitals + 1,
         subs: layout.into_values().collect(),
+        symmetry: Symmetry::QSz,
+    })
+}
+
+/// One block of shell N+1 to assemble from the kept shell N.
+/// Every block of the next shell from its layout and hopping terms, largest first on the block
+/// pool; `site` is each sub-block's site energy and the rescaling of H_N (see [`BlockAssembly`]).
+/// Shared by the (Q, S_z) and (Q, S) product shells, which differ only in layout and hopping.
+pub(crate) fn assemble_blocks(
+    layout: &BTreeMap<Qn, SubBlocks>,
+    dims: &BTreeMap<Qn, usize>,
+    hops: &[Vec<Hop<'_>>],
+    site: ([f64; SITE_STATES], f64),
+    kept: &KeptShell,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<Vec<ProductBlock>> {
+    let specs: Vec<(Qn, &SubBlocks, &[Hop])> = layout
+        .iter()
+        .zip(hops)
+        .map(|((&qn, subs), h)| (qn, subs, h.as_slice()))
+        .collect();
+    map_largest_first_until(
+        &specs,
+        |&(qn, _, _)| dims[&qn],
+        |&(qn, subs, hops)| {
+            let block = BlockAssembly {
+                qn,
+                dim: dims[&qn],
+                subs,
+                local: site.0,
+                scale: site.1,
+                hops,
+            };
+            block.assemble(kept, dirs, cancel)
+        },
+        cancel,
+    )
+}
+
+pub(crate) struct BlockAssembly<'a> {
+    pub qn: Qn,
+    pub dim: usize,
+    /// Where each sub-block's kept states sit.
+    pub subs: &'a SubBlocks,
+    /// The site energy of each sub-block, on its diagonal.
+    pub local: [f64; SITE_STATES],
+    /// ω_N/ω_{N+1}: rescales H_N.
+    pub scale: f64,
+    pub hops: &'a [Hop<'a>],
+}
+
+impl BlockAssembly<'_> {
+    /// `scale`·H_N on the kept states of every sub-block plus its site energy on the diagonal,
+    /// then the hopping terms. `None` if cancelled (checked between the derivative parts).
+    pub fn assemble(
+        &self,
+        kept: &KeptShell,
+        dirs: &Directions,
+        cancel: Cancel<'_>,
+    ) -> Option<ProductBlock> {
+        let dim = self.dim;
+        let mut h = Mat::<f64>::zeros(dim, dim);
+        let mut dh: Vec<Mat<f64>> = (0..dirs.parts()).map(|_| Mat::zeros(dim, dim)).collect();
+        for (s, sub) in self.subs.iter().enumerate() {
+            let Some((k, off)) = *sub else { continue };
+            let b = &kept.blocks[k];
+            for (a, &e) in b.energies.iter().enumerate() {
+                h[(off + a, off + a)] = self.scale * e + self.local[s];
+            }
+            let n = b.energies.len();
+            for (m, src) in dh.iter_mut().zip(&b.dh) {
+                cancel.check()?;
+                for j in 0..n {
+                    for i in 0..n {
+                        m[(off + i, off + j)] = self.scale * src[(i, j)];
+                    }
+                }
+            }
+        }
+        for &(op, row, col, c) in self.hops {
+            cancel.check()?;
+            add_symmetric(&mut h, row, col, &op.value, c);
+            for (m, part) in dh.iter_mut().zip(&op.parts) {
+                add_symmetric(m, row, col, part, c);
+            }
+        }
+        Some(ProductBlock { qn: self.qn, h, dh })
     }
 }
 
@@ -416,10 +507,10 @@ pub fn add_site(kept: &KeptShell, step: SiteAddition, dirs: &Directions) -> Prod
 pub type SubBlocks = [Option<(usize, usize)>; SITE_STATES];
 
 /// A hopping term of a new block: c·f†_N between rows `row..` and columns `col..` (plus h.c.).
-type Hop<'a> = (&'a KeptOp, usize, usize, f64);
+pub(crate) type Hop<'a> = (&'a KeptOp, usize, usize, f64);
 
 /// m[row.., col..] += c·x and m[col.., row..] += c·xᵀ.
-fn add_symmetric(m: &mut Mat<f64>, row: usize, col: usize, x: &Mat<f64>, c: f64) {
+pub(crate) fn add_symmetric(m: &mut Mat<f64>, row: usize, col: usize, x: &Mat<f64>, c: f64) {
     let (r, k) = (x.nrows(), x.ncols());
     for j in 0..k {
         for i in 0..r {

@@ -14,16 +14,21 @@
 use crate::bare::Bare;
 use crate::chain::WilsonChain;
 use crate::cluster;
+use crate::complete_basis::{CompleteBasis, Truncated};
 use crate::diagnostics::Diagnostics;
 use crate::jet::Directions;
 use crate::levels::{self, Sensitivity};
-use crate::model::{self, ImpurityModel, SiteZero};
-use crate::parallel::map_largest_first_until;
-use crate::params::{FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig};
+use crate::model::{self, ImpurityModel, SiteZero, Variable};
+use crate::parallel::{Cancel, map_largest_first_until};
+use crate::params::{
+    FieldKind, InvalidParam, ModelKind, NrgParams, RunConfig, SymmetryChoice, ThermoStates,
+};
 use crate::readout::{self, Plan, Source};
 use crate::record::{ChainInfo, Header, ShellRecord, Summary};
 use crate::shell::{self, KeptShell, ProductShell, SiteAddition};
 use crate::step::{self, EigenBlock};
+use crate::su2;
+use crate::symmetry::Symmetry;
 use crate::thermo::{self, ShellFreeEnergy, ShiftJet};
 use crate::truncation;
 use indexmap::IndexMap;
@@ -42,6 +47,8 @@ pub struct StageTimes {
     pub pairs: Duration,
     /// Traces over all states and the free energy.
     pub thermodynamics: Duration,
+    /// The discarded states' terms for later shells' partition functions (complete basis).
+    pub complete_basis: Duration,
     /// Kept–discarded decoupling.
     pub decouple: Duration,
     /// Transformation of f† into the kept bases.
@@ -53,6 +60,11 @@ pub struct StageTimes {
     /// Everything in `next_shell`.
     pub total: Duration,
 }
+
+/// Shell 0 of a run (model, directions, variable indices, site-0 couplings, ε_0, ω_0), `None`
+/// if the model has no form in the chosen symmetry.
+type InitialShell =
+    fn(&dyn ImpurityModel, &Directions, &[usize], SiteZero, f64, f64) -> Option<ProductShell>;
 
 /// While |h_tot| ≤ this·ω_N, the cut is decided on the field-free energies E + (h_tot/ω_N)·S_z:
 /// the kept space is then the same for h and −h (and h = 0), so F(h) is smooth through zero.
@@ -110,8 +122,11 @@ pub(crate) struct Iteration {
     /// Spin-flip parity of every first-order direction.
     odd: Vec<bool>,
     /// ±S_z blocks are exact mirror images (no field): their spectra are made identical bit for
-    /// bit and every odd derivative is exactly zero.
+    /// bit and every odd derivative is exactly zero. ((Q, S) blocks need neither: spin symmetry
+    /// is exact by construction there.)
     spin_symmetric: bool,
+    /// Block labels; in (Q, S) every level of block j stands for d_j = 2S+1 states.
+    symmetry: Symmetry,
     h_total: f64,
     next: usize,
     pending: Option<ProductShell>,
@@ -126,6 +141,8 @@ pub(crate) struct Iteration {
     keep_frames: bool,
     times: StageTimes,
     cancel: Option<Arc<AtomicBool>>,
+    /// The discarded states of earlier shells (`nrg.thermo_states = "complete"`).
+    complete: Option<CompleteBasis>,
 }
 
 impl Iteration {
@@ -140,6 +157,7 @@ impl Iteration {
         spin_symmetric: bool,
     ) -> Iteration {
         let odd = dirs.vars().iter().map(|v| v.spin_flip_odd()).collect();
+        let symmetry = initial.symmetry;
         Iteration {
             nrg: nrg.clone(),
             chain,
@@ -148,7 +166,8 @@ impl Iteration {
             shift_step: ShiftJet::zero(&dirs),
             dirs,
             odd,
-            spin_symmetric: spin_symmetric && h_total == 0.0,
+            spin_symmetric: spin_symmetric && h_total == 0.0 && symmetry == Symmetry::QSz,
+            symmetry,
             h_total,
             next: 0,
             pending: Some(initial),
@@ -156,6 +175,7 @@ impl Iteration {
             keep_frames: false,
             times: StageTimes::default(),
             cancel: None,
+            complete: (nrg.thermo_states == ThermoStates::Complete).then(CompleteBasis::default),
         }
     }
 
@@ -190,12 +210,12 @@ impl Iteration {
         let started = Instant::now();
 
         let dirs = &self.dirs;
-        let cancel = self.cancel.clone();
-        let cancel = cancel.as_deref();
+        let flag = self.cancel.clone();
+        let cancel = Cancel::new(flag.as_deref());
         let mut eig: Vec<EigenBlock> = map_largest_first_until(
             &product.blocks,
             |b| b.dim(),
-            |b| step::diagonalize(b, dirs),
+            |b| step::diagonalize(b, dirs, cancel),
             cancel,
         )?;
         if self.spin_symmetric {
@@ -209,19 +229,29 @@ impl Iteration {
         // rotated, and only the rows that are kept (at the last shell: the ground cluster,
         // which fixes their shift).
         let cut = (!last).then(|| self.choose_cut(&eig, omega));
-        let pair_sums = self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, tau)?;
+        let (pair_sums, pair_mean) =
+            self.rotate_pairs(&product, &mut eig, cut.as_ref(), &ground, omega, tau)?;
         self.times.pairs += lap(&mut clock);
         self.check_cancel()?;
 
         let dirs = &self.dirs;
+        let symmetry = self.symmetry;
         let indices: Vec<usize> = (0..eig.len()).collect();
         let traces = map_largest_first_until(
             &indices,
             |&b| eig[b].dim(),
-            |&b| thermo::block_trace(&eig[b], eig[b].qn.sz(), tau, dirs, &pair_sums[b]),
+            |&b| {
+                let zeeman = symmetry.zeeman(eig[b].qn);
+                let trace = thermo::block_trace(&eig[b], zeeman, tau, dirs, &pair_sums[b]);
+                Some(trace)
+            },
             cancel,
         )?;
-        let mut g = thermo::free_energy(&traces, tau, dirs);
+        let extra = self
+            .complete
+            .as_mut()
+            .and_then(|c| c.weight_at(n, omega, &self.shift, tau, dirs));
+        let mut g = thermo::free_energy(&traces, tau, dirs, extra.as_ref());
         if self.spin_symmetric {
             thermo::keep_even(&mut g, &self.odd);
         }
@@ -240,8 +270,31 @@ impl Iteration {
         let (kept, gap, e_cut, discarded_weight) = match cut {
             Some(cut) => {
                 kept_blocks.clone_from(&cut.kept);
-                let weight =
-                    discarded_weight(&eig, &cut.kept, tau * self.chain.omega[n + 1] / omega);
+                let weight = discarded_weight(
+                    &eig,
+                    &cut.kept,
+                    &self.weights(&eig),
+                    tau * self.chain.omega[n + 1] / omega,
+                );
+                if let Some(complete) = self.complete.as_mut() {
+                    let truncated = Truncated {
+                        n,
+                        omegas: &self.chain.omega[n..=self.n_max],
+                        shift: &self.shift,
+                        eig: &eig,
+                        kept: &cut.kept,
+                        product: &product,
+                        pair_mean: &pair_mean,
+                        tau,
+                        symmetry: self.symmetry,
+                    };
+                    complete.add_shell(
+                        truncated,
+                        &self.dirs,
+                        Cancel::new(self.cancel.as_deref()),
+                    )?;
+                    self.times.complete_basis += lap(&mut clock);
+                }
                 let (kept_shell, f) = self.truncate(&product, &eig, &cut, &mut clock)?;
                 frames = f;
                 self.check_cancel()?;
@@ -251,7 +304,11 @@ impl Iteration {
                     onsite: self.chain.onsite[n + 1] / self.chain.omega[n + 1],
                     field: self.h_total / self.chain.omega[n + 1],
                 };
-                self.pending = Some(shell::add_site(&kept_shell, step, &self.dirs));
+                let next = match self.symmetry {
+                    Symmetry::QSz => shell::add_site(&kept_shell, step, &self.dirs, cancel),
+                    Symmetry::QS => su2::add_site(&kept_shell, step, &self.dirs, cancel),
+                };
+                self.pending = Some(next?);
                 self.times.add_site += lap(&mut clock);
                 (cut.total, cut.gap, cut.e_max, weight)
             }
@@ -283,6 +340,13 @@ impl Iteration {
         })
     }
 
+    /// States per level of every block (1, or 2S+1 in (Q, S)).
+    fn weights(&self, eig: &[EigenBlock]) -> Vec<usize> {
+        eig.iter()
+            .map(|eb| self.symmetry.degeneracy(eb.qn))
+            .collect()
+    }
+
     /// Subtract the ground energy and the mean first-order parts of the ground cluster, so
     /// that derivative parts stay of order one; accumulate the shift in physical units.
     /// Returns the number of ground-cluster states in every block and the (rescaled) ground
@@ -296,6 +360,7 @@ impl Iteration {
         let ground = cluster::ground_counts(&energies);
         let mut mean = ground_mean(
             &ground,
+            &self.weights(eig),
             eig.iter().map(|eb| eb.b.as_slice()),
             self.dirs.first(),
         );
@@ -320,7 +385,7 @@ impl Iteration {
 
     /// Rotate the second-order parts (the kept rows, or the ground cluster at the last shell),
     /// shift them like the first-order ones, and return per block Σ_k g′(E_k) B^ij_kk over
-    /// all states for every pair.
+    /// all states for every pair, and the pair parts' ground shift.
     fn rotate_pairs(
         &mut self,
         product: &ProductShell,
@@ -329,14 +394,15 @@ impl Iteration {
         ground: &[usize],
         omega: f64,
         tau: f64,
-    ) -> Option<Vec<Vec<f64>>> {
+    ) -> Option<(Vec<Vec<f64>>, Vec<f64>)> {
         let pairs = self.dirs.pairs().len();
         if pairs == 0 {
-            return Some(vec![Vec::new(); eig.len()]);
+            return Some((vec![Vec::new(); eig.len()], Vec::new()));
         }
         let rows = cut.map_or(ground, |c| c.kept.as_slice());
         let full = self.keep_frames;
         let dirs = &self.dirs;
+        let cancel = Cancel::new(self.cancel.as_deref());
         let indices: Vec<usize> = (0..eig.len()).collect();
         let eig_ref: &[EigenBlock] = eig;
         let rotated = map_largest_first_until(
@@ -345,18 +411,23 @@ impl Iteration {
             |&b| {
                 let (eb, block) = (&eig_ref[b], &product.blocks[b]);
                 let b_pairs = if full {
-                    step::rotate_all_pairs(eb, block, dirs)
+                    step::rotate_all_pairs(eb, block, dirs, cancel)?
                 } else {
-                    step::rotate_pairs(eb, block, dirs, rows[b])
+                    step::rotate_pairs(eb, block, dirs, rows[b], cancel)?
                 };
                 let w = thermo::pair_weights(eb, tau);
-                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w);
-                (b_pairs, sums, w.iter().sum::<f64>())
+                let sums = step::pair_traces(eb, &b_pairs, block, dirs, &w, cancel)?;
+                Some((b_pairs, sums, w.iter().sum::<f64>()))
             },
-            self.cancel.as_deref(),
+            cancel,
         )?;
         // the pair parts' shift: their mean over the ground cluster, like the first-order ones
-        let mut mean = ground_mean(ground, rotated.iter().map(|(b, _, _)| b.as_slice()), pairs);
+        let mut mean = ground_mean(
+            ground,
+            &self.weights(eig),
+            rotated.iter().map(|(b, _, _)| b.as_slice()),
+            pairs,
+        );
         if self.spin_symmetric {
             for (m, &(i, j)) in mean.iter_mut().zip(self.dirs.pairs()) {
                 if self.odd[i] != self.odd[j] {
@@ -381,7 +452,7 @@ impl Iteration {
                     .collect()
             })
             .collect();
-        Some(sums)
+        Some((sums, mean))
     }
 
     /// The cut of this shell (or the frozen one), on the field-free energies while the total
@@ -405,9 +476,12 @@ impl Iteration {
         } else {
             eig.iter().map(|eb| eb.energies.as_slice()).collect()
         };
+        let weights = self.weights(eig);
         match self.frozen_kept.as_ref().and_then(|k| k.get(self.next)) {
-            Some(&total) => truncation::cut_at(&energies, total),
-            None => truncation::choose_cut(&energies, nrg.keep, nrg.e_cut, nrg.gap_window),
+            Some(&total) => truncation::cut_at(&energies, &weights, total),
+            None => {
+                truncation::choose_cut(&energies, &weights, nrg.keep, nrg.e_cut, nrg.gap_window)
+            }
         }
     }
 
@@ -422,11 +496,11 @@ impl Iteration {
         let dirs = &self.dirs;
         let with_kept: Vec<(&EigenBlock, usize)> =
             eig.iter().zip(cut.kept.iter().copied()).collect();
-        let cancel = self.cancel.as_deref();
+        let cancel = Cancel::new(self.cancel.as_deref());
         let decoupled = map_largest_first_until(
             &with_kept,
             |(eb, _)| eb.dim(),
-            |&(eb, k)| step::decouple(eb, k, dirs),
+            |&(eb, k)| step::decouple(eb, k, dirs, cancel),
             cancel,
         )?;
         self.times.decouple += lap(clock);
@@ -455,6 +529,7 @@ impl Iteration {
                     dirs,
                     l,
                     r,
+                    cancel,
                 )
             },
             cancel,
@@ -479,6 +554,7 @@ impl Iteration {
                 blocks,
                 fdag,
                 orbitals: product.orbitals,
+                symmetry: self.symmetry,
             },
             frames,
         ))
@@ -511,12 +587,17 @@ fn mirror_spectra(eig: &mut [EigenBlock]) {
 }
 
 /// Fraction of the Boltzmann weight at rescaled temperature `tau` carried by the states beyond
-/// the first `kept[b]` of every block.
-fn discarded_weight(eig: &[EigenBlock], kept: &[usize], tau: f64) -> Option<f64> {
+/// the first `kept[b]` of every block (`weights[b]` states per level).
+fn discarded_weight(
+    eig: &[EigenBlock],
+    kept: &[usize],
+    weights: &[usize],
+    tau: f64,
+) -> Option<f64> {
     let (mut all, mut lost) = (0.0, 0.0);
-    for (eb, &k) in eig.iter().zip(kept) {
+    for ((eb, &k), &d) in eig.iter().zip(kept).zip(weights) {
         for (i, &e) in eb.energies.iter().enumerate() {
-            let w = (-e / tau).exp();
+            let w = (-e / tau).exp() * d as f64;
             all += w;
             if i >= k {
                 lost += w;
@@ -526,20 +607,21 @@ fn discarded_weight(eig: &[EigenBlock], kept: &[usize], tau: f64) -> Option<f64>
     (all > 0.0).then(|| lost / all)
 }
 
-/// Mean diagonal element over the ground cluster (`ground[b]` lowest states of block b) of
-/// each of `parts` matrices per block.
+/// Mean diagonal element over the states of the ground cluster (`ground[b]` lowest levels of
+/// block b, each standing for `weights[b]` states) of each of `parts` matrices per block.
 fn ground_mean<'a>(
     ground: &[usize],
+    weights: &[usize],
     blocks: impl Iterator<Item = &'a [faer::Mat<f64>]>,
     parts: usize,
 ) -> Vec<f64> {
     let mut mean = vec![0.0; parts];
-    for (mats, &g) in blocks.zip(ground) {
+    for ((mats, &g), &d) in blocks.zip(ground).zip(weights) {
         for (x, m) in mean.iter_mut().zip(mats) {
-            *x += (0..g).map(|k| m[(k, k)]).sum::<f64>();
+            *x += d as f64 * (0..g).map(|k| m[(k, k)]).sum::<f64>();
         }
     }
-    let count: usize = ground.iter().sum();
+    let count: usize = ground.iter().zip(weights).map(|(g, d)| g * d).sum();
     mean.iter_mut().for_each(|x| *x /= count as f64);
     mean
 }
@@ -563,16 +645,16 @@ pub struct Run {
     diagnostics: Diagnostics,
 }
 
-/// A run is one chain: z-averaging (`nrg.z_average` > 1) is done by the spectral function,
-/// which runs one chain per z; the thermodynamics does not average yet, so it refuses rather
-/// than silently ignoring the key.
+/// A run is one chain: z-averaging (`nrg.z_average` > 1) runs one `Run` per z
+/// ([`crate::z_average`] for thermodynamics, [`crate::spectral`] for spectra), so a single
+/// run refuses the key rather than silently ignoring it.
 fn one_chain(config: &RunConfig) -> Result<(), InvalidParam> {
     if config.nrg.z_average != 1 {
         return Err(InvalidParam {
             key: "nrg.z_average".into(),
             value: config.nrg.z_average.to_string(),
-            reason: "z-averaging is implemented for `dnrg spectrum` only (the thermodynamics \
-                     of one run is one chain: set nrg.z instead)"
+            reason: "one run is one chain: z-averaging runs one chain per z (`dnrg run` and \
+                     `dnrg spectrum` do; here set nrg.z instead)"
                 .into(),
         });
     }
@@ -586,7 +668,7 @@ impl Run {
         one_chain(config)?;
         let model = model::build(&config.model);
         let plan = readout::plan_directions(config, model.as_ref());
-        Ok(Run::assemble(config.clone(), model, plan))
+        Run::assemble(config.clone(), model, plan)
     }
 
     /// A run that carries exactly the derivative parts `dirs` and reports none of them
@@ -595,12 +677,24 @@ impl Run {
     pub fn with_directions(config: &RunConfig, dirs: Directions) -> Result<Run, InvalidParam> {
         config.validate()?;
         one_chain(config)?;
+        if config.symmetry() == Symmetry::QS && dirs.vars().contains(&Variable::HImp) {
+            return Err(InvalidParam {
+                key: "nrg.symmetry".into(),
+                value: "QS".into(),
+                reason: "a field on the impurity spin is no scalar direction in (Q, S) blocks"
+                    .into(),
+            });
+        }
         let model = model::build(&config.model);
         let plan = Plan::bare_directions(dirs);
-        Ok(Run::assemble(config.clone(), model, plan))
+        Run::assemble(config.clone(), model, plan)
     }
 
-    fn assemble(config: RunConfig, model: Box<dyn ImpurityModel>, plan: Plan) -> Run {
+    fn assemble(
+        config: RunConfig,
+        model: Box<dyn ImpurityModel>,
+        plan: Plan,
+    ) -> Result<Run, InvalidParam> {
         let n_max = crate::chain::last_shell(&config.nrg);
         let chain = Arc::new(WilsonChain::new(&config.nrg, n_max + 1));
         let h_total = match config.model.field {
@@ -620,21 +714,41 @@ impl Run {
             coupling_factor: chain.coupling_factor,
             h_total,
         };
-        let initial = shell::initial_shell(
+        let symmetry = config.symmetry();
+        // the (Q, S) shell 0 exists only for models with a multiplet form
+        let build: InitialShell = match symmetry {
+            Symmetry::QSz => |m, d, v, s, o, w| Some(shell::initial_shell(m, d, v, s, o, w)),
+            Symmetry::QS => su2::initial_shell,
+        };
+        let initial = build(
             model.as_ref(),
             &plan.dirs,
             &var_index,
             site0,
             chain.onsite[0],
             chain.omega[0],
-        );
+        )
+        .ok_or_else(|| InvalidParam {
+            key: "nrg.symmetry".into(),
+            value: "QS".into(),
+            reason: format!(
+                "the {} model has no (Q, S) form: use \"QSZ\"",
+                config.model.kind.name()
+            ),
+        })?;
+        let mut nrg = config.nrg.clone();
+        // the header records the resolved choice, never `auto`
+        nrg.symmetry = match symmetry {
+            Symmetry::QSz => SymmetryChoice::Qsz,
+            Symmetry::QS => SymmetryChoice::Qs,
+        };
         let header = Header {
             kind: "header",
             version: env!("CARGO_PKG_VERSION"),
             preset: None,
             description: None,
             model: model_fields(&config),
-            nrg: config.nrg.clone(),
+            nrg,
             output: config.output.clone(),
             derive: plan.sources.iter().map(|&(p, _)| p).collect(),
             chain: ChainInfo {
@@ -655,8 +769,8 @@ impl Run {
             h_total,
             model.spin_flip_symmetric(),
         );
-        let bare = Bare::new(&config.nrg, chain, n_max, h_total);
-        Run {
+        let bare = Bare::new(&config.nrg, chain, n_max, h_total, symmetry);
+        Ok(Run {
             diagnostics: Diagnostics::new(&config.nrg),
             config,
             header,
@@ -664,7 +778,7 @@ impl Run {
             iteration,
             plan,
             bare,
-        }
+        })
     }
 
     /// Abandon the run as soon as `flag` is set: the shell in progress stops at its next
@@ -729,7 +843,13 @@ impl Run {
             })
             .collect();
         let omega = shell.free_energy.omega;
-        let levels = levels::lowest_levels(&shell.eig, self.config.output.levels, omega, &sens);
+        let levels = levels::lowest_levels(
+            &shell.eig,
+            self.iteration.symmetry,
+            self.config.output.levels,
+            omega,
+            &sens,
+        );
         let out = readout::read_out(&shell.free_energy, &bare, &self.plan);
         let warnings = self.diagnostics.shell(&shell, &out.obs);
         if shell.n == self.header.n_max {
@@ -756,9 +876,20 @@ impl Run {
 
     /// The final record.
     pub fn summary(&self, cancelled: bool) -> Summary {
-        let zero_field = self.config.model.h == 0.0;
-        let siam = self.model.kind() == ModelKind::Siam;
-        self.diagnostics.summary(cancelled, zero_field && siam)
+        let applies = self.wilson_ratio_applies();
+        let mut summary = self.diagnostics.summary(cancelled, applies);
+        if self.iteration.symmetry == Symmetry::QS && summary.wilson_ratio.is_none() && applies {
+            summary.wilson_ratio_reason = Some(
+                "needs chi_loc, which (Q, S) blocks do not compute yet (nrg.symmetry = \"QSZ\")"
+                    .into(),
+            );
+        }
+        summary
+    }
+
+    /// Whether the Fermi-liquid Wilson ratio is defined for this run (SIAM at zero field).
+    pub fn wilson_ratio_applies(&self) -> bool {
+        self.config.model.h == 0.0 && self.model.kind() == ModelKind::Siam
     }
 
     /// The next shell of the bare iteration, without any read-out: the spectral function
@@ -789,6 +920,40 @@ impl Run {
     pub fn freeze_kept_counts(&mut self, kept: Vec<usize>) {
         self.iteration.frozen_kept = Some(kept);
     }
+}
+
+/// A run's records as `dnrg run` writes them: one chain ([`Run`]) or the average over twisted
+/// chains ([`crate::z_average::ZAveragedRun`]), whichever `nrg.z_average` asks for.
+pub trait Records: Iterator<Item = ShellRecord> {
+    fn header(&self) -> &Header;
+    /// The last shell (of the z = 1 chain).
+    fn n_max(&self) -> usize;
+    /// The `done` record.
+    fn summary(&self, cancelled: bool) -> Summary;
+}
+
+impl Records for Run {
+    fn header(&self) -> &Header {
+        Run::header(self)
+    }
+    fn n_max(&self) -> usize {
+        Run::n_max(self)
+    }
+    fn summary(&self, cancelled: bool) -> Summary {
+        Run::summary(self, cancelled)
+    }
+}
+
+/// The records `config` asks for, cancelled through `flag`.
+pub fn records(
+    config: &RunConfig,
+    flag: Arc<AtomicBool>,
+) -> Result<Box<dyn Records>, InvalidParam> {
+    Ok(if config.nrg.z_average > 1 {
+        Box::new(crate::z_average::ZAveragedRun::new(config)?.with_cancel_flag(flag))
+    } else {
+        Box::new(Run::new(config)?.with_cancel_flag(flag))
+    })
 }
 
 impl Iterator for Run {

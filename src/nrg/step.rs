@@ -15,9 +15,16 @@
 //! 4. [`transform_op`]: an operator O′ = (W_Lᵀ U_Lᵀ O U_R W_R)_KK in closed form.
 //!
 //! Here S^x denotes the k×d block S^x_KD (S^x_DK = −S^xᵀ).
+//!
+//! Every function takes the run's cancel flag and returns `None` once it is set: it is checked
+//! between the derivative parts and between the column panels of large products, so that only
+//! the eigendecomposition itself runs to its end after a cancellation.
 
 use crate::jet::Directions;
-use crate::linalg::{eigh, gemm, mul, rows_sandwich, sym_sandwich, trace_sym, weighted_gram_lower};
+use crate::linalg::{
+    eigh, gemm_until, mul_until, rows_sandwich, sym_sandwich, trace_sym, weighted_gram_lower,
+};
+use crate::parallel::Cancel;
 use crate::shell::{KeptBlock, KeptOp, ProductBlock, ProductOp};
 use crate::symmetry::Qn;
 use faer::{Mat, MatRef};
@@ -64,19 +71,23 @@ impl EigenBlock {
 }
 
 /// Diagonalize the real part and rotate the first-order parts into the eigenbasis.
-pub fn diagonalize(block: &ProductBlock, dirs: &Directions) -> EigenBlock {
+pub fn diagonalize(
+    block: &ProductBlock,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<EigenBlock> {
     let (energies, u) = eigh(block.h.as_ref());
     let b = block.dh[..dirs.first()]
         .iter()
-        .map(|a| sym_sandwich(u.as_ref(), a.as_ref()))
-        .collect();
-    EigenBlock {
+        .map(|a| sym_sandwich(u.as_ref(), a.as_ref(), cancel))
+        .collect::<Option<_>>()?;
+    Some(EigenBlock {
         qn: block.qn,
         energies,
         u,
         b,
         b_pairs: Vec::new(),
-    }
+    })
 }
 
 /// The pair parts of `block` in the eigenbasis of `eb`, rows 0..rows only.
@@ -85,21 +96,27 @@ pub fn rotate_pairs(
     block: &ProductBlock,
     dirs: &Directions,
     rows: usize,
-) -> Vec<Mat<f64>> {
+    cancel: Cancel<'_>,
+) -> Option<Vec<Mat<f64>>> {
     let u = eb.u.as_ref();
     block.dh[dirs.first()..]
         .iter()
-        .map(|a| rows_sandwich(u.subcols(0, rows), a.as_ref(), u))
+        .map(|a| rows_sandwich(u.subcols(0, rows), a.as_ref(), u, cancel))
         .collect()
 }
 
 /// The pair parts of `block` in the eigenbasis of `eb`, every row (the spectral function needs
 /// their discarded block): the symmetric product, a quarter cheaper than all rows of
 /// [`rotate_pairs`].
-pub fn rotate_all_pairs(eb: &EigenBlock, block: &ProductBlock, dirs: &Directions) -> Vec<Mat<f64>> {
+pub fn rotate_all_pairs(
+    eb: &EigenBlock,
+    block: &ProductBlock,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<Vec<Mat<f64>>> {
     block.dh[dirs.first()..]
         .iter()
-        .map(|a| sym_sandwich(eb.u.as_ref(), a.as_ref()))
+        .map(|a| sym_sandwich(eb.u.as_ref(), a.as_ref(), cancel))
         .collect()
 }
 
@@ -112,12 +129,17 @@ pub fn pair_traces(
     block: &ProductBlock,
     dirs: &Directions,
     w: &[f64],
-) -> Vec<f64> {
+    cancel: Cancel<'_>,
+) -> Option<Vec<f64>> {
     let rows = b_pairs.first().map_or(0, |b| b.nrows());
     let n = eb.dim();
-    let rest = (rows < n && !b_pairs.is_empty())
-        .then(|| weighted_gram_lower(eb.u.as_ref().subcols(rows, n - rows), &w[rows..]));
-    b_pairs
+    let rest = if rows < n && !b_pairs.is_empty() {
+        let discarded = eb.u.as_ref().subcols(rows, n - rows);
+        Some(weighted_gram_lower(discarded, &w[rows..], cancel)?)
+    } else {
+        None
+    };
+    let traces = b_pairs
         .iter()
         .zip(&block.dh[dirs.first()..])
         .map(|(b, a)| {
@@ -126,7 +148,8 @@ pub fn pair_traces(
                 .as_ref()
                 .map_or(0.0, |g| trace_sym(g.as_ref(), a.as_ref()))
         })
-        .collect()
+        .collect();
+    Some(traces)
 }
 
 /// The generators S^x (k×d) of the kept–discarded decoupling of one block.
@@ -138,7 +161,12 @@ pub struct Decoupling {
 }
 
 /// Decouple the lowest `kept` states of `eb` from the rest, to the orders in `dirs`.
-pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, Decoupling) {
+pub fn decouple(
+    eb: &EigenBlock,
+    kept: usize,
+    dirs: &Directions,
+    cancel: Cancel<'_>,
+) -> Option<(KeptBlock, Decoupling)> {
     let n = eb.dim();
     let (k, d) = (kept, n - kept);
     let e = &eb.energies;
@@ -166,6 +194,7 @@ pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, 
         dh.push(kk(&eb.b[i]));
     }
     for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
+        cancel.check()?;
         let bp = &eb.b_pairs[p];
         debug_assert!(bp.nrows() >= k, "pair parts rotated for the kept rows");
         // X = B^i_KK S^j − S^j B^i_DD + B^j_KK S^i − S^i B^j_DD, added to B^ij_KD
@@ -178,14 +207,22 @@ pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, 
         };
         if d > 0 && k > 0 {
             for &(a, b) in halves {
-                gemm(
+                gemm_until(
                     x.as_mut(),
                     true,
                     eb.b[a].as_ref().submatrix(0, 0, k, k),
                     s[b].as_ref(),
                     w,
-                );
-                gemm(x.as_mut(), true, s[b].as_ref(), dd(&eb.b[a], k, d), -w);
+                    cancel,
+                )?;
+                gemm_until(
+                    x.as_mut(),
+                    true,
+                    s[b].as_ref(),
+                    dd(&eb.b[a], k, d),
+                    -w,
+                    cancel,
+                )?;
             }
         }
         s.push(hadamard(x.as_ref()));
@@ -196,14 +233,22 @@ pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, 
         if d > 0 && k > 0 {
             let mut y = Mat::<f64>::zeros(k, k);
             for &(a, b) in halves {
-                gemm(y.as_mut(), true, s[a].as_ref(), dk(&eb.b[b], k, d), w);
-                gemm(
+                gemm_until(
+                    y.as_mut(),
+                    true,
+                    s[a].as_ref(),
+                    dk(&eb.b[b], k, d),
+                    w,
+                    cancel,
+                )?;
+                gemm_until(
                     anti.as_mut(),
                     true,
                     s[a].as_ref(),
                     s[b].as_ref().transpose(),
                     w,
-                );
+                    cancel,
+                )?;
             }
             for c in 0..k {
                 for r in 0..k {
@@ -219,32 +264,33 @@ pub fn decouple(eb: &EigenBlock, kept: usize, dirs: &Directions) -> (KeptBlock, 
         energies: e[..k].to_vec(),
         dh,
     };
-    (
+    Some((
         block,
         Decoupling {
             kept: k,
             s,
             anticommutators,
         },
-    )
+    ))
 }
 
 /// Σ_pieces sign · U_L[rows, cols_l]ᵀ U_R[rows, cols_r], the rotated product-basis operator
-/// restricted to the given eigenvector columns.
+/// restricted to the given eigenvector columns (`None` if cancelled).
 fn rotate_op(
     op: &ProductOp,
     ul: &Mat<f64>,
     ur: &Mat<f64>,
     cols_l: (usize, usize),
     cols_r: (usize, usize),
-) -> Mat<f64> {
+    cancel: Cancel<'_>,
+) -> Option<Mat<f64>> {
     let mut out = Mat::<f64>::zeros(cols_l.1, cols_r.1);
     for (n, p) in op.pieces.iter().enumerate() {
         let l = ul.as_ref().submatrix(p.row_l, cols_l.0, p.len, cols_l.1);
         let r = ur.as_ref().submatrix(p.row_r, cols_r.0, p.len, cols_r.1);
-        gemm(out.as_mut(), n > 0, l.transpose(), r, p.sign);
+        gemm_until(out.as_mut(), n > 0, l.transpose(), r, p.sign, cancel)?;
     }
-    out
+    Some(out)
 }
 
 /// f† of the newest site in the kept bases of its two blocks, with derivative parts
@@ -259,7 +305,8 @@ pub fn transform_op(
     dirs: &Directions,
     new_left: usize,
     new_right: usize,
-) -> KeptOp {
+    cancel: Cancel<'_>,
+) -> Option<KeptOp> {
     let (el, dl) = left;
     let (er, dr) = right;
     let (kl, kr) = (dl.kept, dr.kept);
@@ -267,94 +314,65 @@ pub fn transform_op(
     let (dl_n, dr_n) = (nl - kl, nr - kr);
     // the real part is computed by exactly the same products with or without derivatives,
     // so a plain run and the real part of a dual run agree bit for bit
-    let o_kk = rotate_op(op, &el.u, &er.u, (0, kl), (0, kr));
+    let o_kk = rotate_op(op, &el.u, &er.u, (0, kl), (0, kr), cancel)?;
     let mut parts = Vec::with_capacity(dirs.parts());
     if dirs.parts() > 0 {
-        let o_kd = rotate_op(op, &el.u, &er.u, (0, kl), (kr, dr_n));
-        let o_dk = rotate_op(op, &el.u, &er.u, (kl, dl_n), (0, kr));
-        let needs_dd = !dirs.pairs().is_empty();
-        let o_dd = needs_dd.then(|| rotate_op(op, &el.u, &er.u, (kl, dl_n), (kr, dr_n)));
+        let o_kd = rotate_op(op, &el.u, &er.u, (0, kl), (kr, dr_n), cancel)?;
+        let o_dk = rotate_op(op, &el.u, &er.u, (kl, dl_n), (0, kr), cancel)?;
+        let o_dd = if dirs.pairs().is_empty() {
+            None
+        } else {
+            Some(rotate_op(op, &el.u, &er.u, (kl, dl_n), (kr, dr_n), cancel)?)
+        };
+        let gemm = |o: &mut Mat<f64>, lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>, alpha| {
+            gemm_until(o.as_mut(), true, lhs, rhs, alpha, cancel)
+        };
         let first_order = |sl: &Mat<f64>, sr: &Mat<f64>| {
             let mut o = Mat::<f64>::zeros(kl, kr);
-            gemm(
-                o.as_mut(),
-                true,
-                o_kd.as_ref(),
-                sr.as_ref().transpose(),
-                -1.0,
-            );
-            gemm(o.as_mut(), true, sl.as_ref(), o_dk.as_ref(), -1.0);
-            o
+            gemm(&mut o, o_kd.as_ref(), sr.as_ref().transpose(), -1.0)?;
+            gemm(&mut o, sl.as_ref(), o_dk.as_ref(), -1.0)?;
+            Some(o)
         };
         let m = dirs.first();
         for i in 0..m {
-            parts.push(first_order(&dl.s[i], &dr.s[i]));
+            parts.push(first_order(&dl.s[i], &dr.s[i])?);
         }
         // S^i_L O_DD once per direction, shared by every pair that contains i
-        let s_o_dd: Vec<Option<Mat<f64>>> = (0..m)
-            .map(|i| {
-                let o_dd = o_dd.as_ref().filter(|_| dirs.in_pair(i))?;
-                Some(mul(dl.s[i].as_ref(), o_dd.as_ref()))
-            })
-            .collect();
+        let mut s_o_dd: Vec<Option<Mat<f64>>> = Vec::with_capacity(m);
+        for i in 0..m {
+            s_o_dd.push(match o_dd.as_ref().filter(|_| dirs.in_pair(i)) {
+                Some(o_dd) => Some(mul_until(dl.s[i].as_ref(), o_dd.as_ref(), cancel)?),
+                None => None,
+            });
+        }
         let s_o_dd = |i: usize| s_o_dd[i].as_ref().expect("direction in a pair").as_ref();
         for (p, &(i, j)) in dirs.pairs().iter().enumerate() {
-            let mut o = first_order(&dl.s[m + p], &dr.s[m + p]);
-            gemm(
-                o.as_mut(),
-                true,
-                o_kk.as_ref(),
-                dr.anticommutators[p].as_ref(),
-                -0.5,
-            );
-            gemm(
-                o.as_mut(),
-                true,
-                dl.anticommutators[p].as_ref(),
-                o_kk.as_ref(),
-                -0.5,
-            );
+            let mut o = first_order(&dl.s[m + p], &dr.s[m + p])?;
+            gemm(&mut o, o_kk.as_ref(), dr.anticommutators[p].as_ref(), -0.5)?;
+            gemm(&mut o, dl.anticommutators[p].as_ref(), o_kk.as_ref(), -0.5)?;
             if i == j {
-                gemm(
-                    o.as_mut(),
-                    true,
-                    s_o_dd(i),
-                    dr.s[i].as_ref().transpose(),
-                    2.0,
-                );
+                gemm(&mut o, s_o_dd(i), dr.s[i].as_ref().transpose(), 2.0)?;
             } else {
-                gemm(
-                    o.as_mut(),
-                    true,
-                    s_o_dd(i),
-                    dr.s[j].as_ref().transpose(),
-                    1.0,
-                );
-                gemm(
-                    o.as_mut(),
-                    true,
-                    s_o_dd(j),
-                    dr.s[i].as_ref().transpose(),
-                    1.0,
-                );
+                gemm(&mut o, s_o_dd(i), dr.s[j].as_ref().transpose(), 1.0)?;
+                gemm(&mut o, s_o_dd(j), dr.s[i].as_ref().transpose(), 1.0)?;
             }
             parts.push(o);
         }
     }
-    KeptOp {
+    Some(KeptOp {
         sigma: op.sigma,
         left: new_left,
         right: new_right,
         value: o_kk,
         parts,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     //! The closed forms above against brute-force hyper-dual products in the eigenbasis.
     use super::*;
-    use crate::linalg::sandwich;
+    use crate::linalg::{mul, sandwich};
     use crate::model::Variable;
     use crate::shell::Piece;
 
@@ -433,8 +451,8 @@ mod tests {
     /// Diagonalize with the pair parts rotated for the kept rows, as the solver does, and
     /// return every part in full for the brute-force side.
     fn eigen(block: &ProductBlock, dirs: &Directions, k: usize) -> (EigenBlock, Vec<Mat<f64>>) {
-        let mut eb = diagonalize(block, dirs);
-        eb.b_pairs = rotate_pairs(&eb, block, dirs, k);
+        let mut eb = diagonalize(block, dirs, Cancel::NEVER).unwrap();
+        eb.b_pairs = rotate_pairs(&eb, block, dirs, k, Cancel::NEVER).unwrap();
         let full = block
             .dh
             .iter()
@@ -448,7 +466,7 @@ mod tests {
         let mut seed = 7;
         let (n, k) = (9, 4);
         let (eb, b) = eigen(&block(n, &mut seed), &dirs(), k);
-        let (kept, dec) = decouple(&eb, k, &dirs());
+        let (kept, dec) = decouple(&eb, k, &dirs(), Cancel::NEVER).unwrap();
         let h: Hd = [
             Mat::from_fn(n, n, |i, j| if i == j { eb.energies[i] } else { 0.0 }),
             b[0].clone(),
@@ -473,7 +491,7 @@ mod tests {
         let mut blk2 = block(n, &mut seed);
         blk2.dh.truncate(2);
         let (eb2, b2) = eigen(&blk2, &diag, k);
-        let (kept2, dec2) = decouple(&eb2, k, &diag);
+        let (kept2, dec2) = decouple(&eb2, k, &diag, Cancel::NEVER).unwrap();
         let e2 = Mat::from_fn(n, n, |i, j| if i == j { eb2.energies[i] } else { 0.0 });
         let h2: Hd = [e2, b2[0].clone(), b2[0].clone(), b2[1].clone()];
         let w2 = w_of(n, k, &dec2.s[0], &dec2.s[0], &dec2.s[1]);
@@ -494,8 +512,8 @@ mod tests {
         let (nl, nr, kl, kr) = (7, 6, 3, 2);
         let (bl, br) = (block(nl, &mut seed), block(nr, &mut seed));
         let ((el, _), (er, _)) = (eigen(&bl, &dirs(), kl), eigen(&br, &dirs(), kr));
-        let (_, dl) = decouple(&el, kl, &dirs());
-        let (_, dr) = decouple(&er, kr, &dirs());
+        let (_, dl) = decouple(&el, kl, &dirs(), Cancel::NEVER).unwrap();
+        let (_, dr) = decouple(&er, kr, &dirs(), Cancel::NEVER).unwrap();
         // a dense product-basis operator written as unit pieces
         let o = random(nl, nr, &mut seed);
         let pieces = (0..nl)
@@ -513,7 +531,7 @@ mod tests {
             right: 1,
             pieces,
         };
-        let kept = transform_op(&op, (&el, &dl), (&er, &dr), &dirs(), 0, 1);
+        let kept = transform_op(&op, (&el, &dl), (&er, &dr), &dirs(), 0, 1, Cancel::NEVER).unwrap();
         let o_eig = sandwich(el.u.as_ref(), o.as_ref(), er.u.as_ref());
         let zero = |r, c| Mat::<f64>::zeros(r, c);
         let ohd: Hd = [o_eig, zero(nl, nr), zero(nl, nr), zero(nl, nr)];

@@ -2,18 +2,65 @@
 //!
 //! Every Hamiltonian here conserves the charge Q = Σ_orbitals (n_i − 1) (zero at half filling)
 //! and the spin projection S_z, so all matrices are block-diagonal in (Q, S_z) for every
-//! parameter value, and so are all their derivatives.
+//! parameter value, and so are all their derivatives. Without a field they also conserve the
+//! total spin S: then blocks can be (Q, S) multiplets instead ([`Symmetry::QS`], design note
+//! `su2-derivatives.md`), each basis vector standing for the 2S+1 states of a multiplet.
 //!
 //! Fermion ordering (Jordan–Wigner): orbitals in the order impurity, site 0, site 1, …, and ↑
 //! before ↓ inside an orbital. A newly added site is the last orbital, so its creation operator
 //! acting on |r⟩⊗|s⟩ picks up the sign (−1)^(electrons in r).
+
+/// Which conserved quantities label the blocks of a run.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Symmetry {
+    /// (Q, S_z): one basis vector per state. Needed whenever a field breaks SU(2).
+    QSz,
+    /// (Q, S): one basis vector per multiplet, matrices are reduced matrices (Wigner–Eckart).
+    QS,
+}
+
+/// How the states of one basis vector of a block couple to a field on the total spin.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Zeeman {
+    /// One state with this S_z.
+    Projection(f64),
+    /// The 2S+1 states of a multiplet of spin S (the value is 2S).
+    Multiplet(i32),
+}
+
+impl Symmetry {
+    /// The name used by `nrg.symmetry` and the header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Symmetry::QSz => "QSZ",
+            Symmetry::QS => "QS",
+        }
+    }
+
+    /// States per basis vector of block `qn`: 1 in (Q, S_z), d_j = 2S+1 in (Q, S). Every trace,
+    /// mean and state count over blocks carries this weight.
+    pub fn degeneracy(self, qn: Qn) -> usize {
+        match self {
+            Symmetry::QSz => 1,
+            Symmetry::QS => (qn.sz2 + 1) as usize,
+        }
+    }
+
+    /// How block `qn` couples to a field on the total spin.
+    pub fn zeeman(self, qn: Qn) -> Zeeman {
+        match self {
+            Symmetry::QSz => Zeeman::Projection(qn.sz()),
+            Symmetry::QS => Zeeman::Multiplet(qn.sz2),
+        }
+    }
+}
 
 /// Quantum numbers of a symmetry block.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Qn {
     /// Charge relative to half filling.
     pub q: i32,
-    /// Twice the spin projection (an integer).
+    /// Twice the spin projection (an integer); in (Q, S) blocks twice the total spin S.
     pub sz2: i32,
 }
 

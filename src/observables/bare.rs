@@ -30,6 +30,8 @@ use crate::params::{BareChain, NrgParams};
 use crate::readout::BareShell;
 use crate::shell;
 use crate::solver::{Iteration, Shell};
+use crate::su2;
+use crate::symmetry::Symmetry;
 use crate::thermo::{Ts, TsParts};
 use nalgebra::SMatrix;
 use num_dual::Derivative;
@@ -44,7 +46,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 const FIXED_POINT_TOL: f64 = 1e-12;
 
 /// Bump when anything that changes the bare chain's numbers changes.
-const CACHE_FORMAT: u32 = 1;
+const CACHE_FORMAT: u32 = 2;
+
+/// Bump when anything that changes the (Q, S) bare chain's numbers changes (its files only). The
+/// check of [`VERIFIED_SHELLS`] cannot see such a change: the first shells have spins ≤ 1.
+const QS_CACHE_FORMAT: u32 = 1;
 
 /// Shells recomputed to check a cache file before it is trusted (milliseconds, even at large
 /// kept counts: shell 3 has at most 4⁵ states).
@@ -67,7 +73,13 @@ enum Mode {
 }
 
 impl Bare {
-    pub fn new(nrg: &NrgParams, chain: Arc<WilsonChain>, n_max: usize, h_total: f64) -> Bare {
+    pub fn new(
+        nrg: &NrgParams,
+        chain: Arc<WilsonChain>,
+        n_max: usize,
+        h_total: f64,
+        symmetry: Symmetry,
+    ) -> Bare {
         let mode = match nrg.bare_chain {
             BareChain::Exact => Mode::Exact {
                 chain,
@@ -76,11 +88,11 @@ impl Bare {
                 tau: 1.0 / nrg.beta_bar,
             },
             BareChain::Truncated => {
-                let key = cache_key(nrg, h_total);
+                let key = cache_key(nrg, h_total, symmetry);
                 if let Some(shells) = lookup_memory(&key, n_max) {
                     Mode::Cached(shells)
                 } else {
-                    let mut run = Box::new(BareRun::new(nrg, chain, n_max, h_total, key));
+                    let mut run = Box::new(BareRun::new(nrg, chain, n_max, h_total, symmetry, key));
                     match read_file(&run.key).filter(|s| s.len() > n_max) {
                         // a file written by another version of the algorithm would pass every
                         // check of its form: recompute the first shells and compare bit for bit
@@ -158,9 +170,13 @@ impl BareRun {
         chain: Arc<WilsonChain>,
         n_max: usize,
         h_total: f64,
+        symmetry: Symmetry,
         key: String,
     ) -> BareRun {
-        let initial = shell::bare_site_zero(h_total, chain.onsite[0], chain.omega[0]);
+        let initial = match symmetry {
+            Symmetry::QSz => shell::bare_site_zero(h_total, chain.onsite[0], chain.omega[0]),
+            Symmetry::QS => su2::bare_site_zero(chain.onsite[0], chain.omega[0]),
+        };
         let iteration = Iteration::new(
             nrg,
             chain.clone(),
@@ -242,9 +258,12 @@ impl BareRun {
     }
 }
 
-/// Whether two shells' spectra and ground energies agree to [`FIXED_POINT_TOL`].
+/// Whether two shells' spectra, ground energies and free energies agree to [`FIXED_POINT_TOL`]
+/// (the free energy also carries the complete basis' states of earlier shells, which repeat only
+/// once those shells do).
 fn same(a: &(Spectrum, f64, Ts), b: &(Spectrum, f64, Ts)) -> bool {
     (a.1 - b.1).abs() <= FIXED_POINT_TOL
+        && (a.2.re - b.2.re).abs() <= FIXED_POINT_TOL
         && a.0.len() == b.0.len()
         && a.0.iter().zip(&b.0).all(|(x, y)| {
             x.0 == y.0
@@ -257,11 +276,13 @@ fn same(a: &(Spectrum, f64, Ts), b: &(Spectrum, f64, Ts)) -> bool {
         })
 }
 
-/// Everything the truncated bare chain's numbers depend on.
-fn cache_key(nrg: &NrgParams, h_total: f64) -> String {
-    format!(
+/// Everything the truncated bare chain's numbers depend on. (Q, S) blocks truncate the same
+/// spectrum but round differently, so they get keys of their own; (Q, S_z) keys are those of
+/// the versions before (Q, S) existed, so their cache files stay valid.
+fn cache_key(nrg: &NrgParams, h_total: f64, symmetry: Symmetry) -> String {
+    let key = format!(
         "dnrg {} format {CACHE_FORMAT}: Lambda={:?} discretization={} z={:?} keep={} e_cut={:?} \
-         gap_window={:?} beta_bar={:?} h_total={:?}",
+         gap_window={:?} beta_bar={:?} h_total={:?} thermo_states={}",
         env!("CARGO_PKG_VERSION"),
         nrg.lambda,
         nrg.discretization.name(),
@@ -270,8 +291,13 @@ fn cache_key(nrg: &NrgParams, h_total: f64) -> String {
         nrg.e_cut,
         nrg.gap_window,
         nrg.beta_bar,
-        h_total
-    )
+        h_total,
+        nrg.thermo_states.name()
+    );
+    match symmetry {
+        Symmetry::QSz => key,
+        Symmetry::QS => format!("{key} symmetry=QS qs_format={QS_CACHE_FORMAT}"),
+    }
 }
 
 fn memory() -> &'static Mutex<HashMap<String, Arc<[BareShell]>>> {

@@ -170,11 +170,17 @@ impl Diagnostics {
                 }),
             }
         }
-        self.tchi.push((shell.t, obs.tchi_imp));
-        if let (Some(s), Some(c)) = (obs.chi_loc, obs.chi_c) {
-            self.local.push((shell.t, s, c));
-        }
+        self.observe(shell.t, obs);
         out.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Remember the values T_K and the Wilson ratio are read from (without any check: the
+    /// z-average feeds its averaged values here, its chains' warnings come from their runs).
+    pub(crate) fn observe(&mut self, t: f64, obs: &Observables) {
+        self.tchi.push((t, obs.tchi_imp));
+        if let (Some(s), Some(c)) = (obs.chi_loc, obs.chi_c) {
+            self.local.push((t, s, c));
+        }
     }
 
     /// Whether any shell produced a value a converged run cannot. (A truncation warning alone

@@ -29,7 +29,7 @@ use crate::frames::{
 use crate::jet::Directions;
 use crate::linalg::{gemm, mul, sandwich};
 use crate::model::{IMPURITY, LocalSpace};
-use crate::parallel::{map_largest_first, map_largest_first_until};
+use crate::parallel::{Cancel, map_largest_first, map_largest_first_until};
 use crate::poles::{BlockRho, BlockView, PoleSums, discarded_parts, exprel, pair_poles};
 use crate::shell::{SubBlocks, group_by_qn};
 use crate::solver::{Frame, Run, Shell};
@@ -278,6 +278,7 @@ pub(crate) fn forward(
     space: &LocalSpace,
     trick: bool,
     dirs: &Directions,
+    on_shell: &(dyn Fn() + Sync),
 ) -> Option<Vec<StoredShell>> {
     let parts = dirs.parts();
     let spins: &[usize] = if run.spin_symmetric() { &[0] } else { &SPINS };
@@ -428,6 +429,7 @@ pub(crate) fn forward(
             f,
             kept_total,
         });
+        on_shell();
     }
     if run.is_cancelled() {
         return None;
@@ -546,6 +548,13 @@ pub(crate) fn mirror_parts(run: &Run, dirs: &Directions) -> Option<Vec<bool>> {
     Some(parts)
 }
 
+/// What a caller watches a pass by: its cancel flag, and a call after every shell (progress).
+#[derive(Clone, Copy)]
+pub(crate) struct Watch<'a> {
+    pub cancel: &'a AtomicBool,
+    pub on_shell: &'a (dyn Fn() + Sync),
+}
+
 /// The backward pass: weights, density matrices, poles into copies of `template` (`None` if
 /// cancelled). With `mirror` (a spin-flip symmetric run, [`mirror_parts`]) only ↑ is computed
 /// (the forward pass stored no ↓ operators): ↓ is its mirror image, equal except for the parts
@@ -557,8 +566,9 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     template: &S,
     trick: bool,
     mirror: Option<&[bool]>,
-    cancel: &AtomicBool,
+    watch: Watch<'_>,
 ) -> Option<Backward<S>> {
+    let Watch { cancel, on_shell } = watch;
     let parts = dirs.parts();
     let m = dirs.first();
     let n_max = shells.len() - 1;
@@ -713,9 +723,9 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                         sink_f.as_mut(),
                         &mut s_sums,
                     );
-                    (sink, sink_f, s_sums)
+                    Some((sink, sink_f, s_sums))
                 },
-                Some(cancel),
+                Cancel::new(Some(cancel)),
             )?;
             for (&(s, _), (sink, sink_f, s_sums)) in chunk.iter().zip(partial) {
                 sinks[s].merge(&sink, 1.0);
@@ -725,6 +735,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                 sums[s].merge(&s_sums, 1.0);
             }
         }
+        on_shell();
         if n == 0 {
             break;
         }

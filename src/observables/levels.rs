@@ -3,10 +3,15 @@
 //! Levels are clusters of degenerate eigenvalues inside one (Q, S_z) block. The first-order
 //! shifts of a cluster under a perturbation B^θ are the eigenvalues of B^θ restricted to the
 //! cluster (degenerate perturbation theory, design note §5); for display only.
+//!
+//! In (Q, S) blocks a cluster is made of multiplets: it is listed once, with its states counted
+//! (2S+1 per multiplet), `S` set and `Sz` = S (the highest-weight member), and every shift
+//! repeated for the 2S+1 members (a field on the total spin splits them by −M/ω_N instead).
 
 use crate::cluster;
 use crate::record::Level;
 use crate::step::EigenBlock;
+use crate::symmetry::{Symmetry, Zeeman};
 use indexmap::IndexMap;
 use nalgebra::DMatrix;
 
@@ -55,8 +60,12 @@ fn clusters(blocks: &[EigenBlock]) -> Vec<Cluster> {
     out
 }
 
-/// Mean S_z of the ground cluster(s), the reference of total-field sensitivities.
-fn ground_sz(blocks: &[EigenBlock], all: &[Cluster]) -> f64 {
+/// Mean S_z of the ground cluster(s), the reference of total-field sensitivities (zero for
+/// multiplets, whose members are symmetric about M = 0).
+fn ground_sz(blocks: &[EigenBlock], all: &[Cluster], symmetry: Symmetry) -> f64 {
+    if symmetry == Symmetry::QS {
+        return 0.0;
+    }
     let e0 = all.first().map_or(0.0, |c| c.energy);
     let (mut sum, mut count) = (0.0, 0usize);
     let mut previous = e0;
@@ -75,12 +84,13 @@ fn ground_sz(blocks: &[EigenBlock], all: &[Cluster]) -> f64 {
 /// that are degenerate with the last of them.
 pub fn lowest_levels(
     blocks: &[EigenBlock],
+    symmetry: Symmetry,
     count: usize,
     omega: f64,
     sensitivities: &[(String, Sensitivity)],
 ) -> Vec<Level> {
     let all = clusters(blocks);
-    let sz0 = ground_sz(blocks, &all);
+    let sz0 = ground_sz(blocks, &all, symmetry);
     // the count is a minimum: clusters degenerate with the last one listed are listed too, so a
     // multiplet split over several (Q, S_z) blocks is never shown in part
     let shown = match all.get(count.saturating_sub(1)) {
@@ -101,6 +111,7 @@ pub fn lowest_levels(
         .take(shown)
         .map(|c| {
             let eb = &blocks[c.block];
+            let d = symmetry.degeneracy(eb.qn);
             let de: IndexMap<String, Vec<f64>> = sensitivities
                 .iter()
                 .map(|(name, s)| {
@@ -110,12 +121,27 @@ pub fn lowest_levels(
                             let sub = DMatrix::from_fn(c.len, c.len, |r, q| {
                                 b[(c.start + r, c.start + q)]
                             });
-                            let mut v: Vec<f64> =
-                                sub.symmetric_eigenvalues().iter().copied().collect();
+                            let mut v: Vec<f64> = sub
+                                .symmetric_eigenvalues()
+                                .iter()
+                                .flat_map(|&x| std::iter::repeat_n(x, d))
+                                .collect();
                             v.sort_by(f64::total_cmp);
                             v
                         }
-                        Sensitivity::TotalField => vec![-(eb.qn.sz() - sz0) / omega; c.len],
+                        Sensitivity::TotalField => match symmetry.zeeman(eb.qn) {
+                            Zeeman::Projection(sz) => vec![-(sz - sz0) / omega; c.len],
+                            Zeeman::Multiplet(s2) => {
+                                let mut v: Vec<f64> = (-s2..=s2)
+                                    .step_by(2)
+                                    .flat_map(|m2| {
+                                        std::iter::repeat_n(-(0.5 * m2 as f64) / omega, c.len)
+                                    })
+                                    .collect();
+                                v.sort_by(f64::total_cmp);
+                                v
+                            }
+                        },
                     };
                     (name.clone(), values)
                 })
@@ -124,7 +150,8 @@ pub fn lowest_levels(
                 e: c.energy,
                 q: eb.qn.q,
                 sz: eb.qn.sz(),
-                deg: c.len,
+                s: (symmetry == Symmetry::QS).then(|| eb.qn.sz()),
+                deg: c.len * d,
                 de,
             }
         })

@@ -14,6 +14,7 @@ use crate::jet::Directions;
 use crate::model::{ImpurityModel, Variable};
 use crate::params::{FieldKind, Param, RunConfig};
 use crate::record::Observables;
+use crate::symmetry::Symmetry;
 use crate::thermo::{JetParts, ShellFreeEnergy, Ts, TsParts};
 use indexmap::IndexMap;
 
@@ -64,7 +65,9 @@ impl Plan {
 
 /// Directions: the user's parameters first (their full Hessian), then what the impurity
 /// observables need (first order in ε_d and U, the pairs (ε_d, θ) and (U, θ) for ∂n_d/∂θ and
-/// ∂docc/∂θ, and (ε_d, ε_d), (h_imp, h_imp) for χ_c and χ_loc).
+/// ∂docc/∂θ, and (ε_d, ε_d), (h_imp, h_imp) for χ_c and χ_loc). In (Q, S) blocks a field on the
+/// impurity spin is no scalar direction (it needs the vector sector, not implemented yet), so
+/// χ_loc is not computed there.
 pub fn plan_directions(config: &RunConfig, model: &dyn ImpurityModel) -> Plan {
     let variable_of = |p: Param| match p {
         Param::EpsD => Variable::EpsD,
@@ -99,7 +102,7 @@ pub fn plan_directions(config: &RunConfig, model: &dyn ImpurityModel) -> Plan {
     if config.output.impurity_observables {
         obs_dirs.eps_d = has(Variable::EpsD).then(|| add(Variable::EpsD));
         obs_dirs.u = has(Variable::U).then(|| add(Variable::U));
-        obs_dirs.h_imp = Some(add(Variable::HImp));
+        obs_dirs.h_imp = (config.symmetry() == Symmetry::QSz).then(|| add(Variable::HImp));
     }
     let user: Vec<usize> = sources
         .iter()

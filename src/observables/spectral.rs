@@ -30,7 +30,7 @@
 //!
 //! Derivatives are taken in the matrix directions ε_d, U, Γ and the impurity field h (at any h,
 //! h = 0 included, spin-resolved). Not yet: the field on the total spin as a derived parameter,
-//! the Kondo model's T-matrix, z-averaged thermodynamics, spilling per-shell data to disk.
+//! the Kondo model's T-matrix, spilling per-shell data to disk.
 
 use crate::broadening::{BinSink, DirectSink, PoleSink};
 pub use crate::broadening::{Binned, Kernel, MomentBins};
@@ -41,11 +41,11 @@ use crate::params::{FieldKind, InvalidParam, ModelKind, Param, RunConfig};
 use crate::poles::PoleSums;
 use crate::record::Header;
 use crate::solver::Run;
-use crate::symmetry::SPINS;
+use crate::symmetry::{SPINS, Symmetry};
 use nalgebra::Complex;
 use std::f64::consts::PI;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How the poles are binned and broadened, and where A(ω) is evaluated.
@@ -78,6 +78,10 @@ pub struct SpectralOptions {
     /// The self-energy trick (Bulla, Hewson & Pruschke 1998): A from G = 1/(ω − ε_dσ − Δ − Σ)
     /// with Σ = U F/G. Applied only when U ≠ 0 (at U = 0, Σ = 0 and A is the raw FDM A).
     pub self_energy_trick: bool,
+    /// Second derivatives (every pair of derived parameters) next to the first. Off, a run
+    /// with m derived parameters carries m derivative parts instead of m + m(m+1)/2: the
+    /// explorer's panel, which draws only ∂A/∂θ, pays about half.
+    pub second_order: bool,
 }
 
 impl SpectralOptions {
@@ -95,6 +99,7 @@ impl SpectralOptions {
             grid_floor: 0.1,
             grid_ceiling: 2.0,
             self_energy_trick: true,
+            second_order: true,
         }
     }
 
@@ -785,9 +790,13 @@ fn bins_for(o: &SpectralOptions, omega_last: f64) -> Binned {
 }
 
 /// The derivative parts of a spectrum of `config`: one direction per derived parameter (in the
-/// order of `derive`, duplicates dropped) and every pair i ≤ j. The field on the total spin is
-/// not a matrix direction and is refused (its derivative is not implemented for spectra).
-pub fn spectral_directions(config: &RunConfig) -> Result<(Vec<Param>, Directions), InvalidParam> {
+/// order of `derive`, duplicates dropped) and, with `second_order`, every pair i ≤ j. The field
+/// on the total spin is not a matrix direction and is refused (its derivative is not
+/// implemented for spectra).
+pub fn spectral_directions(
+    config: &RunConfig,
+    second_order: bool,
+) -> Result<(Vec<Param>, Directions), InvalidParam> {
     let mut params: Vec<Param> = Vec::new();
     for &p in &config.derive {
         if !params.contains(&p) {
@@ -815,7 +824,7 @@ pub fn spectral_directions(config: &RunConfig) -> Result<(Vec<Param>, Directions
             }),
         })
         .collect::<Result<Vec<Variable>, InvalidParam>>()?;
-    let m = vars.len();
+    let m = if second_order { vars.len() } else { 0 };
     let pairs = (0..m).flat_map(|i| (i..m).map(move |j| (i, j)));
     Ok((params, Directions::new(vars, pairs)))
 }
@@ -834,7 +843,17 @@ pub fn spectrum_cancellable(
     opts: &SpectralOptions,
     cancel: Arc<AtomicBool>,
 ) -> Result<Option<Spectrum>, InvalidParam> {
-    spectrum_probed(config, opts, &Probe::default(), cancel)
+    spectrum_with_progress(config, opts, cancel, &|_, _| {})
+}
+
+/// [`spectrum_cancellable`] that reports its progress (see [`Progress`]).
+pub fn spectrum_with_progress(
+    config: &RunConfig,
+    opts: &SpectralOptions,
+    cancel: Arc<AtomicBool>,
+    report: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Option<Spectrum>, InvalidParam> {
+    spectrum_inner(config, opts, &Probe::default(), cancel, report)
 }
 
 /// [`spectrum_cancellable`] with the validation knobs of [`Probe`].
@@ -843,6 +862,16 @@ pub fn spectrum_probed(
     opts: &SpectralOptions,
     probe: &Probe,
     cancel: Arc<AtomicBool>,
+) -> Result<Option<Spectrum>, InvalidParam> {
+    spectrum_inner(config, opts, probe, cancel, &|_, _| {})
+}
+
+fn spectrum_inner(
+    config: &RunConfig,
+    opts: &SpectralOptions,
+    probe: &Probe,
+    cancel: Arc<AtomicBool>,
+    report: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Option<Spectrum>, InvalidParam> {
     opts.validate()?;
     if config.model.kind != ModelKind::Siam {
@@ -854,7 +883,16 @@ pub fn spectrum_probed(
                 .into(),
         });
     }
-    let (derive, dirs) = spectral_directions(config)?;
+    let (derive, dirs) = spectral_directions(config, opts.second_order)?;
+    if config.symmetry() != Symmetry::QSz {
+        return Err(InvalidParam {
+            key: "nrg.symmetry".into(),
+            value: config.symmetry().name().into(),
+            reason: "the spectral function is implemented in (Q, S_z) blocks only (d† as a \
+                     rank-½ tensor is not yet): use \"QSZ\" or \"auto\""
+                .into(),
+        });
+    }
     let siam = SiamLevels::of(config);
     let trick = opts.self_energy_trick && siam.u != 0.0;
     // z-averaging: one chain per z_i = i/Nz (i = 1…Nz, so z = 1 is among them), all binned on
@@ -885,6 +923,7 @@ pub fn spectrum_probed(
         .map(|c| crate::chain::omega(&c.nrg, crate::chain::last_shell(&c.nrg)))
         .fold(f64::INFINITY, f64::min);
     let grid = bins_for(opts, omega_last);
+    let progress = Progress::new(&configs, report);
     let kernel = Kernel {
         b: opts.b,
         omega0: opts.crossover * opts.t,
@@ -898,6 +937,7 @@ pub fn spectrum_probed(
         dirs: &dirs,
         probe,
         cancel: &cancel,
+        progress: &progress,
     };
     use rayon::prelude::*;
     // each chain is independent; the results are combined in the order of z afterwards, so
@@ -1018,6 +1058,7 @@ struct ChainSetup<'a> {
     dirs: &'a Directions,
     probe: &'a Probe,
     cancel: &'a Arc<AtomicBool>,
+    progress: &'a Progress<'a>,
 }
 
 /// The forward and backward passes of one chain (one z).
@@ -1073,18 +1114,22 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
     let space = run.model().space();
     let mirror = fdm::mirror_parts(&run, dirs);
     let mirror = mirror.as_deref();
-    let Some(shells) = fdm::forward(&mut run, &space, s.trick, dirs) else {
+    let Some(shells) = fdm::forward(&mut run, &space, s.trick, dirs, &|| s.progress.shell()) else {
         return Ok(None);
     };
     let forward_time = started.elapsed();
     let clock = Instant::now();
+    let on_shell = || s.progress.shell();
+    let watch = fdm::Watch {
+        cancel: s.cancel,
+        on_shell: &on_shell,
+    };
     let bins = BinSink::new(s.grid, dirs.parts(), dirs.pairs().len());
     let stored_bytes = shells.iter().map(StoredShell::bytes).sum();
     let kept = shells.iter().map(StoredShell::kept_total).collect();
     let (sinks, sinks_f, direct, rest) = match &s.probe.unbinned {
         None => {
-            let Some(b) = fdm::backward(&shells, s.t, dirs, &bins, s.trick, mirror, s.cancel)
-            else {
+            let Some(b) = fdm::backward(&shells, s.t, dirs, &bins, s.trick, mirror, watch) else {
                 return Ok(None);
             };
             let rest = (
@@ -1100,7 +1145,7 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let grid = plain_grid(omega);
             let direct = DirectSink::new(s.kernel, grid, dirs.parts(), dirs.pairs().len());
             let template = (bins, direct);
-            let Some(b) = fdm::backward(&shells, s.t, dirs, &template, s.trick, mirror, s.cancel)
+            let Some(b) = fdm::backward(&shells, s.t, dirs, &template, s.trick, mirror, watch)
             else {
                 return Ok(None);
             };
@@ -1142,4 +1187,33 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
         },
         kept,
     }))
+}
+// ---- progress (for the explorer's status line; no part of the method) ----------------------
+
+/// Progress of [`spectrum_with_progress`]: `report(done, total)` after every shell of either
+/// pass, summed over the chains of a z-average, with total = 2·Σ_chains (N_max + 1). Chains run
+/// in parallel, so `report` may be called from several threads at once.
+pub struct Progress<'a> {
+    done: AtomicUsize,
+    total: usize,
+    report: &'a (dyn Fn(usize, usize) + Sync),
+}
+
+impl<'a> Progress<'a> {
+    fn new(configs: &[RunConfig], report: &'a (dyn Fn(usize, usize) + Sync)) -> Progress<'a> {
+        let total = configs
+            .iter()
+            .map(|c| 2 * (crate::chain::last_shell(&c.nrg) + 1))
+            .sum();
+        Progress {
+            done: AtomicUsize::new(0),
+            total,
+            report,
+        }
+    }
+
+    fn shell(&self) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.report)(done, self.total);
+    }
 }

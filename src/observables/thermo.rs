@@ -24,6 +24,7 @@
 
 use crate::jet::Directions;
 use crate::step::EigenBlock;
+use crate::symmetry::Zeeman;
 use nalgebra::{DMatrix, Dyn, OMatrix, U1};
 use num_dual::{Derivative, Dual2DVec, Dual2SVec64, DualNum};
 
@@ -106,12 +107,31 @@ pub fn pair_weights(eb: &EigenBlock, tau: f64) -> Vec<f64> {
         .collect()
 }
 
+/// The SU(2) character χ_S(x) = Σ_{M=−S..S} e^{Mx} of a multiplet (`s2` = 2S): the trace of
+/// e^{x S_z} over its 2S+1 states (design note su2 §2.2). Summed term by term, so there is no
+/// 0/0 at x = 0, and in pairs ±M, so that the odd derivatives there (Σ M^k, k odd) are exactly
+/// zero rather than the round-off of a running sum.
+pub fn character(s2: i32, x: Ts) -> Ts {
+    let pair = |m2: i32| {
+        let m = 0.5 * m2 as f64;
+        (x * m).exp() + (x * -m).exp()
+    };
+    (2 - s2 % 2..=s2)
+        .step_by(2)
+        .map(pair)
+        .fold(Ts::from(if s2 % 2 == 0 { 1.0 } else { 0.0 }), |acc, t| {
+            acc + t
+        })
+}
+
 /// Trace of e^(−(H − η·S_z)/τ) over one diagonalized block, energies E_k already shifted so that
 /// the ground state of the shell is at zero. `pair_diagonal[p]` is Σ_k g′(E_k) B^ij_kk for pair
-/// p (see [`pair_weights`]).
+/// p (see [`pair_weights`]). For a block of multiplets (`Zeeman::Multiplet`) each level stands
+/// for 2S+1 states: the field enters through the character χ_S(η/τ) and the pair sums are
+/// weighted by 2S+1 (the value of χ_S at η = 0).
 pub fn block_trace(
     eb: &EigenBlock,
-    sz: f64,
+    zeeman: Zeeman,
     tau: f64,
     dirs: &Directions,
     pair_diagonal: &[f64],
@@ -124,8 +144,15 @@ pub fn block_trace(
     let mut z_pairs = pair_diagonal.to_vec();
     let x = &eb.energies;
     let t = tau;
+    let (sz, chi, d) = match zeeman {
+        Zeeman::Projection(sz) => (sz, None, 1.0),
+        Zeeman::Multiplet(s2) => (0.0, Some(character(s2, dh / tv)), (s2 + 1) as f64),
+    };
     for k in 0..n {
-        let w = (-(dh * (-sz) + x[k]) / tv).exp();
+        let w = match chi {
+            None => (-(dh * (-sz) + x[k]) / tv).exp(),
+            Some(chi) => chi * (-(Ts::from(x[k]) / tv)).exp(),
+        };
         // g′ = −g/τ
         let gp = -(w / tv);
         for (i, zi) in z_first.iter_mut().enumerate() {
@@ -161,6 +188,9 @@ pub fn block_trace(
             z_pairs[p] += sum;
         }
     }
+    for zp in &mut z_pairs {
+        *zp *= d;
+    }
     BlockTrace {
         z,
         z_first,
@@ -194,7 +224,7 @@ impl ShiftJet {
 }
 
 /// Build a [`Jet`] from its value, first-order parts and the pair parts of `dirs`.
-fn jet(value: Ts, first: &[Ts], pairs: &[Ts], dirs: &Directions) -> Jet {
+pub(crate) fn jet(value: Ts, first: &[Ts], pairs: &[Ts], dirs: &Directions) -> Jet {
     let m = dirs.first();
     if m == 0 {
         return Jet::from_re(value);
@@ -208,9 +238,18 @@ fn jet(value: Ts, first: &[Ts], pairs: &[Ts], dirs: &Directions) -> Jet {
     Jet::new(value, Derivative::some(v1), Derivative::some(v2))
 }
 
+/// `scale`·s as a [`Jet`] (no temperature or field dependence).
+pub(crate) fn shift_jet(s: &ShiftJet, scale: f64, dirs: &Directions) -> Jet {
+    let m = dirs.first();
+    let first: Vec<Ts> = s.parts[..m].iter().map(|&p| Ts::from(scale * p)).collect();
+    let pairs: Vec<Ts> = s.parts[m..].iter().map(|&p| Ts::from(scale * p)).collect();
+    jet(Ts::from(scale * s.value), &first, &pairs, dirs)
+}
+
 /// G = −τ ln Z of the whole shell (rescaled, without the accumulated shift), as a jet over the
-/// matrix directions with (τ, η) derivatives.
-pub fn free_energy(traces: &[BlockTrace], tau: f64, dirs: &Directions) -> Jet {
+/// matrix directions with (τ, η) derivatives. `extra` is added to the shell's Z (the complete
+/// basis' discarded states of earlier shells, [`crate::complete_basis`]).
+pub fn free_energy(traces: &[BlockTrace], tau: f64, dirs: &Directions, extra: Option<&Jet>) -> Jet {
     let m = dirs.first();
     let mut z = Ts::from(0.0);
     let mut z_first = vec![Ts::from(0.0); m];
@@ -225,7 +264,10 @@ pub fn free_energy(traces: &[BlockTrace], tau: f64, dirs: &Directions) -> Jet {
         }
     }
     let pairs_ts: Vec<Ts> = z_pairs.into_iter().map(Ts::from).collect();
-    let z_jet = jet(z, &z_first, &pairs_ts, dirs);
+    let mut z_jet = jet(z, &z_first, &pairs_ts, dirs);
+    if let Some(extra) = extra {
+        z_jet += extra.clone();
+    }
     let (tv, _) = thermo_variables(tau);
     -(Jet::from_re(tv) * z_jet.ln())
 }
@@ -324,6 +366,24 @@ mod tests {
     }
 
     #[test]
+    fn su2_character_at_zero_and_finite_field() {
+        for s2 in 0..=9 {
+            let (s, d) = (0.5 * s2 as f64, (s2 + 1) as f64);
+            // x = η/τ at τ = 1: the η derivatives are those in x
+            let chi = character(s2, Ts::from_re(0.0).derivative(1));
+            assert_eq!(chi.re, d);
+            assert_eq!(chi.first_h(), 0.0, "2S = {s2}: odd derivative exactly zero");
+            assert_eq!(chi.mixed_th(), 0.0);
+            let second = d * s * (s + 1.0) / 3.0;
+            assert!((chi.second_h() - second).abs() < 1e-13 * second.max(1.0));
+            // sinh((2S+1)x/2)/sinh(x/2) at a finite field
+            let x = 0.7;
+            let closed = (d * x / 2.0).sinh() / (x / 2.0).sinh();
+            assert!((character(s2, Ts::from(x)).re - closed).abs() < 1e-13 * closed);
+        }
+    }
+
+    #[test]
     fn daleckii_krein_matches_finite_differences() {
         // Includes an exactly degenerate pair and a near-degenerate pair in the spectrum.
         let n = 6;
@@ -348,8 +408,8 @@ mod tests {
             .iter()
             .map(|bp| (0..n).map(|k| w[k] * bp[(k, k)]).sum())
             .collect();
-        let tr = block_trace(&eb, 0.0, t, &dirs, &diag);
-        let f = free_energy(&[tr], t, &dirs);
+        let tr = block_trace(&eb, Zeeman::Projection(0.0), t, &dirs, &diag);
+        let f = free_energy(&[tr], t, &dirs, None);
         let lnz = |x: f64, y: f64| ln_z(&a, &b, &c, &d, x, y, t);
         let step = 1e-4;
         // central differences: O(step²) ≈ 1e-8 truncation error

@@ -31,6 +31,11 @@ pub enum Event {
         job: JobId,
         summary: Box<Summary>,
     },
+    /// The job waits for a superseded one to end: both would not fit in the memory budget.
+    Waiting {
+        job: JobId,
+        why: String,
+    },
     /// The job could not run (or the solver panicked).
     Failed {
         job: JobId,
@@ -47,6 +52,16 @@ pub enum Event {
         job: JobId,
         config: Box<RunConfig>,
         result: Box<FitResult>,
+    },
+    /// Where the spectral function of a spectrum job stands.
+    SpectrumProgress {
+        job: JobId,
+        stage: super::spectrum::Stage,
+    },
+    /// The spectrum job is complete.
+    SpectrumDone {
+        job: JobId,
+        spectrum: Box<super::spectrum::SpectrumData>,
     },
     /// Time passed (the redraw throttle wakes the loop with this).
     Tick,

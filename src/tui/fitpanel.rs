@@ -1,6 +1,6 @@
 //! The fit strip under the Thermo charts (shown once a target is marked): the targets, the
 //! fit's latest run (parameters, χ², λ), how χ² went down run by run, and the result with
-//! standard errors. The fit itself runs on the solver thread ([`super::worker`]).
+//! standard errors. The fit itself runs on a solver thread ([`super::worker`]).
 
 use super::app::{App, FitStatus};
 use super::plot::fmt_g;

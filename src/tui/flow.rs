@@ -40,7 +40,7 @@ pub fn sorted_levels(shell: &ShellRecord) -> Vec<&Level> {
 /// Whether the flow panel is wide enough for the even and the odd diagram side by side.
 pub fn both_parities(app: &App) -> bool {
     let area = Rect::new(0, 0, app.size.0, app.size.1);
-    let p = ui::panels(area, View::Flow);
+    let p = ui::panels(area, View::Flow, View::Sensitivities);
     p.flow.is_some_and(|r| {
         let inner = if p.framed {
             r.width.saturating_sub(2)

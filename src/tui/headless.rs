@@ -5,12 +5,14 @@
 
 use super::app::App;
 use super::event::Event;
+use super::event::JobId;
 use super::script::Step;
 use super::worker::Worker;
 use super::{dispatch, ui};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,10 @@ pub struct Outcome {
     pub first_wait: Option<Sample>,
     pub peak_threads: Option<usize>,
     pub end: Sample,
+    /// Longest time from a parameter change to the first shell of the job it started (jobs
+    /// superseded before their first shell do not count), and that time for the last job.
+    pub restart_max: Option<Duration>,
+    pub restart_last: Option<Duration>,
 }
 
 struct Session<'a> {
@@ -57,12 +63,24 @@ struct Session<'a> {
     terminal: Terminal<TestBackend>,
     dirty: bool,
     peak_threads: Option<usize>,
+    /// When each job after the first was submitted, and how long until its first shell.
+    submitted: HashMap<JobId, Instant>,
+    restarts: HashMap<JobId, Duration>,
 }
 
 impl Session<'_> {
     fn handle(&mut self, event: Event) {
+        if let Event::Shell { job, .. } = &event
+            && let Some(at) = self.submitted.get(job)
+        {
+            self.restarts.entry(*job).or_insert_with(|| at.elapsed());
+        }
         self.dirty |= self.app.handle(event);
-        dispatch(&mut self.app, self.worker);
+        if let Some(job) = dispatch(&mut self.app, self.worker) {
+            self.submitted.insert(job, Instant::now());
+        }
+        // a superseded job's runner may come and go between two steps of the script
+        self.peak_threads = self.peak_threads.max(Sample::now().threads);
     }
 
     /// Handle what has arrived, without waiting.
@@ -83,7 +101,7 @@ impl Session<'_> {
                     return Err(format!("timed out after {WAIT_LIMIT:?} waiting for {what}"));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err("the solver thread is gone".into());
+                    return Err("the solver threads are gone".into());
                 }
             }
         }
@@ -121,9 +139,22 @@ impl Session<'_> {
                 self.handle(Event::Key(key));
                 self.drain();
             }
-            Step::WaitDone => self.wait_until("the run (or the fit) to complete", |app| {
-                !app.run.is_running() && !app.fit_running()
+            Step::WaitDone => self.wait_until("the run (or the fit, or the spectrum)", |app| {
+                !app.run.is_running() && !app.fit_running() && !app.spectrum_busy()
             })?,
+            Step::WaitSpectrum(n) => {
+                let reached = |app: &App| app.spectrum_stage().map(|s| s.shells_done() >= n);
+                self.wait_until(&format!("<spectrum:{n}>"), |app| {
+                    reached(app) == Some(true)
+                        || (!app.run.is_running() && !app.fit_running() && !app.spectrum_busy())
+                })?;
+                if reached(&self.app) != Some(true) {
+                    return Err(format!(
+                        "<spectrum:{n}>: no spectrum job reached {n} shells (is the Spectrum \
+                         panel open (a), and the model the SIAM?)"
+                    ));
+                }
+            }
             Step::WaitShells(n) => {
                 self.wait_until(&format!("{n} shells"), |app| {
                     app.run.shells.len() >= n || !app.run.is_running()
@@ -163,6 +194,8 @@ pub fn run(
         terminal,
         dirty: true,
         peak_threads: None,
+        submitted: HashMap::new(),
+        restarts: HashMap::new(),
     };
     s.draw();
     let mut error = None;
@@ -195,6 +228,12 @@ pub fn run(
         first_wait,
         peak_threads: s.peak_threads,
         end: Sample::now(),
+        restart_max: s.restarts.values().max().copied(),
+        restart_last: s
+            .submitted
+            .keys()
+            .max()
+            .and_then(|last| s.restarts.get(last).copied()),
     }
 }
 

@@ -16,13 +16,14 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         &[
             (
                 "q  Esc  C-c",
-                "quit (Esc closes an overlay or cancels an edit first)",
+                "quit (Esc first closes an overlay, cancels an edit, a fit, a spectrum)",
             ),
             ("?  F1", "this help (↑↓ scroll, Esc closes)"),
             (
                 "1 2 3 4  Tab  S-Tab",
                 "Flow | Thermo | Sensitivities | Parameters",
             ),
+            ("a", "Spectrum A(ω) as panel 3; again: Sensitivities"),
             (
                 "←  →  h  l",
                 "move the shell cursor (Parameters: step the value)",
@@ -86,6 +87,24 @@ pub const KEYS: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "Spectrum (a)",
+        &[
+            (
+                "←  →  h  l",
+                "step its temperature T along 1, 2, 5 × 10^k (recomputes)",
+            ),
+            (
+                "Enter",
+                "type T (from the last shell's scale ω_N up to the band edge 1)",
+            ),
+            ("t", "which ∂A/∂θ the second chart shows"),
+            (
+                "Esc",
+                "cancel the spectrum being computed (so does any parameter change)",
+            ),
+        ],
+    ),
+    (
         "Parameters",
         &[
             ("↑ ↓ PgUp PgDn Home End", "select a parameter"),
@@ -109,6 +128,8 @@ const READING: &[&str] = &[
     "Flow: (E−E₀)/ω_N of the lowest levels vs N; colour and glyph = charge Q;",
     "  the table gives Q, S_z, degeneracy g and dE/dθ of the cursor shell.",
     "Thermo: S_imp → ln4, ln2, 0 and Tχ_imp → 1/8, 1/4, 0 (the fixed points).",
+    "Spectrum: πΓA(ω) against ±log|ω| (ω < 0 mirrored on the left, 0 in the middle),",
+    "  computed after the run (FDM, Nz = 1); ╌ Friedel: sin²(πn_d/2), reached at T ≪ T_K.",
     "Pinned runs are drawn as dots (·). NO_COLOR=1: no colour, glyphs per series.",
 ];
 

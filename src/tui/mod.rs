@@ -2,10 +2,10 @@
 //! solver, reading the same shell records as `dnrg run`. No physics here: the views only
 //! display records, and parameters go through the preset machinery.
 //!
-//! Threads: the UI thread owns the [`app::App`] and only handles events and draws; one
-//! long-lived solver thread ([`worker`]) computes shells for the newest job; in a real
-//! terminal one more thread reads keys. Everything reaches the UI thread as an
-//! [`event::Event`] on one channel.
+//! Threads: the UI thread owns the [`app::App`] and only handles events and draws; two
+//! long-lived runner threads ([`worker`]) compute the newest job and, beside it, at most one
+//! superseded job that finishes its current block; in a real terminal one more thread reads
+//! keys. Everything reaches the UI thread as an [`event::Event`] on one channel.
 
 mod app;
 mod event;
@@ -22,6 +22,7 @@ mod presets;
 mod prompt;
 mod script;
 mod sensitivities;
+mod spectrum;
 mod status;
 mod terminal;
 mod theme;
@@ -56,11 +57,12 @@ pub enum Error {
     Failed(String),
 }
 
-/// Hand the app's newest job, if any, to the worker.
-fn dispatch(app: &mut App, worker: &Worker) {
-    if let Some(job) = app.take_job() {
-        worker.submit(job);
-    }
+/// Hand the app's newest job, if any, to the worker; its id.
+fn dispatch(app: &mut App, worker: &Worker) -> Option<event::JobId> {
+    let job = app.take_job()?;
+    let id = job.id;
+    worker.submit(job);
+    Some(id)
 }
 
 /// Run the explorer; in headless mode, print the final screen to stdout.
@@ -72,7 +74,7 @@ pub fn run(options: Options) -> Result<(), Error> {
     match options.headless {
         Some(h) => {
             let steps = script::parse(&h.keys).map_err(Error::Failed)?;
-            let worker = Worker::spawn(tx).map_err(|e| failed("starting the solver thread", e))?;
+            let worker = Worker::spawn(tx).map_err(|e| failed("starting the solver threads", e))?;
             let app = App::new(AppInit {
                 theme,
                 show_times: false,
@@ -86,15 +88,21 @@ pub fn run(options: Options) -> Result<(), Error> {
             if std::env::var_os("DNRG_TUI_STATS").is_some() {
                 let first = outcome.first_wait.unwrap_or_default();
                 let opt = |v: Option<u64>| v.map_or("n/a".into(), |v| v.to_string());
+                let micros = |d: Option<std::time::Duration>| opt(d.map(|d| d.as_micros() as u64));
                 eprintln!(
                     "stats: jobs={} threads_first_wait={} threads_peak={} threads_end={} \
-                     rss_kb_first_wait={} rss_kb_end={}",
+                     rss_kb_first_wait={} rss_kb_end={} jobs_at_once_peak={} \
+                     restart_us_max={} restart_us_last={} linger_us_max={}",
                     outcome.jobs,
                     opt(first.threads.map(|t| t as u64)),
                     opt(outcome.peak_threads.map(|t| t as u64)),
                     opt(outcome.end.threads.map(|t| t as u64)),
                     opt(first.rss_kb),
                     opt(outcome.end.rss_kb),
+                    worker.peak_running(),
+                    micros(outcome.restart_max),
+                    micros(outcome.restart_last),
+                    worker.linger_max().as_micros(),
                 );
             }
             worker.shutdown(std::time::Duration::from_secs(5));
@@ -112,7 +120,7 @@ pub fn run(options: Options) -> Result<(), Error> {
                 ));
             }
             let worker =
-                Worker::spawn(tx.clone()).map_err(|e| failed("starting the solver thread", e))?;
+                Worker::spawn(tx.clone()).map_err(|e| failed("starting the solver threads", e))?;
             // SIGTERM, SIGHUP (the terminal went away) and SIGINT from `kill`: quit like `q`,
             // restoring the terminal; should the loop not get there within a second, restore
             // it from here and exit

@@ -9,9 +9,10 @@
 //! | `<Up>` `<Down>` `<Left>` `<Right>` `<Home>` `<End>` `<PgUp>` `<PgDn>` | cursor keys |
 //! | `<C-x>` | Ctrl + x (e.g. `<C-c>`, `<C-u>`) |
 //! | `<lt>` | a literal `<` |
-//! | `<wait>` | wait until the current job has computed all its shells (or failed), and a fit has finished |
+//! | `<wait>` | wait until the current job has computed all its shells (or failed), a fit has finished, and the spectrum of an open Spectrum panel is computed |
 //! | `<wait:500ms>` `<wait:2s>` | keep handling solver messages for that long |
 //! | `<shells:10>` | wait until the current job shows at least 10 shells |
+//! | `<spectrum:5>` | wait until the spectrum job has done at least 5 shells of its two passes |
 //! | `<resize:120x40>` | resize the virtual terminal |
 //! | `<paste:TEXT>` | TEXT pasted in one piece (bracketed paste; TEXT has no `>`) |
 
@@ -31,6 +32,8 @@ pub enum Step {
     Sleep(Duration),
     /// Until the current job shows this many shells.
     WaitShells(usize),
+    /// Until the spectrum job has done this many shells of its passes.
+    WaitSpectrum(usize),
     Resize(u16, u16),
     /// Text pasted in one piece (bracketed paste).
     Paste(String),
@@ -39,16 +42,17 @@ pub enum Step {
 /// The script syntax, for the help overlay and error messages.
 pub const SYNTAX: &str = "plain characters are key presses; <Enter> <Esc> <Tab> <S-Tab> <BS> \
     <Del> <Space> <Up> <Down> <Left> <Right> <Home> <End> <PgUp> <PgDn> <C-x> <lt>; \
-    <wait> (current job complete), <wait:500ms>, <wait:2s>, <shells:N>, <resize:WxH>, \
-    <paste:TEXT>";
+    <wait> (current job complete), <wait:500ms>, <wait:2s>, <shells:N>, <spectrum:N>, \
+    <resize:WxH>, <paste:TEXT>";
 
 /// The syntax as help lines.
 pub const HELP: &[&str] = &[
     "plain characters are key presses, e.g. 4<Down><Enter>0.2<Enter>",
     "<Enter> <Esc> <Tab> <S-Tab> <BS> <Del> <Space> <Up> <Down> <Left> <Right>",
     "<Home> <End> <PgUp> <PgDn> <C-x> (Ctrl+x) <lt> (a literal <)",
-    "<wait>: until the current run (or fit) is complete",
+    "<wait>: until the current run (or fit) is complete, and an open spectrum",
     "<shells:N>: until the current run shows N shells",
+    "<spectrum:N>: until the spectrum has done N shells of its two passes",
     "<wait:500ms>, <wait:2s>: keep handling events that long",
     "<resize:WxH>: resize the virtual terminal",
     "<paste:TEXT>: TEXT pasted in one piece",
@@ -99,6 +103,12 @@ fn token(name: &str) -> Result<Step, String> {
     if let Some(arg) = lower.strip_prefix("shells:") {
         return match arg.parse::<usize>() {
             Ok(n) => Ok(Step::WaitShells(n)),
+            Err(_) => bad("expected a number of shells"),
+        };
+    }
+    if let Some(arg) = lower.strip_prefix("spectrum:") {
+        return match arg.parse::<usize>() {
+            Ok(n) => Ok(Step::WaitSpectrum(n)),
             Err(_) => bad("expected a number of shells"),
         };
     }
@@ -194,6 +204,7 @@ mod tests {
             [Step::Sleep(Duration::from_secs(2))]
         );
         assert_eq!(parse("<resize:120x40>").unwrap(), [Step::Resize(120, 40)]);
+        assert_eq!(parse("<Spectrum:7>").unwrap(), [Step::WaitSpectrum(7)]);
         assert_eq!(
             parse("<Paste:A b<c>x").unwrap(),
             [Step::Paste("A b<c".into()), k('x')]
@@ -208,6 +219,7 @@ mod tests {
         assert!(parse("abc<wait").unwrap_err().contains("unterminated"));
         assert!(parse("<wait:soon>").is_err());
         assert!(parse("<shells:x>").is_err());
+        assert!(parse("<spectrum:-1>").is_err());
         assert!(parse("<resize:0x10>").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The tab bar (top), the status line (shell N / N_max, a progress gauge, kept/total states,
-//! time per shell, what is being computed) and the message line (bottom).
+//! time per shell, what is being computed: the run, then the spectrum when its panel is open)
+//! and the message line (bottom).
 
 use super::app::{App, MessageKind, View};
 use super::ui::{self, fit};
@@ -12,7 +13,7 @@ use std::time::Duration;
 pub fn render_tabs(frame: &mut Frame, area: Rect, app: &App) {
     let theme = app.theme;
     let mut spans = vec![Span::styled(" dnrg ", theme.title())];
-    for (i, v) in View::ALL.iter().enumerate() {
+    for (i, v) in app.tabs().iter().enumerate() {
         // brackets, not only reverse video, mark the active tab (readable without colour)
         let (label, style) = if *v == app.view {
             (format!("[{} {}]", i + 1, v.title()), theme.selected())
@@ -61,10 +62,14 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     let shown = run.shells.len();
     let total = run.n_max().map(|n| n + 1);
 
+    // the spectrum job follows the complete run
+    let spectrum = app.spectrum_stage().filter(|_| run.summary.is_some());
     let (state, state_style) = if app.fit_running() {
         ("fitting", theme.warning())
     } else if run.error.is_some() {
         ("failed", theme.error())
+    } else if spectrum.is_some() {
+        ("spectrum", theme.warning())
     } else if run.summary.is_some() {
         ("done", theme.ok())
     } else if run.header.is_none() {
@@ -93,8 +98,9 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
 
     // progress gauge: heavy line done, light line to do (readable without colour)
     let gauge_w = if area.width >= 100 { 20 } else { 10 };
-    let ratio = match total {
-        Some(t) if t > 0 => shown as f64 / t as f64,
+    let ratio = match (spectrum, total) {
+        (Some(stage), _) => stage.ratio(),
+        (None, Some(t)) if t > 0 => shown as f64 / t as f64,
         _ => 0.0,
     };
     let filled = ((ratio * gauge_w as f64).round() as usize).min(gauge_w);
@@ -136,6 +142,12 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     // what is being computed
     let doing = if let Some(e) = &run.error {
         e.clone()
+    } else if let Some(stage) = spectrum {
+        format!(
+            "A(ω) at T={}: {}",
+            super::plot::fmt_exact(app.spectrum_t()),
+            stage.describe()
+        )
     } else if run.summary.is_some() {
         let total: Duration = run.elapsed.iter().sum();
         format!("{shown} shells in {}", fmt_duration(app, total))
@@ -180,7 +192,7 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-const HINTS: [(&str, &str); 10] = [
+const HINTS: [(&str, &str); 11] = [
     ("?", "help"),
     ("q", "quit"),
     ("1-4", "panels"),
@@ -191,6 +203,7 @@ const HINTS: [(&str, &str); 10] = [
     ("d", "derive"),
     ("p", "presets"),
     ("s/e/P", "save/export/pin"),
+    ("a", "spectrum"),
 ];
 
 pub fn render_message(frame: &mut Frame, area: Rect, app: &App) {
@@ -210,7 +223,7 @@ pub fn render_message(frame: &mut Frame, area: Rect, app: &App) {
             };
             Line::from(Span::styled(fit(&format!(" {}", m.text), w), style))
         }
-        _ if app.editing.is_some() => Line::from(vec![
+        _ if app.is_editing() => Line::from(vec![
             Span::styled(" Enter", theme.key()),
             Span::raw(" apply  "),
             Span::styled("Esc", theme.key()),

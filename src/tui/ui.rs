@@ -1,10 +1,11 @@
 //! Screen layout: a tab bar, the panels, the status line and the message line.
 //!
-//! Small terminals (80×24 and up) show one panel at a time (tabs 1–4); from 120×36 on, all four
+//! Small terminals (80×24 and up) show one panel at a time (tabs 1–4); from 120×36 on, four
 //! panels are shown at once and the "tab" is the focused panel that receives the arrow keys.
+//! The third place shows Sensitivities or, after `a`, the Spectrum.
 
 use super::app::{App, Overlay, View};
-use super::{flow, help, parameters, presets, prompt, sensitivities, status, thermo};
+use super::{flow, help, parameters, presets, prompt, sensitivities, spectrum, status, thermo};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -23,12 +24,14 @@ pub struct Panels {
     pub flow: Option<Rect>,
     pub thermo: Option<Rect>,
     pub sensitivities: Option<Rect>,
+    pub spectrum: Option<Rect>,
     pub parameters: Option<Rect>,
     /// Panels are framed (large layout).
     pub framed: bool,
 }
 
-pub fn panels(area: Rect, view: View) -> Panels {
+/// `third`: the panel in the third place (Sensitivities or Spectrum).
+pub fn panels(area: Rect, view: View, third: View) -> Panels {
     let [_, main, _, _] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Fill(1),
@@ -41,13 +44,15 @@ pub fn panels(area: Rect, view: View) -> Panels {
             Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(main);
         let [flow, parameters] =
             Layout::horizontal([Constraint::Percentage(64), Constraint::Percentage(36)]).areas(top);
-        let [thermo, sensitivities] =
+        let [thermo, lower_right] =
             Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
                 .areas(bottom);
+        let spectrum = third == View::Spectrum;
         Panels {
             flow: Some(flow),
             thermo: Some(thermo),
-            sensitivities: Some(sensitivities),
+            sensitivities: (!spectrum).then_some(lower_right),
+            spectrum: spectrum.then_some(lower_right),
             parameters: Some(parameters),
             framed: true,
         }
@@ -57,6 +62,7 @@ pub fn panels(area: Rect, view: View) -> Panels {
             flow: only(View::Flow),
             thermo: only(View::Thermo),
             sensitivities: only(View::Sensitivities),
+            spectrum: only(View::Spectrum),
             parameters: only(View::Parameters),
             framed: false,
         }
@@ -65,15 +71,31 @@ pub fn panels(area: Rect, view: View) -> Panels {
 
 /// The inside of a panel: framed with its number and title on large screens.
 pub fn panel_inner(frame: &mut Frame, area: Rect, app: &App, view: View, framed: bool) -> Rect {
+    panel_inner_noted(frame, area, app, view, framed, "")
+}
+
+/// [`panel_inner`] with a note after the title of the frame (dimmed).
+pub fn panel_inner_noted(
+    frame: &mut Frame,
+    area: Rect,
+    app: &App,
+    view: View,
+    framed: bool,
+    note: &str,
+) -> Rect {
     if !framed {
         return area;
     }
     let focused = app.view == view;
-    let number = View::ALL.iter().position(|&v| v == view).unwrap_or(0) + 1;
-    let title = Line::from(vec![
+    let number = view.number();
+    let mut title = vec![
         Span::styled(format!(" {number} "), app.theme.key()),
         Span::styled(format!("{} ", view.title()), app.theme.title()),
-    ]);
+    ];
+    if !note.is_empty() {
+        title.push(Span::styled(format!("{note} "), app.theme.dim()));
+    }
+    let title = fit_spans(title, area.width.saturating_sub(2) as usize);
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(app.theme.border(focused))
@@ -104,7 +126,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     ])
     .areas(area);
     status::render_tabs(frame, tabs, app);
-    let p = panels(area, app.view);
+    let p = panels(area, app.view, app.tabs()[2]);
     if let Some(r) = p.flow {
         flow::render(frame, r, app, p.framed);
     }
@@ -113,6 +135,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     if let Some(r) = p.sensitivities {
         sensitivities::render(frame, r, app, p.framed);
+    }
+    if let Some(r) = p.spectrum {
+        spectrum::render(frame, r, app, p.framed);
     }
     if let Some(r) = p.parameters {
         parameters::render(frame, r, app, p.framed);

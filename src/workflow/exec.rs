@@ -1,21 +1,21 @@
 //! Running the points of a sweep: locally on a few worker threads, or one shard of them.
 //!
-//! Threads: `jobs` point workers each run one point at a time; all of them hand their block
-//! work to the one process-wide block pool ([`crate::parallel::pool`], one thread per core).
-//! Small runs (a few dozen small blocks per shell) cannot keep the cores busy on their own, so
-//! several points at once fill the gaps, while large runs still get every core for their large
-//! blocks and the block work never exceeds the core count. Each block task is sequential inside,
-//! so a point's output does not depend on `jobs` or on scheduling: byte-identical files.
+//! Threads: `jobs` point workers each run one point at a time and work on its blocks
+//! themselves; the process-wide helpers ([`crate::parallel::pool`]) take blocks only while a
+//! core is idle. Small runs (a few dozen small blocks per shell) cannot keep the cores busy on
+//! their own, so several points at once fill the gaps, while a large run still gets every idle
+//! core for its large blocks; with `jobs` at most the core count (the default), block work never
+//! exceeds it. Each block task is sequential inside, so a point's output does not depend on
+//! `jobs` or on scheduling: byte-identical files.
 
 use super::WorkflowError;
 use super::sweep::{POINTS, Point, Sweep};
 use crate::output::{JsonlWriter, RecordWriter};
-use crate::solver::Run;
+use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Share `index` of `count` equal shares (`--shard I/N`).
@@ -248,6 +248,38 @@ pub fn run_point(sweep: &Sweep, point: &Point, dir: &Path, cancel: &Arc<AtomicBo
     outcome
 }
 
+/// Temporary files of the points being written right now.
+static WRITING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Delete the temporary files of the points being written, for a process about to exit
+/// without waiting for its runs (a signal while a large block is being diagonalized): nothing
+/// partial stays behind. The list stays locked, so no point starts another file meanwhile.
+pub fn remove_files_in_progress() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    let writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+    for path in writing.iter() {
+        let _ = std::fs::remove_file(path);
+    }
+    writing
+}
+
+/// A temporary file listed in [`WRITING`] while this lives.
+struct Writing(PathBuf);
+
+impl Writing {
+    fn new(path: &Path) -> Writing {
+        let mut writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+        writing.insert(path.to_path_buf());
+        Writing(path.to_path_buf())
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut writing = WRITING.lock().unwrap_or_else(PoisonError::into_inner);
+        writing.remove(&self.0);
+    }
+}
+
 /// Temporary files of this point left by a process that was killed (`.pNNNN-*.tmp`).
 fn remove_stale_temporaries(path: &Path, stem: &str) {
     let Some(Ok(entries)) = path.parent().map(std::fs::read_dir) else {
@@ -277,9 +309,10 @@ fn write_point(
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io_err)?;
-    let mut run = Run::new(&point.preset.config)
-        .map_err(|e| e.to_string())?
-        .with_cancel_flag(Arc::clone(cancel));
+    let _listed = Writing::new(tmp.path());
+    // one chain, or the z-average when the point asks for it
+    let mut run = crate::solver::records(&point.preset.config, Arc::clone(cancel))
+        .map_err(|e| e.to_string())?;
     let mut header = run.header().clone();
     header.preset = Some(point.preset.name.clone());
     header.description = Some(point.preset.description.clone()).filter(|d| !d.is_empty());
@@ -296,10 +329,10 @@ fn write_point(
         file.write_all(line.as_bytes()).map_err(io_err)?;
         let mut writer = JsonlWriter::new(&mut file);
         writer.header(&header).map_err(io_err)?;
-        while let Some(shell) = run.next_shell() {
+        for shell in run.by_ref() {
             writer.shell(&shell).map_err(io_err)?;
         }
-        if run.is_cancelled() {
+        if cancel.load(Ordering::SeqCst) {
             return Ok(Outcome::Cancelled);
         }
         let summary = run.summary(false);
