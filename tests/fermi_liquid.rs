@@ -3,7 +3,7 @@
 
 mod common;
 
-use dnrg::params::{BareChain, RunConfig, ThermoStates};
+use dnrg::params::{BareChain, RunConfig, SymmetryChoice, ThermoStates};
 use dnrg::record::ShellRecord;
 
 fn symmetric(keep: usize, bare: BareChain) -> RunConfig {
@@ -87,4 +87,48 @@ fn complete_basis_reduces_the_truncation_error() {
         shell.0 > 1.3 * complete.0 && shell.1 > 1.3 * complete.1,
         "{shell:?} vs {complete:?}"
     );
+}
+
+/// Issue 7's acceptance: Λ = 2, U = 0.1, Γ = 0.01, keep 2000 against 8000 (≥ 500 and 4×), in
+/// (Q, S) blocks, whose kept spaces are the (Q, S_z) ones (`keep` counts states, the cut never
+/// splits a multiplet) at a fraction of the cost; largest |ΔS_imp| and |ΔTχ_imp| over the shells
+/// below `t_max(reference)`.
+fn acceptance(eps_d: f64, t_max: impl Fn(&[ShellRecord]) -> f64) -> (f64, f64) {
+    let config = |keep| {
+        let mut c = common::plain(common::siam(0.1, eps_d, 0.01, 2.0, keep, 1e-7));
+        c.nrg.symmetry = SymmetryChoice::Qs;
+        // the default β̄ (the helper pins 0.75, where T_N = ω_N/β̄ reaches further up the
+        // spectrum: the same kept states then err ≈ 12× more)
+        c.nrg.beta_bar = 1.0;
+        c
+    };
+    let reference = common::run(&config(8000));
+    let t = t_max(&reference);
+    let d = deviation(&common::run(&config(2000)), &reference, t);
+    println!("Fermi liquid ε_d = {eps_d}, 2000 vs 8000 kept, T < {t:.2e}: (ΔS, ΔTχ) = {d:?}");
+    d
+}
+
+#[test]
+fn symmetric_fermi_liquid_meets_the_accuracy_target_at_keep_2000() {
+    // T_K = 2.1e-4 (Tχ_imp through 0.07 after the local-moment plateau), 15 shells below T_K/100.
+    // Measured ΔS = 1.6e-5, ΔTχ = 5.4e-7 (keep 1000 against 4000: 1.5e-4 and 8.9e-6; the error
+    // falls ≈ 9× per doubling of the kept states). Bounds: the issue's 5e-5 for S (3.0× the
+    // measured value) and 3× the measured value for Tχ (the issue asks 1e-5).
+    let (s, tchi) = acceptance(-0.05, |_| 2.1e-4 / 100.0);
+    assert!(s < 5e-5 && tchi < 1.6e-6, "ΔS = {s:e}, ΔTχ = {tchi:e}");
+}
+
+#[test]
+fn asymmetric_fermi_liquid_meets_the_accuracy_target_at_keep_2000() {
+    // ε_d = −0.02: no local moment; T* = 7.3e-4 where Tχ_imp falls through 0.07, read from the
+    // reference run. Measured ΔS = 1.3e-5, ΔTχ = 4.3e-7; bounds as in the symmetric case.
+    let t_star = |r: &[ShellRecord]| {
+        r.iter()
+            .find(|x| x.obs.tchi_imp < 0.07)
+            .expect("a crossover")
+            .t
+    };
+    let (s, tchi) = acceptance(-0.02, |r| t_star(r) / 100.0);
+    assert!(s < 4e-5 && tchi < 1.3e-6, "ΔS = {s:e}, ΔTχ = {tchi:e}");
 }
