@@ -311,6 +311,7 @@ fn spectrum_jsonl_contract() {
         assert!(head.get(key).is_some(), "header lacks {key}");
     }
     assert_eq!(head["self_energy_trick"], false);
+    assert_eq!(head["operator"], "d");
     assert_eq!(head["z_average"], 1);
     assert_eq!(head["T"], 1e-3);
     assert_eq!(head["broadening"]["b"], 0.6);

@@ -163,6 +163,19 @@ impl SpectrumData {
         Some(0.5 * (self.a[0][i] + self.a[1][i]))
     }
 
+    /// The mean spin-averaged A over 10T ≤ |ω| ≤ 100T (the T-matrix's unitarity window).
+    pub fn low_frequency_mean(&self) -> Option<f64> {
+        let avg = self.average();
+        let low: Vec<f64> = self
+            .omega
+            .iter()
+            .zip(&avg)
+            .filter(|(w, _)| w.abs() >= 10.0 * self.t && w.abs() <= 100.0 * self.t)
+            .map(|(_, a)| *a)
+            .collect();
+        (!low.is_empty()).then(|| low.iter().sum::<f64>() / low.len() as f64)
+    }
+
     /// The Friedel value of πΓA(0) at T ≪ T_K: sin²(π⟨n_d⟩/2).
     pub fn friedel(&self) -> f64 {
         (PI * self.n_d / 2.0).sin().powi(2)
@@ -543,7 +556,16 @@ fn spectrum(frame: &mut Frame, area: Rect, app: &App, data: &SpectrumData) {
             theme.pinned(),
         ));
     }
-    if let Some(a0) = data.at_zero() {
+    if data.t_matrix {
+        // the raw FDM A at ω = 0 itself carries a broadening artifact (~30% low): the
+        // unitarity value is read over 10T ≤ |ω| ≤ 100T, as `dnrg spectrum`'s piRhoT0
+        if let Some(low) = data.low_frequency_mean() {
+            legend.push(Span::raw(format!(
+                "{y_name}(10–100T)={}",
+                fmt_g(scale * low, 4)
+            )));
+        }
+    } else if let Some(a0) = data.at_zero() {
         legend.push(Span::raw(format!("{y_name}(0)={}", fmt_g(scale * a0, 4))));
     }
     // the Friedel sum rule pins πΓA(0) at T ≪ T_K for h = 0; the T-matrix's unitarity
@@ -553,11 +575,7 @@ fn spectrum(frame: &mut Frame, area: Rect, app: &App, data: &SpectrumData) {
     } else {
         (data.gamma > 0.0 && !data.spin_resolved()).then(|| data.friedel())
     };
-    let line_name = if data.t_matrix {
-        "unitarity"
-    } else {
-        "Friedel"
-    };
+    let line_name = if data.t_matrix { "unitary" } else { "Friedel" };
     if let Some(f) = friedel {
         let what = if data.t_matrix {
             "unitarity".to_string()
