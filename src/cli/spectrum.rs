@@ -1,5 +1,7 @@
-//! `dnrg spectrum`: the FDM spectral function of the impurity level at a temperature T, with its
-//! derivatives in the derived parameters (`--derive`, or the preset's `derive` list).
+//! `dnrg spectrum`: the FDM spectral function of the impurity level at a temperature T (for the
+//! Kondo model the T-matrix's, see [`t_matrix_summary`]), with its derivatives in the derived
+//! parameters (`--derive`, or the preset's `derive` list). The header's `"operator"` says which
+//! (`"d"` or `"T-matrix"`); the T-matrix's Σ fields are null (CSV: NaN).
 //!
 //! Records (JSON Lines; names are a contract: extend, never rename):
 //! `{"type":"header",…}` with the resolved parameters, T, the broadening, the grid and `derive`;

@@ -954,6 +954,11 @@ pub(crate) fn local_expectation(
         .zip(&shell0.blocks)
         .zip(rho)
         .map(|((states, b), r)| {
+            assert_eq!(
+                states.len(),
+                b.u.nrows(),
+                "shell 0's blocks are the local groups"
+            );
             let local =
                 Mat::<f64>::from_fn(states.len(), states.len(), |i, j| x[(states[i], states[j])]);
             let xe = sandwich(b.u.as_ref(), local.as_ref(), b.u.as_ref());

@@ -29,8 +29,14 @@
 //! scheduling) before Σ is formed, as is standard.
 //!
 //! Derivatives are taken in the matrix directions ε_d, U, Γ and the impurity field h (at any h,
-//! h = 0 included, spin-resolved). Not yet: the field on the total spin as a derived parameter,
-//! the Kondo model's T-matrix, spilling per-shell data to disk.
+//! h = 0 included, spin-resolved), and J, K for the Kondo model. Not yet: the field on the total
+//! spin as a derived parameter, spilling per-shell data to disk.
+//!
+//! The Kondo model's spectrum is the T-matrix ([`SpectralOperator::TMatrix`]): the operator
+//! O_σ = [f_0σ, H_imp]/√A_Λ of [`t_matrix_operator`] replaces d_σ at shell 0, with its explicit
+//! dependence on J and K as its own derivative parts; no self-energy trick; the sum rule's
+//! right-hand side ⟨{O_σ, O_σ†}⟩ is the local expectation value on shell 0
+//! ([`Spectrum::expected_weight`]).
 
 use crate::broadening::{BinSink, DirectSink, PoleSink};
 pub use crate::broadening::{Binned, Kernel, MomentBins};
@@ -1386,5 +1392,60 @@ impl<'a> Progress<'a> {
     fn shell(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         (self.report)(done, self.total);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IMPURITY, ImpurityModel, Kondo, SITE0, SiteZero};
+    use nalgebra::DMatrix;
+
+    /// The T-matrix operator built as a commutator is the closed form
+    /// O_σ = ((J/2) Σ_σ′ (S·σ)_σσ′ f_0σ′ + K f_0σ)/√A, and Σ_σ{O_σ, O_σ†} = ((J²/4)(3/2 − 4 S·s_0)
+    /// + 2K²)/A (the sum rule's identity), with ∂O/∂ρJ = 2√A·(S·σ f)/2 as its part. Exact
+    /// arithmetic on 8×8 matrices of small integers and halves: 1e-13 is round-off.
+    #[test]
+    fn t_matrix_operator_is_the_closed_form_and_obeys_the_anticommutator_identity() {
+        let (j, k, a) = (0.3, 0.07, 1.1);
+        let model = Kondo { j, k, h_imp: 0.02 };
+        let site0 = SiteZero {
+            coupling_factor: a,
+            h_total: 0.01,
+        };
+        let dirs = Directions::new(vec![Variable::J, Variable::K], [(0, 0), (0, 1), (1, 1)]);
+        let ops = t_matrix_operator(&model, site0, &dirs);
+        let s = model.space();
+        let (jp, kp) = (2.0 * j * a, 2.0 * k * a);
+        let f = |sg: usize| s.c(SITE0, sg);
+        let sz = s.sz(IMPURITY);
+        let sp = s.s_plus(IMPURITY);
+        let sm = sp.transpose();
+        // (S·σ)_↑↑ = S^z, (S·σ)_↑↓ = S^−, (S·σ)_↓↑ = S^+, (S·σ)_↓↓ = −S^z
+        let spin_f = [&sz * f(0) + &sm * f(1), &sp * f(0) - &sz * f(1)];
+        let close = |x: &DMatrix<f64>, y: &DMatrix<f64>| (x - y).abs().max() < 1e-13;
+        let mut anti = DMatrix::zeros(s.dim(), s.dim());
+        for sg in 0..2 {
+            let o = &ops[sg];
+            let want = (&spin_f[sg] * (jp / 2.0) + f(sg) * kp) / a.sqrt();
+            assert!(close(&o.value, &want), "σ = {sg}");
+            assert!(
+                close(&o.parts[0], &(&spin_f[sg] * a.sqrt())),
+                "∂/∂ρJ, σ = {sg}"
+            );
+            assert!(
+                close(&o.parts[1], &(f(sg) * (2.0 * a.sqrt()))),
+                "∂/∂ρK, σ = {sg}"
+            );
+            for p in 2..5 {
+                assert!(o.parts[p].abs().max() == 0.0, "O is linear in J and K");
+            }
+            anti += &o.value * o.value.transpose() + o.value.transpose() * &o.value;
+        }
+        let one = DMatrix::identity(s.dim(), s.dim());
+        let want = ((&one * 1.5 - s.spin_dot(IMPURITY, SITE0) * 4.0) * (jp * jp / 4.0)
+            + &one * (2.0 * kp * kp))
+            / a;
+        assert!(close(&anti, &want));
     }
 }
