@@ -176,12 +176,16 @@ fn omegas() -> Vec<f64> {
         .collect()
 }
 
+/// A_T of both spins at each ω, and per ω its parts (per part, both spins).
+type Values = Vec<[f64; 2]>;
+type Parts = Vec<Vec<[f64; 2]>>;
+
 /// A_T of both spins and its parts at `omega`, every pole broadened without bins.
 fn unbinned(
     config: &RunConfig,
     kept: Option<&[usize]>,
     omega: &[f64],
-) -> (Spectrum, Vec<[f64; 2]>, Vec<Vec<[f64; 2]>>) {
+) -> (Spectrum, Values, Parts) {
     let probe = Probe {
         frozen_kept: kept.map(<[usize]>::to_vec),
         unbinned: Some(omega.to_vec()),
@@ -237,7 +241,7 @@ fn derivatives_in_j_and_k_match_finite_differences() {
         let (_, up, _) = unbinned(&shifted(&plain, p, step), Some(&kept), &omega);
         let (_, down, _) = unbinned(&shifted(&plain, p, -step), Some(&kept), &omega);
         // the AD gradient at θ ± δ, ± 2δ: the 4-point stencil errs by δ⁴∂⁵A/30
-        let g: Vec<Vec<Vec<[f64; 2]>>> = [2.0, 1.0, -1.0, -2.0]
+        let g: Vec<Parts> = [2.0, 1.0, -1.0, -2.0]
             .iter()
             .map(|&k| unbinned(&shifted(&dual, p, k * step), Some(&kept), &omega).2)
             .collect();

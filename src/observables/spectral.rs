@@ -1402,9 +1402,9 @@ mod tests {
     use nalgebra::DMatrix;
 
     /// The T-matrix operator built as a commutator is the closed form
-    /// O_σ = ((J/2) Σ_σ′ (S·σ)_σσ′ f_0σ′ + K f_0σ)/√A, and Σ_σ{O_σ, O_σ†} = ((J²/4)(3/2 − 4 S·s_0)
-    /// + 2K²)/A (the sum rule's identity), with ∂O/∂ρJ = 2√A·(S·σ f)/2 as its part. Exact
-    /// arithmetic on 8×8 matrices of small integers and halves: 1e-13 is round-off.
+    /// O_σ = ((J/2) Σ_σ′ (S·σ)_σσ′ f_0σ′ + K f_0σ)/√A, and the sum rule's identity
+    /// Σ_σ{O_σ, O_σ†} = ((J²/4)(3/2 − 4 S·s_0) + 2K²)/A holds, with ∂O/∂ρJ = √A·(S·σ f) as its
+    /// part. Exact arithmetic on 8×8 matrices of small integers and halves: 1e-13 is round-off.
     #[test]
     fn t_matrix_operator_is_the_closed_form_and_obeys_the_anticommutator_identity() {
         let (j, k, a) = (0.3, 0.07, 1.1);
