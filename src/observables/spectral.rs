@@ -1264,7 +1264,9 @@ pub struct ShellZeroOps {
 /// with its parts. For H_imp = J S·s_0 + K (n_0 − 1) − h S_z (s_0 = ½ f†σf, J and K the
 /// physical couplings 2ρJ·A_Λ, 2ρK·A_Λ of `model::Kondo`):
 ///
-///     O_σ = (J/2) Σ_σ′ (S·σ)_σσ′ f_0σ′ + K f_0σ        (the field commutes with f_0)
+/// ```text
+/// O_σ = (J/2) Σ_σ′ (S·σ)_σσ′ f_0σ′ + K f_0σ        (the field commutes with f_0)
+/// ```
 ///
 /// It is built as the commutator of f_0σ with the model's own terms, so each part is the
 /// commutator with ∂H_imp/∂θ (O is linear in J and K: no second-order parts). The 1/√A_Λ makes
