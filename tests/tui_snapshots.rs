@@ -665,7 +665,38 @@ impurity_observables = true
 "#;
 
 fn spectrum_screen(sandbox: &Sandbox, size: &str, keys: &str, mono: bool) -> String {
-    sandbox.write("spec.toml", SPECTRUM_PRESET);
+    preset_screen(sandbox, SPECTRUM_PRESET, size, keys, mono)
+}
+
+/// The Kondo model with T_K ≈ 2e-2 ≫ T_min (ρJ = 0.3), small like [`SPECTRUM_PRESET`], its
+/// exchange derived.
+const KONDO_SPECTRUM_PRESET: &str = r#"description = "Kondo model, T_K ≫ T_min, small (spectrum tests)"
+derive = ["J"]
+
+[model]
+kind = "kondo"
+J = 0.3
+K = 0.0
+h = 0.0
+field = "total"
+
+[nrg]
+Lambda = 3.0
+discretization = "wilson"
+z = 1.0
+keep = 150
+e_cut = 0.0
+beta_bar = 0.75
+T_min = 1e-5
+gap_window = 0.2
+
+[output]
+levels = 16
+impurity_observables = true
+"#;
+
+fn preset_screen(sandbox: &Sandbox, preset: &str, size: &str, keys: &str, mono: bool) -> String {
+    sandbox.write("spec.toml", preset);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dnrg"));
     cmd.args([
         "tui",
@@ -799,9 +830,33 @@ fn the_spectrum_temperature_is_a_parameter_of_the_panel() {
     assert!(a0(&s) < a0(&cold), "{} vs {}", a0(&s), a0(&cold));
     let s = spectrum_screen(&sandbox, "80x24", "a<wait><Enter>2<Enter>", false);
     assert!(s.contains("must be below the band edge D = 1"), "{s}");
-    // the Kondo model has no spectrum yet
+    // the Kondo model: its T-matrix
     let s = spectrum_screen(&sandbox, "80x24", "4<Home>+a<wait>", false);
-    assert!(s.contains("A(ω) is computed for the SIAM only"), "{s}");
+    assert!(s.contains("−πρ₀ImT"), "{s}");
+}
+
+#[test]
+fn kondo_spectrum_80x24() {
+    // the Kondo model's T-matrix: −πρ_0 Im T with the unitarity line at 1, reached at T ≪ T_K
+    let s = preset_screen(
+        &Sandbox::new(),
+        KONDO_SPECTRUM_PRESET,
+        "80x24",
+        "a<wait>",
+        false,
+    );
+    assert_size(&s, "80x24");
+    assert!(s.contains("[3 Spectrum]"), "{s}");
+    assert!(s.contains("FDM b=0.6 · 50 bins/dec · Nz=1"), "{s}");
+    assert!(
+        !s.contains("Σ trick"),
+        "no self-energy trick for the T-matrix:\n{s}"
+    );
+    assert!(s.contains("−πρ₀ImT(ω)") && s.contains("unitarity"), "{s}");
+    assert!(s.contains("ΣW−⟨{O,O†}⟩ ≈0"), "{s}");
+    // the second chart: ∂A_T/∂J
+    assert!(s.contains("∂A/∂J"), "{s}");
+    insta::assert_snapshot!("kondo_spectrum_80x24", s);
 }
 
 // ---- the headless contract --------------------------------------------------------------

@@ -28,11 +28,12 @@ use crate::frames::{
 };
 use crate::jet::Directions;
 use crate::linalg::{gemm, mul, sandwich};
-use crate::model::{IMPURITY, LocalSpace};
+use crate::model::LocalSpace;
 use crate::parallel::{Cancel, map_largest_first, map_largest_first_until};
 use crate::poles::{BlockRho, BlockView, PoleSums, discarded_parts, exprel, pair_poles};
 use crate::shell::{SubBlocks, group_by_qn};
 use crate::solver::{Frame, Run, Shell};
+pub(crate) use crate::spectral::{LocalOperator, ShellZeroOps};
 use crate::step::EigenBlock;
 use crate::symmetry::{Qn, SPINS, creation_qn};
 use faer::Mat;
@@ -166,12 +167,13 @@ fn block_frame(eb: &EigenBlock, k: usize, frame: Option<&Frame>, dirs: &Directio
     }
 }
 
-/// d_σ (or any local operator `c` with its quantum numbers, such as d_σ n_σ̄) at shell 0, from
-/// the local Fock space: the product blocks of shell 0 are the local states grouped by (Q, S_z)
-/// exactly as [`group_by_qn`] orders them. A constant: no derivative parts before the frames.
+/// d_σ (or any local operator with its quantum numbers, such as d_σ n_σ̄ or the Kondo model's
+/// O_σ = [f_0σ, H_imp]) at shell 0, from the local Fock space: the product blocks of shell 0 are
+/// the local states grouped by (Q, S_z) exactly as [`group_by_qn`] orders them. Its parts are
+/// the operator's own explicit dependence on the parameters (none for d_σ); the frames add theirs.
 fn initial_op(
     space: &LocalSpace,
-    c: &nalgebra::DMatrix<f64>,
+    c: &LocalOperator,
     eig: &[EigenBlock],
     index: &HashMap<Qn, usize>,
     sigma: usize,
@@ -184,12 +186,23 @@ fn initial_op(
             continue;
         };
         let (rows, cols) = (&groups[&eig[left].qn], &groups[&eb.qn]);
-        let local = Mat::<f64>::from_fn(rows.len(), cols.len(), |a, b| c[(rows[a], cols[b])]);
-        if (0..local.ncols()).all(|j| (0..local.nrows()).all(|i| local[(i, j)] == 0.0)) {
+        let local = |m: &nalgebra::DMatrix<f64>| {
+            Mat::<f64>::from_fn(rows.len(), cols.len(), |a, b| m[(rows[a], cols[b])])
+        };
+        let zero = |m: &Mat<f64>| (0..m.ncols()).all(|j| (0..m.nrows()).all(|i| m[(i, j)] == 0.0));
+        let value = local(&c.value);
+        let own: Vec<Mat<f64>> = c.parts.iter().map(local).collect();
+        if zero(&value) && own.iter().all(zero) {
             continue;
         }
-        let x = sandwich(eig[left].u.as_ref(), local.as_ref(), eb.u.as_ref());
-        ops.push((left, right, MatJet::constant(x, parts)));
+        let rotate = |m: &Mat<f64>| sandwich(eig[left].u.as_ref(), m.as_ref(), eb.u.as_ref());
+        let mut x = MatJet::constant(rotate(&value), parts);
+        for (p, m) in own.iter().enumerate().take(parts) {
+            if !zero(m) {
+                x.p[p] = rotate(m);
+            }
+        }
+        ops.push((left, right, x));
     }
     ops
 }
@@ -276,11 +289,12 @@ fn compact_index(kept_blocks: &[usize]) -> Vec<Option<usize>> {
 pub(crate) fn forward(
     run: &mut Run,
     space: &LocalSpace,
-    trick: bool,
+    ops: &ShellZeroOps,
     dirs: &Directions,
     on_shell: &(dyn Fn() + Sync),
 ) -> Option<Vec<StoredShell>> {
     let parts = dirs.parts();
+    let trick = ops.f.is_some();
     let spins: &[usize] = if run.spin_symmetric() { &[0] } else { &SPINS };
     let mut shells: Vec<StoredShell> = Vec::new();
     // X′_KK of d_σ and X_F in the solver's frame of the previous shell, keyed by (left, right)
@@ -318,12 +332,12 @@ pub(crate) fn forward(
         for kind in 0..(1 + trick as usize) {
             for &sigma in spins {
                 if n == 0 {
-                    let c = if kind == 0 {
-                        space.c(IMPURITY, sigma)
-                    } else {
-                        space.c(IMPURITY, sigma) * space.number(IMPURITY, 1 - sigma)
+                    let c = match (kind, &ops.f) {
+                        (0, _) => &ops.x[sigma],
+                        (_, Some(f)) => &f[sigma],
+                        (_, None) => unreachable!("X_F only with the trick"),
                     };
-                    for (l, r, x) in initial_op(space, &c, &eig, &index, sigma, parts) {
+                    for (l, r, x) in initial_op(space, c, &eig, &index, sigma, parts) {
                         jobs.push((kind, sigma, l, r));
                         initial.insert((kind, sigma, l, r), x);
                     }
@@ -530,6 +544,8 @@ pub(crate) struct Backward<S> {
     /// max_N |Tr R_{N−1} − Σ_{M≥N} w_M|, and the same for every part.
     pub trace_residual: f64,
     pub trace_residual_parts: Vec<f64>,
+    /// The density matrix on shell 0, per block in its eigenbasis (value only).
+    pub shell0_rho: Vec<Mat<f64>>,
 }
 
 /// Jobs of one chunk of pole work are run in parallel and merged in their fixed order: the
@@ -642,6 +658,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         .collect();
     let none: Vec<Mat<f64>> = (0..parts).map(|_| Mat::zeros(0, 0)).collect();
     let empty = BlockClusters::default();
+    let mut shell0_rho: Vec<Mat<f64>> = Vec::new();
     for n in (0..=n_max).rev() {
         if cancel.load(Ordering::Relaxed) {
             return None;
@@ -737,6 +754,19 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         }
         on_shell();
         if n == 0 {
+            // ρ on shell 0 in each block's eigenbasis (R_0 ⊕ ρ^D_0): local expectation values
+            shell0_rho = rho
+                .iter()
+                .map(|b| {
+                    let (k, d) = (b.r.v.nrows(), b.d.len());
+                    let mut m = Mat::<f64>::zeros(k + d, k + d);
+                    m.as_mut().submatrix_mut(0, 0, k, k).copy_from(&b.r.v);
+                    for (i, &x) in b.d.iter().enumerate() {
+                        m[(k + i, k + i)] = x;
+                    }
+                    m
+                })
+                .collect();
             break;
         }
         // the sweep to shell N−1: R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
@@ -904,5 +934,38 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         weight_parts,
         trace_residual,
         trace_residual_parts,
+        shell0_rho,
     })
+}
+
+/// ⟨X⟩ = Tr ρ X for an operator `x` of the local space of shell 0 that conserves (Q, S_z), from
+/// the full density matrix reduced to shell 0 ([`Backward::shell0_rho`]): independent of the
+/// poles, it is the right-hand side of a sum rule Σ W = ⟨{X, X†}⟩.
+pub(crate) fn local_expectation(
+    shell0: &StoredShell,
+    rho: &[Mat<f64>],
+    space: &LocalSpace,
+    x: &nalgebra::DMatrix<f64>,
+) -> f64 {
+    let (groups, _) = group_by_qn(space);
+    // shell 0's blocks are the local space's (Q, S_z) groups in the same order
+    groups
+        .values()
+        .zip(&shell0.blocks)
+        .zip(rho)
+        .map(|((states, b), r)| {
+            assert_eq!(
+                states.len(),
+                b.u.nrows(),
+                "shell 0's blocks are the local groups"
+            );
+            let local =
+                Mat::<f64>::from_fn(states.len(), states.len(), |i, j| x[(states[i], states[j])]);
+            let xe = sandwich(b.u.as_ref(), local.as_ref(), b.u.as_ref());
+            (0..r.nrows())
+                .flat_map(|i| (0..r.ncols()).map(move |j| (i, j)))
+                .map(|(i, j)| r[(i, j)] * xe[(j, i)])
+                .sum::<f64>()
+        })
+        .sum()
 }

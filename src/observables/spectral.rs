@@ -29,8 +29,14 @@
 //! scheduling) before Σ is formed, as is standard.
 //!
 //! Derivatives are taken in the matrix directions ε_d, U, Γ and the impurity field h (at any h,
-//! h = 0 included, spin-resolved). Not yet: the field on the total spin as a derived parameter,
-//! the Kondo model's T-matrix, spilling per-shell data to disk.
+//! h = 0 included, spin-resolved), and J, K for the Kondo model. Not yet: the field on the total
+//! spin as a derived parameter, spilling per-shell data to disk.
+//!
+//! The Kondo model's spectrum is the T-matrix ([`SpectralOperator::TMatrix`]): the operator
+//! O_σ = [f_0σ, H_imp]/√A_Λ of [`t_matrix_operator`] replaces d_σ at shell 0, with its explicit
+//! dependence on J and K as its own derivative parts; no self-energy trick; the sum rule's
+//! right-hand side ⟨{O_σ, O_σ†}⟩ is the local expectation value on shell 0
+//! ([`Spectrum::expected_weight`]).
 
 use crate::broadening::{BinSink, DirectSink, PoleSink};
 pub use crate::broadening::{Binned, Kernel, MomentBins};
@@ -244,6 +250,12 @@ pub struct Spectrum {
     /// frames), of the largest chain when z-averaged (chains run in parallel: as many at once as
     /// threads).
     pub stored_bytes: usize,
+    /// Which correlator: ⟨⟨d_σ; d_σ†⟩⟩ (SIAM) or the T-matrix ⟨⟨O_σ; O_σ†⟩⟩ (Kondo model).
+    pub operator: SpectralOperator,
+    /// The sum rule's right-hand side ⟨{X_σ, X_σ†}⟩ per spin: exactly 1 for X = d_σ; for the
+    /// T-matrix the local expectation value Tr ρ{O_σ, O_σ†} on shell 0, from the full density
+    /// matrix and not from the poles (averaged over z like the weights).
+    pub expected_weight: [f64; 2],
     /// Wall time of the passes, summed over the chains of a z-average.
     pub times: SpectralTimes,
     omega_last: f64,
@@ -258,9 +270,9 @@ pub struct Spectrum {
     pub unbinned: Option<Unbinned>,
 }
 
-/// The largest residuals of the sum rules over both spins: ΣW − 1, and Σ ∂W, Σ ∂²W (exactly 0)
-/// per part, in the layout of [`Spectrum::parts`]; with the self-energy trick also
-/// ΣW_F − ⟨n_σ̄⟩ and their parts.
+/// The largest residuals of the sum rules over both spins: ΣW − 1 (ΣW − ⟨{O_σ, O_σ†}⟩ for the
+/// T-matrix), and Σ ∂W, Σ ∂²W (exactly 0) per part, in the layout of [`Spectrum::parts`] (empty
+/// for the T-matrix); with the self-energy trick also ΣW_F − ⟨n_σ̄⟩ and their parts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SumRules {
     pub weight: f64,
@@ -403,10 +415,15 @@ impl Spectrum {
         let parts = self.dirs.parts();
         let trick = self.self_energy_trick();
         SumRules {
-            weight: worst(&|s| self.sums[s].weight - 1.0),
-            weight_parts: (0..parts)
-                .map(|x| worst(&|s| self.sum_parts[s].weight[x]))
-                .collect(),
+            weight: worst(&|s| self.sums[s].weight - self.expected_weight[s]),
+            // the T-matrix's Σ∂W = ∂⟨{O, O†}⟩ has no independent value here
+            weight_parts: if self.operator == SpectralOperator::ImpurityLevel {
+                (0..parts)
+                    .map(|x| worst(&|s| self.sum_parts[s].weight[x]))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             weight_f: trick
                 .then(|| worst(&|s| self.sums[s].weight_f - self.sums[1 - s].occupation)),
             weight_f_parts: trick.then(|| {
@@ -806,10 +823,9 @@ pub fn spectral_directions(
     let vars = params
         .iter()
         .map(|&p| match p {
-            Param::EpsD => Ok(Variable::EpsD),
-            Param::U => Ok(Variable::U),
-            Param::Gamma => Ok(Variable::Gamma),
             Param::H if config.model.field == FieldKind::Impurity => Ok(Variable::HImp),
+            Param::J if config.model.kind == ModelKind::Kondo => Ok(Variable::J),
+            Param::K if config.model.kind == ModelKind::Kondo => Ok(Variable::K),
             Param::H => Err(InvalidParam {
                 key: "derive".into(),
                 value: "h".into(),
@@ -817,10 +833,17 @@ pub fn spectral_directions(
                          (set model.field = \"impurity\"); the field on the total spin is not yet"
                     .into(),
             }),
+            Param::EpsD | Param::U | Param::Gamma if config.model.kind == ModelKind::Siam => {
+                Ok(match p {
+                    Param::EpsD => Variable::EpsD,
+                    Param::U => Variable::U,
+                    _ => Variable::Gamma,
+                })
+            }
             other => Err(InvalidParam {
                 key: "derive".into(),
                 value: other.name().into(),
-                reason: "not a parameter of the SIAM".into(),
+                reason: format!("not a parameter of the {} model", config.model.kind.name()),
             }),
         })
         .collect::<Result<Vec<Variable>, InvalidParam>>()?;
@@ -874,15 +897,7 @@ fn spectrum_inner(
     report: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Option<Spectrum>, InvalidParam> {
     opts.validate()?;
-    if config.model.kind != ModelKind::Siam {
-        return Err(InvalidParam {
-            key: "model.kind".into(),
-            value: config.model.kind.name().into(),
-            reason: "the spectral function is implemented for the SIAM only (the Kondo model's \
-                     T-matrix is not yet)"
-                .into(),
-        });
-    }
+    let operator = SpectralOperator::of(config.model.kind);
     let (derive, dirs) = spectral_directions(config, opts.second_order)?;
     if config.symmetry() != Symmetry::QSz {
         return Err(InvalidParam {
@@ -894,7 +909,8 @@ fn spectrum_inner(
         });
     }
     let siam = SiamLevels::of(config);
-    let trick = opts.self_energy_trick && siam.u != 0.0;
+    let trick =
+        opts.self_energy_trick && siam.u != 0.0 && operator == SpectralOperator::ImpurityLevel;
     // z-averaging: one chain per z_i = i/Nz (i = 1…Nz, so z = 1 is among them), all binned on
     // one grid, whose lowest bin is set by the smallest ω_{N_max} of the chains
     let nz = config.nrg.z_average;
@@ -930,6 +946,7 @@ fn spectrum_inner(
         gamma: opts.linear_width * opts.t,
     };
     let setup = ChainSetup {
+        operator,
         t: opts.t,
         trick,
         grid: &grid,
@@ -1036,6 +1053,8 @@ fn spectrum_inner(
             })
             .collect(),
         stored_bytes: chains.iter().map(|c| c.stored_bytes).max().unwrap_or(0),
+        operator,
+        expected_weight: SPINS.map(|sp| chains.iter().map(|c| c.expected[sp]).sum::<f64>() * scale),
         times: SpectralTimes {
             forward: chains.iter().map(|c| c.times.forward).sum(),
             backward: chains.iter().map(|c| c.times.backward).sum(),
@@ -1051,6 +1070,7 @@ fn spectrum_inner(
 
 /// What every chain of a spectrum shares.
 struct ChainSetup<'a> {
+    operator: SpectralOperator,
     t: f64,
     trick: bool,
     grid: &'a Binned,
@@ -1073,6 +1093,8 @@ struct OneChain {
     trace_residual: f64,
     trace_residual_parts: Vec<f64>,
     stored_bytes: usize,
+    /// ⟨{X_σ, X_σ†}⟩ per spin (the sum rule's right-hand side).
+    expected: [f64; 2],
     times: SpectralTimes,
     kept: Vec<usize>,
 }
@@ -1114,7 +1136,8 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
     let space = run.model().space();
     let mirror = fdm::mirror_parts(&run, dirs);
     let mirror = mirror.as_deref();
-    let Some(shells) = fdm::forward(&mut run, &space, s.trick, dirs, &|| s.progress.shell()) else {
+    let ops = shell_zero_ops(s.operator, config, &run, &space, s.trick, dirs);
+    let Some(shells) = fdm::forward(&mut run, &space, &ops, dirs, &|| s.progress.shell()) else {
         return Ok(None);
     };
     let forward_time = started.elapsed();
@@ -1132,12 +1155,14 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let Some(b) = fdm::backward(&shells, s.t, dirs, &bins, s.trick, mirror, watch) else {
                 return Ok(None);
             };
+            let expected = expected_weights(s.operator, &ops, &shells, &b.shell0_rho, &space);
             let rest = (
                 b.sums,
                 b.weights,
                 b.weight_parts,
                 b.trace_residual,
                 b.trace_residual_parts,
+                expected,
             );
             (b.sinks, b.sinks_f, None, rest)
         }
@@ -1149,6 +1174,7 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             else {
                 return Ok(None);
             };
+            let expected = expected_weights(s.operator, &ops, &shells, &b.shell0_rho, &space);
             let [(g0, d0), (g1, d1)] = b.sinks;
             let (sf, df) = match b.sinks_f {
                 Some([(f0, e0), (f1, e1)]) => (Some([f0, f1]), Some([e0, e1])),
@@ -1164,12 +1190,13 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
                     b.weight_parts,
                     b.trace_residual,
                     b.trace_residual_parts,
+                    expected,
                 ),
             )
         }
     };
     drop(shells);
-    let (sums, weights, weight_parts, trace_residual, trace_residual_parts) = rest;
+    let (sums, weights, weight_parts, trace_residual, trace_residual_parts, expected) = rest;
     Ok(Some(OneChain {
         header,
         sinks,
@@ -1181,12 +1208,164 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
         trace_residual,
         trace_residual_parts,
         stored_bytes,
+        expected,
         times: SpectralTimes {
             forward: forward_time,
             backward: clock.elapsed(),
         },
         kept,
     }))
+}
+// ---- the operator: d_σ of the SIAM, or the Kondo model's O_σ = [f_0σ, H_imp] ---------------
+
+/// The correlator whose spectral function is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpectralOperator {
+    /// A_σ = −Im⟨⟨d_σ; d_σ†⟩⟩/π of the impurity level (SIAM).
+    ImpurityLevel,
+    /// A_T,σ = −Im T_σ/π with T_σ = ⟨⟨O_σ; O_σ†⟩⟩, O_σ = [f_0σ, H_imp]/√A_Λ (Kondo model): the
+    /// conduction electrons' T-matrix G_00 = G⁰_00 + G⁰_00 T G⁰_00 without its static part.
+    TMatrix,
+}
+
+impl SpectralOperator {
+    pub fn of(kind: ModelKind) -> SpectralOperator {
+        match kind {
+            ModelKind::Siam => SpectralOperator::ImpurityLevel,
+            ModelKind::Kondo => SpectralOperator::TMatrix,
+        }
+    }
+
+    /// The name in the header's `"operator"`: `"d"` or `"T-matrix"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpectralOperator::ImpurityLevel => "d",
+            SpectralOperator::TMatrix => "T-matrix",
+        }
+    }
+}
+
+/// A local operator of shell 0 (impurity ⊗ site 0, the model's [`crate::model::LocalSpace`])
+/// that lowers Q by one and S_z by s_σ, with its explicit dependence on the derived parameters:
+/// `parts` in the layout of [`Directions`] (empty or zero when it has none, as d_σ).
+pub struct LocalOperator {
+    pub value: nalgebra::DMatrix<f64>,
+    pub parts: Vec<nalgebra::DMatrix<f64>>,
+}
+
+/// What the forward pass carries from shell 0: the operator X_σ of the spectral function and,
+/// with the self-energy trick, X_F = d_σ n_σ̄.
+pub struct ShellZeroOps {
+    pub x: [LocalOperator; 2],
+    pub f: Option<[LocalOperator; 2]>,
+}
+
+/// The Kondo model's T-matrix operator O_σ = [f_0σ, H_imp] of both spins, divided by √A_Λ,
+/// with its parts. For H_imp = J S·s_0 + K (n_0 − 1) − h S_z (s_0 = ½ f†σf, J and K the
+/// physical couplings 2ρJ·A_Λ, 2ρK·A_Λ of `model::Kondo`):
+///
+/// ```text
+/// O_σ = (J/2) Σ_σ′ (S·σ)_σσ′ f_0σ′ + K f_0σ        (the field commutes with f_0)
+/// ```
+///
+/// It is built as the commutator of f_0σ with the model's own terms, so each part is the
+/// commutator with ∂H_imp/∂θ (O is linear in J and K: no second-order parts). The 1/√A_Λ makes
+/// −πρ_0 Im T the continuum's: Wilson's chain has the low-energy density of states ρ_0/A_Λ at
+/// site 0 (the reason its couplings carry A_Λ), so unitarity reads −π(ρ_0/A_Λ) Im T_chain = 1.
+pub fn t_matrix_operator(
+    model: &dyn crate::model::ImpurityModel,
+    site0: crate::model::SiteZero,
+    dirs: &Directions,
+) -> [LocalOperator; 2] {
+    let space = model.space();
+    let x = crate::nrg::shell::seeded_variables(model);
+    let terms = model.hamiltonian(&space, &x, site0);
+    let var_index: Vec<usize> = dirs
+        .vars()
+        .iter()
+        .map(|&v| crate::model::variable_index(model, v).expect("direction is a model variable"))
+        .collect();
+    let norm = 1.0 / site0.coupling_factor.sqrt();
+    SPINS.map(|sigma| {
+        let f = space.c(crate::model::SITE0, sigma);
+        let commutators: Vec<nalgebra::DMatrix<f64>> =
+            terms.iter().map(|t| &f * &t.op - &t.op * &f).collect();
+        let combine = |coef: &dyn Fn(&num_dual::Dual2DVec64) -> f64| {
+            let mut m = nalgebra::DMatrix::zeros(space.dim(), space.dim());
+            for (t, c) in terms.iter().zip(&commutators) {
+                let a = coef(&t.coef);
+                if a != 0.0 {
+                    m += c * (a * norm);
+                }
+            }
+            m
+        };
+        LocalOperator {
+            value: combine(&|c| c.re),
+            parts: (0..dirs.parts())
+                .map(|p| combine(&|c| crate::nrg::shell::part_coefficient(c, p, dirs, &var_index)))
+                .collect(),
+        }
+    })
+}
+
+/// The operators of a chain's forward pass.
+fn shell_zero_ops(
+    operator: SpectralOperator,
+    config: &RunConfig,
+    run: &Run,
+    space: &crate::model::LocalSpace,
+    trick: bool,
+    dirs: &Directions,
+) -> ShellZeroOps {
+    use crate::model::IMPURITY;
+    let plain = |m: nalgebra::DMatrix<f64>| LocalOperator {
+        value: m,
+        parts: Vec::new(),
+    };
+    match operator {
+        SpectralOperator::ImpurityLevel => ShellZeroOps {
+            x: SPINS.map(|s| plain(space.c(IMPURITY, s))),
+            f: trick.then(|| {
+                SPINS.map(|s| plain(space.c(IMPURITY, s) * space.number(IMPURITY, 1 - s)))
+            }),
+        },
+        SpectralOperator::TMatrix => {
+            let m = &config.model;
+            let site0 = crate::model::SiteZero {
+                coupling_factor: run.header().chain.a_lambda,
+                h_total: if m.field == FieldKind::Total {
+                    m.h
+                } else {
+                    0.0
+                },
+            };
+            ShellZeroOps {
+                x: t_matrix_operator(run.model(), site0, dirs),
+                f: None,
+            }
+        }
+    }
+}
+
+/// The sum rule's right-hand side ⟨{X_σ, X_σ†}⟩ per spin: 1 for d_σ (an exact identity); for
+/// the T-matrix the expectation value of the local operator {O_σ, O_σ†} in the full density
+/// matrix reduced to shell 0.
+fn expected_weights(
+    operator: SpectralOperator,
+    ops: &ShellZeroOps,
+    shells: &[StoredShell],
+    rho0: &[faer::Mat<f64>],
+    space: &crate::model::LocalSpace,
+) -> [f64; 2] {
+    match operator {
+        SpectralOperator::ImpurityLevel => [1.0; 2],
+        SpectralOperator::TMatrix => SPINS.map(|s| {
+            let o = &ops.x[s].value;
+            let anti = o * o.transpose() + o.transpose() * o;
+            fdm::local_expectation(&shells[0], rho0, space, &anti)
+        }),
+    }
 }
 // ---- progress (for the explorer's status line; no part of the method) ----------------------
 
@@ -1215,5 +1394,60 @@ impl<'a> Progress<'a> {
     fn shell(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         (self.report)(done, self.total);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IMPURITY, ImpurityModel, Kondo, SITE0, SiteZero};
+    use nalgebra::DMatrix;
+
+    /// The T-matrix operator built as a commutator is the closed form
+    /// O_σ = ((J/2) Σ_σ′ (S·σ)_σσ′ f_0σ′ + K f_0σ)/√A, and the sum rule's identity
+    /// Σ_σ{O_σ, O_σ†} = ((J²/4)(3/2 − 4 S·s_0) + 2K²)/A holds, with ∂O/∂ρJ = √A·(S·σ f) as its
+    /// part. Exact arithmetic on 8×8 matrices of small integers and halves: 1e-13 is round-off.
+    #[test]
+    fn t_matrix_operator_is_the_closed_form_and_obeys_the_anticommutator_identity() {
+        let (j, k, a) = (0.3, 0.07, 1.1);
+        let model = Kondo { j, k, h_imp: 0.02 };
+        let site0 = SiteZero {
+            coupling_factor: a,
+            h_total: 0.01,
+        };
+        let dirs = Directions::new(vec![Variable::J, Variable::K], [(0, 0), (0, 1), (1, 1)]);
+        let ops = t_matrix_operator(&model, site0, &dirs);
+        let s = model.space();
+        let (jp, kp) = (2.0 * j * a, 2.0 * k * a);
+        let f = |sg: usize| s.c(SITE0, sg);
+        let sz = s.sz(IMPURITY);
+        let sp = s.s_plus(IMPURITY);
+        let sm = sp.transpose();
+        // (S·σ)_↑↑ = S^z, (S·σ)_↑↓ = S^−, (S·σ)_↓↑ = S^+, (S·σ)_↓↓ = −S^z
+        let spin_f = [&sz * f(0) + &sm * f(1), &sp * f(0) - &sz * f(1)];
+        let close = |x: &DMatrix<f64>, y: &DMatrix<f64>| (x - y).abs().max() < 1e-13;
+        let mut anti = DMatrix::zeros(s.dim(), s.dim());
+        for sg in 0..2 {
+            let o = &ops[sg];
+            let want = (&spin_f[sg] * (jp / 2.0) + f(sg) * kp) / a.sqrt();
+            assert!(close(&o.value, &want), "σ = {sg}");
+            assert!(
+                close(&o.parts[0], &(&spin_f[sg] * a.sqrt())),
+                "∂/∂ρJ, σ = {sg}"
+            );
+            assert!(
+                close(&o.parts[1], &(f(sg) * (2.0 * a.sqrt()))),
+                "∂/∂ρK, σ = {sg}"
+            );
+            for p in 2..5 {
+                assert!(o.parts[p].abs().max() == 0.0, "O is linear in J and K");
+            }
+            anti += &o.value * o.value.transpose() + o.value.transpose() * &o.value;
+        }
+        let one = DMatrix::identity(s.dim(), s.dim());
+        let want = ((&one * 1.5 - s.spin_dot(IMPURITY, SITE0) * 4.0) * (jp * jp / 4.0)
+            + &one * (2.0 * kp * kp))
+            / a;
+        assert!(close(&anti, &want));
     }
 }

@@ -1290,13 +1290,12 @@ impl App {
         }
     }
 
-    /// Start the spectrum job the Spectrum panel needs, if any: the panel is shown, the
-    /// model is the SIAM, the run is complete, no fit is running or queued, and the spectrum of
+    /// Start the spectrum job the Spectrum panel needs, if any: the panel is shown, the run is
+    /// complete, no fit is running or queued, and the spectrum of
     /// this run at this T is neither computed nor being computed (nor cancelled with Esc).
     /// `true` if the state changed.
     fn ensure_spectrum(&mut self) -> bool {
         if !self.spectrum_on
-            || self.run.config.model.kind != ModelKind::Siam
             || self.run.summary.is_none()
             || self.run.error.is_some()
             || self.fit_running()
@@ -1356,7 +1355,7 @@ impl App {
             let text = if self.config.model.kind == ModelKind::Siam {
                 "Spectrum: A(ω) at T (Enter types T, ←→ steps it); a: back to Sensitivities"
             } else {
-                "Spectrum: the SIAM only (the Kondo T-matrix is not implemented yet)"
+                "Spectrum: the T-matrix −πρ₀ImT(ω) at T (Enter types T, ←→ steps it); a: back"
             };
             self.set_message(MessageKind::Info, text);
         } else {
@@ -2048,14 +2047,19 @@ mod tests {
     }
 
     #[test]
-    fn the_kondo_model_has_no_spectrum_job() {
+    fn the_kondo_model_gets_a_t_matrix_spectrum_job() {
         let mut a = small_siam();
         press(&mut a, "4<Home>+a");
         assert_eq!(a.config.model.kind, ModelKind::Kondo);
         a.take_job();
         a.restart();
         finish_run(&mut a);
-        assert!(a.take_job().is_none());
-        assert!(a.spectrum.is_none());
+        // the panel's job is the T-matrix spectrum, drawn as −πρ_0 Im T = π²ρ_0 A_T
+        let (_, t) = spectrum_job(&mut a);
+        let data = compute_spectrum(&a, t);
+        assert!(data.t_matrix && !data.trick);
+        assert_eq!(data.scale(), std::f64::consts::PI.powi(2) * spectrum::RHO0);
+        // Σ W = ⟨{O, O†}⟩ to round-off (its right-hand side from the density matrix on shell 0)
+        assert!(data.sum_rule < 1e-10, "{}", data.sum_rule);
     }
 }

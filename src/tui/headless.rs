@@ -151,7 +151,7 @@ impl Session<'_> {
                 if reached(&self.app) != Some(true) {
                     return Err(format!(
                         "<spectrum:{n}>: no spectrum job reached {n} shells (is the Spectrum \
-                         panel open (a), and the model the SIAM?)"
+                         panel open (a)?)"
                     ));
                 }
             }

@@ -1,9 +1,11 @@
-//! The Spectrum panel: the impurity spectral function A(ω) of the SIAM at the panel's
-//! temperature T, by the library's FDM-NRG ([`dnrg::spectral`]), on a symmetric logarithmic
+//! The Spectrum panel: the impurity spectral function A(ω) of the SIAM (or the Kondo model's
+//! T-matrix spectral function A_T(ω) = −Im T/π) at the panel's temperature T, by the library's FDM-NRG ([`dnrg::spectral`]), on a symmetric logarithmic
 //! frequency axis: |ω| from T to the band edge D = 1 on each side, negative frequencies
 //! mirrored on the left, and a short linear stretch |ω| < T around the zero marker in the
 //! middle. With Γ > 0 the curve is πΓA(ω), with the Friedel line sin²(π⟨n_d⟩/2) (= 1 at
-//! particle–hole symmetry) when there is no field; with a field both spins are drawn.
+//! particle–hole symmetry) when there is no field; with a field both spins are drawn. For the
+//! Kondo model the curve is −πρ_0 Im T = π²ρ_0 A_T (ρ_0 = ½) with the unitarity line at 1,
+//! which it reaches at T, |ω| ≪ T_K.
 //! ∂A/∂θ of the selected θ (`t`) is a second chart below once derivative spectra exist.
 //!
 //! The spectrum is a job of the solver thread, started when the run has reached its last shell
@@ -20,7 +22,7 @@ use super::plot::{linear_axis, value_range};
 use super::theme::{PINNED_GLYPH, SERIES_GLYPHS};
 use super::ui;
 use dnrg::params::{FieldKind, ModelKind, Param, RunConfig};
-use dnrg::spectral::{SpectralOptions, spectrum_with_progress};
+use dnrg::spectral::{SpectralOperator, SpectralOptions, spectrum_with_progress};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -40,6 +42,8 @@ const LINEAR_HALF: f64 = 0.5;
 const LINEAR_POINTS: usize = 4;
 /// The band edge D (the chains are built for a flat band on [−D, D], D = 1).
 pub const BAND_EDGE: f64 = 1.0;
+/// ρ_0 = 1/(2D), the flat band's density of states per spin.
+pub const RHO0: f64 = 0.5 / BAND_EDGE;
 
 /// The library's options for the explorer's spectra at temperature `t`.
 pub fn options(t: f64) -> SpectralOptions {
@@ -113,11 +117,14 @@ pub struct SpectrumData {
     pub a: [Vec<f64>; 2],
     /// Γ (the SIAM's hybridization).
     pub gamma: f64,
+    /// The Kondo model's T-matrix (A is A_T) instead of the impurity level.
+    pub t_matrix: bool,
     /// The field h (spin-resolved spectra when h ≠ 0).
     pub h: f64,
     /// ⟨n_d⟩ = Tr ρ d†d from the FDM density matrix.
     pub n_d: f64,
-    /// max_σ |Σ W_σ − 1| (the sum rule; exact for the complete basis).
+    /// max_σ |Σ W_σ − ⟨{X_σ, X_σ†}⟩| (the sum rule, exact for the complete basis: 1 for
+    /// X = d, the local expectation value on shell 0 for the T-matrix's O).
     pub sum_rule: f64,
     /// ∂A/∂θ (spin average) at `omega` for each derived θ the spectrum is differentiable in;
     /// `None` when there is none.
@@ -138,9 +145,12 @@ impl SpectrumData {
             .collect()
     }
 
-    /// πΓ when Γ > 0 (the plot shows πΓA), else 1.
+    /// π²ρ_0 for the T-matrix (the plot shows −πρ_0 Im T), πΓ when Γ > 0 (the plot shows
+    /// πΓA), else 1.
     pub fn scale(&self) -> f64 {
-        if self.gamma > 0.0 {
+        if self.t_matrix {
+            PI * PI * RHO0
+        } else if self.gamma > 0.0 {
             PI * self.gamma
         } else {
             1.0
@@ -151,6 +161,19 @@ impl SpectrumData {
     pub fn at_zero(&self) -> Option<f64> {
         let i = self.omega.iter().position(|&w| w == 0.0)?;
         Some(0.5 * (self.a[0][i] + self.a[1][i]))
+    }
+
+    /// The mean spin-averaged A over 10T ≤ |ω| ≤ 100T (the T-matrix's unitarity window).
+    pub fn low_frequency_mean(&self) -> Option<f64> {
+        let avg = self.average();
+        let low: Vec<f64> = self
+            .omega
+            .iter()
+            .zip(&avg)
+            .filter(|(w, _)| w.abs() >= 10.0 * self.t && w.abs() <= 100.0 * self.t)
+            .map(|(_, a)| *a)
+            .collect();
+        (!low.is_empty()).then(|| low.iter().sum::<f64>() / low.len() as f64)
     }
 
     /// The Friedel value of πΓA(0) at T ≪ T_K: sin²(π⟨n_d⟩/2).
@@ -314,10 +337,11 @@ pub fn compute(
     // the second chart shows ∂A/∂θ of the parameters the spectra can be differentiated in
     // (first order only: about half the parts of a full Hessian)
     let impurity_field = config.model.field == FieldKind::Impurity;
+    let kondo = config.model.kind == ModelKind::Kondo;
     config.derive.retain(|p| match p {
-        Param::EpsD | Param::U | Param::Gamma => true,
+        Param::EpsD | Param::U | Param::Gamma => !kondo,
+        Param::J | Param::K => kondo,
         Param::H => impurity_field,
-        _ => false,
     });
     let mut opts = options(t);
     opts.second_order = false;
@@ -353,13 +377,10 @@ pub fn compute(
         omega,
         a,
         gamma: config.model.gamma,
+        t_matrix: s.operator == SpectralOperator::TMatrix,
         h: config.model.h,
         n_d: s.n_d(),
-        sum_rule: s
-            .sums
-            .iter()
-            .map(|x| (x.weight - 1.0).abs())
-            .fold(0.0, f64::max),
+        sum_rule: s.sum_rule_residuals().weight,
         derivatives,
     }))
 }
@@ -370,14 +391,6 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
     // the settings are in the frame's title, or (small screens, no frame) in the first line
     let note = settings(app);
     let inner = ui::panel_inner_noted(frame, area, app, View::Spectrum, framed, &note);
-    if app.config.model.kind != ModelKind::Siam {
-        return ui::placeholder(
-            frame,
-            inner,
-            app,
-            "A(ω) is computed for the SIAM only (the Kondo model's T-matrix: not yet)",
-        );
-    }
     let [head, body] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
     head_line(frame, head, app, (!framed).then_some(note.as_str()));
     let run = &app.run;
@@ -409,7 +422,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
 fn settings(app: &App) -> String {
     let (b, bins, trick) = match app.spectrum_data() {
         Some(d) => (d.b, d.bins_per_decade, d.trick),
-        None => (options(1.0).b, BINS_PER_DECADE, app.config.model.u != 0.0),
+        None => (
+            options(1.0).b,
+            BINS_PER_DECADE,
+            app.config.model.kind == ModelKind::Siam && app.config.model.u != 0.0,
+        ),
     };
     let trick = if trick { " · Σ trick" } else { "" };
     format!("FDM b={b} · {bins} bins/dec · Nz=1{trick}")
@@ -473,7 +490,13 @@ fn spectrum(frame: &mut Frame, area: Rect, app: &App, data: &SpectrumData) {
     ])
     .areas(area);
     let scale = data.scale();
-    let y_name = if data.gamma > 0.0 { "πΓA" } else { "A" };
+    let y_name = if data.t_matrix {
+        "−πρ₀ImT"
+    } else if data.gamma > 0.0 {
+        "πΓA"
+    } else {
+        "A"
+    };
 
     let mut series = Vec::new();
     let mut values = Vec::new();
@@ -482,7 +505,7 @@ fn spectrum(frame: &mut Frame, area: Rect, app: &App, data: &SpectrumData) {
         .pinned
         .as_ref()
         .and_then(|p| p.spectrum.as_ref())
-        .filter(|p| p.gamma > 0.0 || data.gamma <= 0.0);
+        .filter(|p| p.t_matrix == data.t_matrix && (p.gamma > 0.0 || data.gamma <= 0.0));
     if let Some(p) = pinned {
         let pts: Vec<(f64, f64)> = p
             .omega
@@ -533,25 +556,44 @@ fn spectrum(frame: &mut Frame, area: Rect, app: &App, data: &SpectrumData) {
             theme.pinned(),
         ));
     }
-    if let Some(a0) = data.at_zero() {
+    if data.t_matrix {
+        // the raw FDM A at ω = 0 itself carries a broadening artifact (~30% low): the
+        // unitarity value is read over 10T ≤ |ω| ≤ 100T, as `dnrg spectrum`'s piRhoT0
+        if let Some(low) = data.low_frequency_mean() {
+            legend.push(Span::raw(format!(
+                "{y_name}(10–100T)={}",
+                fmt_g(scale * low, 4)
+            )));
+        }
+    } else if let Some(a0) = data.at_zero() {
         legend.push(Span::raw(format!("{y_name}(0)={}", fmt_g(scale * a0, 4))));
     }
-    // the Friedel sum rule pins πΓA(0) at T ≪ T_K for h = 0
-    let friedel = (data.gamma > 0.0 && !data.spin_resolved()).then(|| data.friedel());
+    // the Friedel sum rule pins πΓA(0) at T ≪ T_K for h = 0; the T-matrix's unitarity
+    // −πρ_0 Im T(0) = 1 (phase shift π/2)
+    let friedel = if data.t_matrix {
+        (!data.spin_resolved()).then_some(1.0)
+    } else {
+        (data.gamma > 0.0 && !data.spin_resolved()).then(|| data.friedel())
+    };
+    let line_name = if data.t_matrix { "unitary" } else { "Friedel" };
     if let Some(f) = friedel {
-        legend.push(Span::styled(
-            format!("  ╌ Friedel sin²(πn_d/2)={}", fmt_g(f, 4)),
-            theme.dim(),
-        ));
+        let what = if data.t_matrix {
+            "unitarity".to_string()
+        } else {
+            format!("Friedel sin²(πn_d/2)={}", fmt_g(f, 4))
+        };
+        legend.push(Span::styled(format!("  ╌ {what}"), theme.dim()));
     }
-    legend.push(Span::styled(
+    let sums = if data.t_matrix {
+        format!("  ΣW−⟨{{O,O†}}⟩ {}", sum_rule(data.sum_rule))
+    } else {
         format!(
             "  n_d={}  ΣW−1 {}",
             fmt_g(data.n_d, 4),
             sum_rule(data.sum_rule)
-        ),
-        theme.dim(),
-    ));
+        )
+    };
+    legend.push(Span::styled(sums, theme.dim()));
     frame.render_widget(
         Paragraph::new(ui::fit_spans(legend, legend_area.width as usize)),
         legend_area,
@@ -566,7 +608,7 @@ fn spectrum(frame: &mut Frame, area: Rect, app: &App, data: &SpectrumData) {
     if let Some(f) = friedel {
         plot.hlines.push(HLine {
             y: f,
-            label: "Friedel".into(),
+            label: line_name.into(),
         });
     }
     plot.cursor = Some(0.0); // the zero marker
@@ -633,7 +675,7 @@ fn derivative_chart(
     frame.render_widget(plot, plot_area);
 }
 
-/// |Σ W − 1|: round-off (≈0) or a number worth reading.
+/// |Σ W − ⟨{X, X†}⟩|: round-off (≈0) or a number worth reading.
 fn sum_rule(r: f64) -> String {
     if r < 1e-8 { "≈0".into() } else { fmt_g(r, 2) }
 }
