@@ -607,27 +607,17 @@ impl RunConfig {
                 ),
             );
         }
-        if self.nrg.symmetry == SymmetryChoice::Qs {
-            if !self.spin_rotation_invariant() {
-                return bad(
-                    "nrg.symmetry",
-                    "QS".into(),
-                    &format!(
-                        "a field (model.h = {:?}) breaks SU(2) spin symmetry, so (Q, S) blocks \
-                         cannot hold the run: use \"QSZ\" or \"auto\"",
-                        m.h
-                    ),
-                );
-            }
-            if m.field == FieldKind::Impurity && self.derive.contains(&Param::H) {
-                return bad(
-                    "nrg.symmetry",
-                    "QS".into(),
-                    "derivatives in a field on the impurity spin (chi_loc) need the vector \
-                     sector, which (Q, S) blocks do not have yet: use \"QSZ\" or \"auto\" (a \
-                     field on the total spin, model.field = \"total\", works in QS)",
-                );
-            }
+        // derivatives in an impurity field at h = 0 (χ_loc) are fine: the vector sector
+        if self.nrg.symmetry == SymmetryChoice::Qs && !self.spin_rotation_invariant() {
+            return bad(
+                "nrg.symmetry",
+                "QS".into(),
+                &format!(
+                    "a field (model.h = {:?}) breaks SU(2) spin symmetry, so (Q, S) blocks \
+                     cannot hold the run: use \"QSZ\" or \"auto\"",
+                    m.h
+                ),
+            );
         }
         Ok(())
     }
