@@ -439,6 +439,17 @@ impl RunConfig {
         }
     }
 
+    /// The configuration a spectral function runs with: `auto` resolved to (Q, S_z), whatever
+    /// [`Self::symmetry`] picks for thermodynamics, because the FDM spectral function has no
+    /// (Q, S) form yet (d† as a rank-½ tensor). An explicit `QS` stays (and is refused there).
+    pub fn for_spectra(&self) -> RunConfig {
+        let mut c = self.clone();
+        if c.nrg.symmetry == SymmetryChoice::Auto {
+            c.nrg.symmetry = SymmetryChoice::Qsz;
+        }
+        c
+    }
+
     /// Check every value; the first problem found is reported with its dotted key.
     pub fn validate(&self) -> Result<(), InvalidParam> {
         let bad = |key: &str, value: String, reason: &str| {

@@ -884,6 +884,7 @@ fn spectrum_inner(
         });
     }
     let (derive, dirs) = spectral_directions(config, opts.second_order)?;
+    let config = &config.for_spectra();
     if config.symmetry() != Symmetry::QSz {
         return Err(InvalidParam {
             key: "nrg.symmetry".into(),
