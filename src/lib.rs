@@ -29,7 +29,8 @@ pub mod workflow;
 // and stay valid whatever folder a module lives in.
 pub use io::{estimate, files, output, params, preset, record, text};
 pub use nrg::{
-    cluster, complete_basis, jet, linalg, parallel, shell, solver, step, su2, symmetry, truncation,
+    cluster, complete_basis, jet, linalg, parallel, recoupling, shell, solver, step, su2, symmetry,
+    truncation, vector,
 };
 pub use observables::{
     bare, broadening, diagnostics, fdm, frames, free_chain, levels, poles, readout, spectral,

@@ -439,6 +439,17 @@ impl RunConfig {
         }
     }
 
+    /// The configuration a spectral function runs with: `auto` resolved to (Q, S_z), whatever
+    /// [`Self::symmetry`] picks for thermodynamics, because the FDM spectral function has no
+    /// (Q, S) form yet (d† as a rank-½ tensor). An explicit `QS` stays (and is refused there).
+    pub fn for_spectra(&self) -> RunConfig {
+        let mut c = self.clone();
+        if c.nrg.symmetry == SymmetryChoice::Auto {
+            c.nrg.symmetry = SymmetryChoice::Qsz;
+        }
+        c
+    }
+
     /// Check every value; the first problem found is reported with its dotted key.
     pub fn validate(&self) -> Result<(), InvalidParam> {
         let bad = |key: &str, value: String, reason: &str| {
@@ -607,27 +618,17 @@ impl RunConfig {
                 ),
             );
         }
-        if self.nrg.symmetry == SymmetryChoice::Qs {
-            if !self.spin_rotation_invariant() {
-                return bad(
-                    "nrg.symmetry",
-                    "QS".into(),
-                    &format!(
-                        "a field (model.h = {:?}) breaks SU(2) spin symmetry, so (Q, S) blocks \
-                         cannot hold the run: use \"QSZ\" or \"auto\"",
-                        m.h
-                    ),
-                );
-            }
-            if m.field == FieldKind::Impurity && self.derive.contains(&Param::H) {
-                return bad(
-                    "nrg.symmetry",
-                    "QS".into(),
-                    "derivatives in a field on the impurity spin (chi_loc) need the vector \
-                     sector, which (Q, S) blocks do not have yet: use \"QSZ\" or \"auto\" (a \
-                     field on the total spin, model.field = \"total\", works in QS)",
-                );
-            }
+        // derivatives in an impurity field at h = 0 (χ_loc) are fine: the vector sector
+        if self.nrg.symmetry == SymmetryChoice::Qs && !self.spin_rotation_invariant() {
+            return bad(
+                "nrg.symmetry",
+                "QS".into(),
+                &format!(
+                    "a field (model.h = {:?}) breaks SU(2) spin symmetry, so (Q, S) blocks \
+                     cannot hold the run: use \"QSZ\" or \"auto\"",
+                    m.h
+                ),
+            );
         }
         Ok(())
     }

@@ -40,12 +40,12 @@ pub const SITE_STATES: f64 = 4.0;
 
 /// A weight e^(−x) with x above this (2e-16 of the later shell's ground-state weight, which is
 /// ≥ 1 in Z: below its round-off) is dropped, consistently in values and derivatives.
-const NEGLIGIBLE_EXPONENT: f64 = 36.0;
+pub(crate) const NEGLIGIBLE_EXPONENT: f64 = 36.0;
 
 /// Longest reach of one shell's discarded states, in shells. At usual β̄ and Λ the weights die
 /// after 3–7 shells; this bound only matters for β̄ far below one, where Wilson's T_N is outside
 /// the spectrum anyway.
-const MAX_REACH: usize = 40;
+pub(crate) const MAX_REACH: usize = 40;
 
 /// What one truncated shell adds to the partition functions of the later shells.
 struct Tail {

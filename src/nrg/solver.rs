@@ -29,8 +29,9 @@ use crate::shell::{self, KeptShell, ProductShell, SiteAddition};
 use crate::step::{self, EigenBlock};
 use crate::su2;
 use crate::symmetry::Symmetry;
-use crate::thermo::{self, ShellFreeEnergy, ShiftJet};
+use crate::thermo::{self, JetParts, ShellFreeEnergy, ShiftJet, TsParts};
 use crate::truncation;
+use crate::vector::{ShellInput, VectorReadout, VectorSector};
 use indexmap::IndexMap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct StageTimes {
     pub add_site: Duration,
     /// The bare chain subtracted for impurity contributions (zero when cached).
     pub bare_chain: Duration,
+    /// The vector sector of a (Q, S) run (χ_loc, χ_cross).
+    pub vector: Duration,
     /// Everything in `next_shell`.
     pub total: Duration,
 }
@@ -103,6 +106,8 @@ pub(crate) struct Shell {
     /// Per block, the kept–discarded decoupling of this shell, when the iteration keeps frames
     /// (the spectral function's derivatives need it); `None` otherwise and at the last shell.
     pub frames: Option<Vec<Frame>>,
+    /// χ_loc and χ_cross of a (Q, S) run that carries the vector sector.
+    pub vector: Option<VectorReadout>,
 }
 
 /// The solver's frame W = exp(S) of one block, as the spectral function's derivatives need it:
@@ -143,6 +148,8 @@ pub(crate) struct Iteration {
     cancel: Option<Arc<AtomicBool>>,
     /// The discarded states of earlier shells (`nrg.thermo_states = "complete"`).
     complete: Option<CompleteBasis>,
+    /// The vector sector (χ_loc in (Q, S) blocks), when asked for.
+    vector: Option<VectorSector>,
 }
 
 impl Iteration {
@@ -176,6 +183,7 @@ impl Iteration {
             times: StageTimes::default(),
             cancel: None,
             complete: (nrg.thermo_states == ThermoStates::Complete).then(CompleteBasis::default),
+            vector: None,
         }
     }
 
@@ -264,6 +272,32 @@ impl Iteration {
         self.times.thermodynamics += lap(&mut clock);
         self.check_cancel()?;
 
+        let vector = match self.vector.as_mut() {
+            Some(v) => {
+                let next = if last {
+                    (0.0, 0.0)
+                } else {
+                    let w = self.chain.omega[n + 1];
+                    (omega / w, self.chain.hopping[n] / w)
+                };
+                let readout = v.shell(ShellInput {
+                    n,
+                    product: &product,
+                    eig: &eig,
+                    ground: &ground,
+                    kept: cut.as_ref().map(|c| c.kept.as_slice()),
+                    next,
+                    omegas: &self.chain.omega[n..=self.n_max],
+                    shift: self.shift.value,
+                    tau,
+                });
+                self.times.vector += lap(&mut clock);
+                Some(readout)
+            }
+            None => None,
+        };
+        self.check_cancel()?;
+
         let states = product.states();
         let mut kept_blocks = vec![0; eig.len()];
         let mut frames = None;
@@ -337,6 +371,7 @@ impl Iteration {
             ground_energy,
             discarded_weight,
             frames,
+            vector,
         })
     }
 
@@ -643,6 +678,8 @@ pub struct Run {
     plan: Plan,
     bare: Bare,
     diagnostics: Diagnostics,
+    /// χ_cross of the last shell, when computed ([`Run::chi_cross`]).
+    last_chi_cross: Option<f64>,
 }
 
 /// A run is one chain: z-averaging (`nrg.z_average` > 1) runs one `Run` per z
@@ -760,7 +797,7 @@ impl Run {
             },
             n_max,
         };
-        let iteration = Iteration::new(
+        let mut iteration = Iteration::new(
             &config.nrg,
             chain.clone(),
             n_max,
@@ -769,6 +806,17 @@ impl Run {
             h_total,
             model.spin_flip_symmetric(),
         );
+        if symmetry == Symmetry::QS && plan.vector {
+            let x = shell::seeded_variables(model.as_ref());
+            let impurity = model
+                .multiplets(&x, site0)
+                .expect("a (Q, S) run has the model's multiplets");
+            iteration.vector = Some(VectorSector::impurity(
+                &impurity.blocks,
+                chain.omega[0],
+                config.nrg.thermo_states == ThermoStates::Complete,
+            ));
+        }
         let bare = Bare::new(&config.nrg, chain, n_max, h_total, symmetry);
         Ok(Run {
             diagnostics: Diagnostics::new(&config.nrg),
@@ -778,6 +826,7 @@ impl Run {
             iteration,
             plan,
             bare,
+            last_chi_cross: None,
         })
     }
 
@@ -838,6 +887,7 @@ impl Run {
                 let s = match s {
                     Source::Matrix(i) => Sensitivity::Matrix(i),
                     Source::TotalField => Sensitivity::TotalField,
+                    Source::ImpurityField => Sensitivity::ImpurityField,
                 };
                 (p.name().to_string(), s)
             })
@@ -849,8 +899,20 @@ impl Run {
             self.config.output.levels,
             omega,
             &sens,
+            shell.vector.as_ref().map(|v| v.diagonal.as_slice()),
         );
-        let out = readout::read_out(&shell.free_energy, &bare, &self.plan);
+        self.last_chi_cross = match (&shell.vector, self.plan.obs_dirs.h_imp) {
+            (Some(v), _) => Some(v.chi_cross),
+            // −∂²F/∂h∂h_loc = −G_{h_loc,η}
+            (None, Some(h)) => Some(-shell.free_energy.g.first(h).first_h()),
+            (None, None) => None,
+        };
+        let out = readout::read_out(
+            &shell.free_energy,
+            &bare,
+            &self.plan,
+            shell.vector.as_ref().map(|v| v.chi_loc),
+        );
         let warnings = self.diagnostics.shell(&shell, &out.obs);
         if shell.n == self.header.n_max {
             self.bare.complete();
@@ -874,17 +936,18 @@ impl Run {
         })
     }
 
+    /// The cross susceptibility χ_cross = −∂²F/∂h∂h_loc (h on the total spin, h_loc on the
+    /// impurity spin, both at zero) of the last shell computed, whenever the run computes χ_loc
+    /// ((Q, S): the vector sector; (Q, S_z): the h_loc direction's total-field derivative). Not
+    /// in the records (yet).
+    pub fn chi_cross(&self) -> Option<f64> {
+        self.last_chi_cross
+    }
+
     /// The final record.
     pub fn summary(&self, cancelled: bool) -> Summary {
         let applies = self.wilson_ratio_applies();
-        let mut summary = self.diagnostics.summary(cancelled, applies);
-        if self.iteration.symmetry == Symmetry::QS && summary.wilson_ratio.is_none() && applies {
-            summary.wilson_ratio_reason = Some(
-                "needs chi_loc, which (Q, S) blocks do not compute yet (nrg.symmetry = \"QSZ\")"
-                    .into(),
-            );
-        }
-        summary
+        self.diagnostics.summary(cancelled, applies)
     }
 
     /// Whether the Fermi-liquid Wilson ratio is defined for this run (SIAM at zero field).

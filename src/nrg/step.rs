@@ -276,7 +276,7 @@ pub fn decouple(
 
 /// Σ_pieces sign · U_L[rows, cols_l]ᵀ U_R[rows, cols_r], the rotated product-basis operator
 /// restricted to the given eigenvector columns (`None` if cancelled).
-fn rotate_op(
+pub(crate) fn rotate_op(
     op: &ProductOp,
     ul: &Mat<f64>,
     ur: &Mat<f64>,

@@ -72,7 +72,7 @@ fn spin(j: Qn) -> f64 {
 /// The hopping Σ_σ (f†_Nσ f_{N+1,σ} + h.c.) inside block J of spin 2S = `s2` (§1.2), as
 /// (row type, column type, factor): the term is p·factor·F[A_row←A_col] at those rows and
 /// columns, plus its transpose, with F the reduced f†_N and p = (−1)^{Q + n_orb(N)}.
-fn hopping_terms(s2: i32) -> [(usize, usize, f64); 4] {
+pub(crate) fn hopping_terms(s2: i32) -> [(usize, usize, f64); 4] {
     let s = 0.5 * s2 as f64;
     [
         (0, 1, 1.0),

@@ -22,6 +22,10 @@ pub enum Sensitivity {
     Matrix(usize),
     /// Field on the total spin: dE/dh = −S_z/ω_N, measured from the ground cluster.
     TotalField,
+    /// Field on the impurity spin in (Q, S) blocks: member M of a multiplet moves by
+    /// M·b/√(S(S+1)), b an eigenvalue of the cluster's block of B⃗[J←J] (the vector sector's
+    /// diagonal blocks, passed to [`lowest_levels`]).
+    ImpurityField,
 }
 
 /// A cluster: block index and state range.
@@ -88,6 +92,7 @@ pub fn lowest_levels(
     count: usize,
     omega: f64,
     sensitivities: &[(String, Sensitivity)],
+    vector: Option<&[faer::Mat<f64>]>,
 ) -> Vec<Level> {
     let all = clusters(blocks);
     let sz0 = ground_sz(blocks, &all, symmetry);
@@ -116,6 +121,30 @@ pub fn lowest_levels(
                 .iter()
                 .map(|(name, s)| {
                     let values = match *s {
+                        Sensitivity::ImpurityField => {
+                            let b = &vector.expect("the vector sector's blocks")[c.block];
+                            let sub = DMatrix::from_fn(c.len, c.len, |r, q| {
+                                b[(c.start + r, c.start + q)]
+                            });
+                            let s2 = eb.qn.sz2;
+                            let s = 0.5 * f64::from(s2);
+                            let norm = if s2 == 0 {
+                                0.0
+                            } else {
+                                1.0 / (s * (s + 1.0)).sqrt()
+                            };
+                            let mut v: Vec<f64> = sub
+                                .symmetric_eigenvalues()
+                                .iter()
+                                .flat_map(|&x| {
+                                    (-s2..=s2)
+                                        .step_by(2)
+                                        .map(move |m2| 0.5 * f64::from(m2) * x * norm)
+                                })
+                                .collect();
+                            v.sort_by(f64::total_cmp);
+                            v
+                        }
                         Sensitivity::Matrix(i) => {
                             let b = &eb.b[i];
                             let sub = DMatrix::from_fn(c.len, c.len, |r, q| {

@@ -34,6 +34,9 @@ pub enum Source {
     Matrix(usize),
     /// The field on the total spin: an explicit scalar variable of the traces.
     TotalField,
+    /// The field on the impurity spin in (Q, S) blocks: the vector sector ([`crate::vector`]).
+    /// At h_loc = 0 every odd derivative vanishes and ∂²F/∂h_loc² = −χ_loc.
+    ImpurityField,
 }
 
 /// Matrix directions of the impurity observables, when computed.
@@ -50,6 +53,10 @@ pub struct Plan {
     pub dirs: Directions,
     pub sources: Vec<(Param, Source)>,
     pub obs_dirs: ObservableDirs,
+    /// The run carries the vector sector ((Q, S) blocks, χ_loc asked for).
+    pub vector: bool,
+    /// χ_loc is reported among the observables.
+    pub vector_obs: bool,
 }
 
 impl Plan {
@@ -59,6 +66,8 @@ impl Plan {
             dirs,
             sources: Vec::new(),
             obs_dirs: ObservableDirs::default(),
+            vector: false,
+            vector_obs: false,
         }
     }
 }
@@ -66,8 +75,7 @@ impl Plan {
 /// Directions: the user's parameters first (their full Hessian), then what the impurity
 /// observables need (first order in ε_d and U, the pairs (ε_d, θ) and (U, θ) for ∂n_d/∂θ and
 /// ∂docc/∂θ, and (ε_d, ε_d), (h_imp, h_imp) for χ_c and χ_loc). In (Q, S) blocks a field on the
-/// impurity spin is no scalar direction (it needs the vector sector, not implemented yet), so
-/// χ_loc is not computed there.
+/// impurity spin is no scalar direction: χ_loc comes from the vector sector instead.
 pub fn plan_directions(config: &RunConfig, model: &dyn ImpurityModel) -> Plan {
     let variable_of = |p: Param| match p {
         Param::EpsD => Variable::EpsD,
@@ -85,6 +93,7 @@ pub fn plan_directions(config: &RunConfig, model: &dyn ImpurityModel) -> Plan {
             vars.len() - 1
         }
     };
+    let qs = config.symmetry() == Symmetry::QS;
     let mut sources = Vec::new();
     for &p in &config.derive {
         if sources.iter().any(|&(q, _)| q == p) {
@@ -92,6 +101,8 @@ pub fn plan_directions(config: &RunConfig, model: &dyn ImpurityModel) -> Plan {
         }
         let src = if p == Param::H && config.model.field == FieldKind::Total {
             Source::TotalField
+        } else if p == Param::H && qs {
+            Source::ImpurityField
         } else {
             Source::Matrix(add(variable_of(p)))
         };
@@ -102,13 +113,15 @@ pub fn plan_directions(config: &RunConfig, model: &dyn ImpurityModel) -> Plan {
     if config.output.impurity_observables {
         obs_dirs.eps_d = has(Variable::EpsD).then(|| add(Variable::EpsD));
         obs_dirs.u = has(Variable::U).then(|| add(Variable::U));
-        obs_dirs.h_imp = (config.symmetry() == Symmetry::QSz).then(|| add(Variable::HImp));
+        obs_dirs.h_imp = (!qs).then(|| add(Variable::HImp));
     }
+    let vector_obs = qs && config.output.impurity_observables;
+    let vector = vector_obs || sources.iter().any(|&(_, s)| s == Source::ImpurityField);
     let user: Vec<usize> = sources
         .iter()
         .filter_map(|&(_, s)| match s {
             Source::Matrix(i) => Some(i),
-            Source::TotalField => None,
+            Source::TotalField | Source::ImpurityField => None,
         })
         .collect();
     let mut pairs = Vec::new();
@@ -130,6 +143,8 @@ pub fn plan_directions(config: &RunConfig, model: &dyn ImpurityModel) -> Plan {
         dirs: Directions::new(vars, pairs),
         sources,
         obs_dirs,
+        vector,
+        vector_obs,
     }
 }
 
@@ -145,8 +160,14 @@ pub struct ReadOut {
     pub obs_grad: IndexMap<String, IndexMap<String, f64>>,
 }
 
-/// Read the impurity observables off the shell's free energy `f` minus the bare chain's.
-pub fn read_out(f: &ShellFreeEnergy, bare: &BareShell, plan: &Plan) -> ReadOut {
+/// Read the impurity observables off the shell's free energy `f` minus the bare chain's;
+/// `chi_loc` is the vector sector's χ_loc of a (Q, S) run (the bare chain has none).
+pub fn read_out(
+    f: &ShellFreeEnergy,
+    bare: &BareShell,
+    plan: &Plan,
+    chi_loc: Option<f64>,
+) -> ReadOut {
     let (omega, tau, g) = (f.omega, f.tau, &f.g);
     let dirs = &plan.dirs;
     // physical ∂F/∂θ_i and ∂²F/∂θ_i∂θ_j (the bare chain depends on no matrix direction)
@@ -161,7 +182,10 @@ pub fn read_out(f: &ShellFreeEnergy, bare: &BareShell, plan: &Plan) -> ReadOut {
         s_imp: -g_imp.first_t(),
         c_imp: -tau * g_imp.second_t(),
         tchi_imp: -tau * g_imp.second_h(),
-        chi_loc: o.h_imp.map(|h| -d2(h, h)),
+        chi_loc: o
+            .h_imp
+            .map(|h| -d2(h, h))
+            .or(chi_loc.filter(|_| plan.vector_obs)),
         n_d: o.eps_d.map(d1),
         docc: o.u.map(d1),
         chi_c: o.eps_d.map(|e| -d2(e, e)),
@@ -172,6 +196,8 @@ pub fn read_out(f: &ShellFreeEnergy, bare: &BareShell, plan: &Plan) -> ReadOut {
         let value = match sp {
             Source::Matrix(i) => d1(i),
             Source::TotalField => g_imp.first_h(),
+            // odd in h⃗_loc
+            Source::ImpurityField => 0.0,
         };
         grad.insert(p.name().to_string(), value);
         for &(q, sq) in &plan.sources[a..] {
@@ -180,6 +206,11 @@ pub fn read_out(f: &ShellFreeEnergy, bare: &BareShell, plan: &Plan) -> ReadOut {
                 (Source::Matrix(i), Source::TotalField)
                 | (Source::TotalField, Source::Matrix(i)) => g.first(i).first_h(),
                 (Source::TotalField, Source::TotalField) => g_imp.second_h() / omega,
+                (Source::ImpurityField, Source::ImpurityField) => {
+                    -chi_loc.expect("the vector sector runs when h_loc is derived")
+                }
+                // odd in h⃗_loc (and a run has one field kind)
+                (Source::ImpurityField, _) | (_, Source::ImpurityField) => 0.0,
             };
             hess.insert(format!("{},{}", p.name(), q.name()), h);
         }
@@ -208,6 +239,14 @@ pub fn read_out(f: &ShellFreeEnergy, bare: &BareShell, plan: &Plan) -> ReadOut {
                 put("S_imp", p, Some(-g_imp.mixed_th() / omega));
                 put("n_d", p, o.eps_d.map(|e| g.first(e).first_h()));
                 put("docc", p, o.u.map(|u| g.first(u).first_h()));
+            }
+            Source::ImpurityField => {
+                // every first derivative in h_loc is odd in h⃗_loc: exactly zero at h_loc = 0
+                for name in ["S_imp", "C_imp", "Tchi_imp"] {
+                    put(name, p, Some(0.0));
+                }
+                put("n_d", p, o.eps_d.map(|_| 0.0));
+                put("docc", p, o.u.map(|_| 0.0));
             }
         }
     }

@@ -899,6 +899,7 @@ fn spectrum_inner(
     opts.validate()?;
     let operator = SpectralOperator::of(config.model.kind);
     let (derive, dirs) = spectral_directions(config, opts.second_order)?;
+    let config = &config.for_spectra();
     if config.symmetry() != Symmetry::QSz {
         return Err(InvalidParam {
             key: "nrg.symmetry".into(),

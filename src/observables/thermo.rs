@@ -87,7 +87,7 @@ impl TsParts for Ts {
 }
 
 /// exprel(z) = (e^z − 1)/z, continuous at 0.
-fn exprel(z: f64) -> f64 {
+pub(crate) fn exprel(z: f64) -> f64 {
     if z == 0.0 { 1.0 } else { z.exp_m1() / z }
 }
 

@@ -244,10 +244,18 @@ fn diagram(frame: &mut Frame, area: Rect, app: &App, parity: usize, y_max: f64) 
     qs.sort_by_key(|q| (q.abs(), -q));
     qs.dedup();
     let name = if parity == 0 { "even N" } else { "odd N" };
-    let mut spans = vec![
-        Span::styled(name, theme.title()),
-        Span::styled(" E/ω_N  Q:", theme.dim()),
-    ];
+    let mut spans = vec![Span::styled(name, theme.title())];
+    // the symmetry in use, when it is not the (Q, S_z) default: tracks are then multiplets
+    // (one line per (Q, S) level, not per member)
+    if run
+        .shells
+        .iter()
+        .find_map(|s| s.levels.first())
+        .is_some_and(|l| l.s.is_some())
+    {
+        spans.push(Span::styled(" (Q,S)", theme.title()));
+    }
+    spans.push(Span::styled(" E/ω_N  Q:", theme.dim()));
     for q in qs {
         let (style, glyph) = theme.sector(q);
         let mark = if theme.mono { glyph } else { '━' };
@@ -285,13 +293,19 @@ fn level_table(frame: &mut Frame, area: Rect, app: &App) {
         Span::styled(format!(" T={}", fmt_g(shell.t, 3)), theme.text()),
     ])];
     let de_head = theta.map_or(String::new(), |p| format!("dE/d{p}"));
+    // (Q, S) runs list multiplets: the spin column is S, `g` counts states
+    let spin_head = if levels.first().is_some_and(|l| l.s.is_some()) {
+        "S"
+    } else {
+        "Sz"
+    };
     lines.push(Line::from(Span::styled(
         fit(
             &format!(
                 " {} {} {} g{}",
                 rpad("E", 6),
                 rpad("Q", 3),
-                rpad("Sz", 4),
+                rpad(spin_head, 4),
                 rpad(&de_head, 11)
             ),
             w,
