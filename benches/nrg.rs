@@ -13,7 +13,7 @@
 //! - W-live: the explorer's default preset, as the explorer runs it.
 //! - W-spec: W-prod's FDM spectral function at T = T_min (value only, and with first and second
 //!   derivatives in ε_d and U) against the plain thermodynamics run of the same chain (`--quick`:
-//!   the first 24 shells).
+//!   the first 24 shells; `-- --spec` runs only this table).
 //! - W-prod in (Q, S) multiplet blocks against (Q, S_z) at the same kept states (issue #11;
 //!   `-- --su2` runs only this comparison).
 //!
@@ -489,6 +489,13 @@ fn main() {
     unsafe { std::env::set_var("DNRG_CACHE_DIR", &cache) };
     if args.iter().any(|a| a == "--su2") {
         su2_comparison(shells);
+        let _ = std::fs::remove_dir_all(&cache);
+        return;
+    }
+    if args.iter().any(|a| a == "--spec") {
+        // fills the disk cache (not timed), as below
+        measure("plain", 1000, usize::MAX);
+        spectral_table(quick);
         let _ = std::fs::remove_dir_all(&cache);
         return;
     }
