@@ -33,10 +33,12 @@ use crate::parallel::{Cancel, map_largest_first, map_largest_first_until};
 use crate::poles::{BlockRho, BlockView, PoleSums, discarded_parts, exprel, pair_poles};
 use crate::shell::{SubBlocks, group_by_qn};
 use crate::solver::{Frame, Run, Shell};
+use crate::spill::{Reader, SpillFile, Writer};
 use crate::step::EigenBlock;
 use crate::symmetry::{Qn, SPINS, creation_qn};
 use faer::Mat;
 use std::collections::HashMap;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The frames of one block (runs with derivative parts).
@@ -51,9 +53,44 @@ pub(crate) struct BlockFrame {
 }
 
 impl BlockFrame {
+    /// The generators, the cluster blocks of H̃ (in the two frames and again in `clusters`).
     fn bytes(&self) -> usize {
         let m = |v: &[Mat<f64>]| v.iter().map(|x| x.nrows() * x.ncols()).sum::<usize>();
-        8 * (m(&self.s) + m(&self.kf.g) + m(&self.df.g))
+        let h = |f: &ClusterFrame| f.h.iter().map(|p| m(p)).sum::<usize>();
+        8 * (m(&self.s) + m(&self.kf.g) + m(&self.df.g) + 2 * (h(&self.kf) + h(&self.df)))
+    }
+
+    fn write(&self, w: &mut Writer<'_>) -> io::Result<()> {
+        w.mats(&self.s)?;
+        for f in [&self.kf, &self.df] {
+            w.ranges(&f.ranges)?;
+            w.mats(&f.g)?;
+            w.usize(f.h.len())?;
+            f.h.iter().try_for_each(|h| w.mats(h))?;
+        }
+        Ok(())
+    }
+
+    /// What [`BlockFrame::write`] wrote; the joint clusters are made again as the forward pass
+    /// made them.
+    fn read(r: &mut Reader<'_>, kept: usize) -> io::Result<BlockFrame> {
+        let s = r.mats()?;
+        let mut frame = || -> io::Result<ClusterFrame> {
+            let ranges = r.ranges()?;
+            let g = r.mats()?;
+            let n = r.usize()?;
+            let h = (0..n).map(|_| r.mats()).collect::<io::Result<_>>()?;
+            Ok(ClusterFrame { ranges, g, h })
+        };
+        let kf = frame()?;
+        let df = frame()?;
+        let clusters = BlockClusters::join(&kf, &df, kept);
+        Ok(BlockFrame {
+            s,
+            kf,
+            df,
+            clusters,
+        })
     }
 }
 
@@ -92,6 +129,10 @@ pub(crate) struct StoredShell {
     f: [Vec<StoredOp>; 2],
     /// Total kept states (for freezing the counts of another run).
     kept_total: usize,
+    /// The parts of ln Tr_D e^{−ω_N H̃_DD/T} at the spectrum's T ([`log_trace_parts`]), taken
+    /// while the frames are in memory: the backward pass needs them of every shell before its
+    /// sweep, when a spilled shell's frames are on disk.
+    log_trace: Vec<f64>,
 }
 
 impl StoredShell {
@@ -116,6 +157,147 @@ impl StoredShell {
 
     pub(crate) fn kept_total(&self) -> usize {
         self.kept_total
+    }
+
+    /// Write the bulk — eigenvectors, frames, operators — and drop it from memory; energies,
+    /// kept counts and shifts stay (the backward pass's weights need them of every shell).
+    fn spill(&mut self, w: &mut Writer<'_>) -> io::Result<()> {
+        for b in &self.blocks {
+            w.mat(&b.u)?;
+            match &b.frame {
+                Some(f) => {
+                    w.u64(1)?;
+                    f.write(w)?;
+                }
+                None => w.u64(0)?,
+            }
+        }
+        for ops in self.d.iter().chain(&self.f) {
+            w.usize(ops.len())?;
+            for o in ops {
+                w.usize(o.left)?;
+                w.usize(o.right)?;
+                w.mat(&o.x.v)?;
+                w.mats(&o.x.p)?;
+            }
+        }
+        for b in &mut self.blocks {
+            b.u = Mat::zeros(0, 0);
+            b.frame = None;
+        }
+        self.d = [Vec::new(), Vec::new()];
+        self.f = [Vec::new(), Vec::new()];
+        Ok(())
+    }
+
+    /// Read back what [`StoredShell::spill`] wrote.
+    fn unspill(&mut self, r: &mut Reader<'_>) -> io::Result<()> {
+        for b in &mut self.blocks {
+            b.u = r.mat()?;
+            b.frame = match r.u64()? {
+                0 => None,
+                _ => Some(BlockFrame::read(r, b.kept)?),
+            };
+        }
+        for ops in self.d.iter_mut().chain(&mut self.f) {
+            let n = r.usize()?;
+            *ops = (0..n)
+                .map(|_| {
+                    let (left, right) = (r.usize()?, r.usize()?);
+                    let x = MatJet {
+                        v: r.mat()?,
+                        p: r.mats()?,
+                    };
+                    Ok(StoredOp { left, right, x })
+                })
+                .collect::<io::Result<_>>()?;
+        }
+        Ok(())
+    }
+}
+
+/// Every shell of a forward pass: the last ones in memory, the first ones — whatever did not
+/// fit the budget — on disk ([`crate::spill`]), to be read back last-first by the backward
+/// pass.
+pub(crate) struct Stored {
+    shells: Vec<StoredShell>,
+    /// Shells `0..on_disk` are in the spill file (their bulk; the rest of them is here).
+    on_disk: usize,
+    spill: Option<SpillFile>,
+    /// Bytes of the shells' bulk held in memory now, and at most during the forward pass.
+    in_memory: usize,
+    peak_in_memory: usize,
+    budget: usize,
+    /// Bytes of every shell's bulk, whether in memory or on disk.
+    total: usize,
+}
+
+impl Stored {
+    fn new(budget: usize) -> Stored {
+        Stored {
+            shells: Vec::new(),
+            on_disk: 0,
+            spill: None,
+            in_memory: 0,
+            peak_in_memory: 0,
+            budget,
+            total: 0,
+        }
+    }
+
+    /// Add the next shell; spill the oldest ones in memory while the budget is exceeded.
+    fn push(&mut self, shell: StoredShell) -> io::Result<()> {
+        let bytes = shell.bytes();
+        self.total += bytes;
+        self.in_memory += bytes;
+        self.shells.push(shell);
+        while self.in_memory > self.budget && self.on_disk < self.shells.len() {
+            let spill = match self.spill.as_mut() {
+                Some(s) => s,
+                None => self.spill.insert(SpillFile::create()?),
+            };
+            let sh = &mut self.shells[self.on_disk];
+            let bytes = sh.bytes();
+            spill.push(|w| sh.spill(w))?;
+            self.in_memory -= bytes;
+            self.on_disk += 1;
+        }
+        self.peak_in_memory = self.peak_in_memory.max(self.in_memory);
+        Ok(())
+    }
+
+    /// The last shell, whole (read back from disk if it was spilled), taken out of the list.
+    fn pop(&mut self) -> io::Result<Option<StoredShell>> {
+        let Some(mut sh) = self.shells.pop() else {
+            return Ok(None);
+        };
+        if self.shells.len() < self.on_disk {
+            let spill = self.spill.as_mut().expect("spilled shells have a file");
+            spill.pop(|r| sh.unspill(r))?;
+            self.on_disk -= 1;
+        } else {
+            self.in_memory -= sh.bytes();
+        }
+        Ok(Some(sh))
+    }
+
+    pub(crate) fn shells(&self) -> &[StoredShell] {
+        &self.shells
+    }
+
+    /// Bytes of every shell's stored data (what an all-in-memory run holds).
+    pub(crate) fn total_bytes(&self) -> usize {
+        self.total
+    }
+
+    /// The most bytes of it held in memory at once.
+    pub(crate) fn peak_in_memory(&self) -> usize {
+        self.peak_in_memory
+    }
+
+    /// Bytes written to the spill file (0 if nothing was spilled).
+    pub(crate) fn spilled_bytes(&self) -> u64 {
+        self.spill.as_ref().map_or(0, SpillFile::written)
     }
 }
 
@@ -272,17 +454,20 @@ fn compact_index(kept_blocks: &[usize]) -> Vec<Option<usize>> {
 }
 
 /// The forward pass: run the iteration and keep, per shell, the eigenbases, the frames and the
-/// operators on all four blocks. `None` if the run was cancelled.
+/// operators on all four blocks; beyond `budget` bytes of them, the oldest shells go to disk
+/// ([`Stored`]). `t` is the backward pass's temperature (for [`log_trace_parts`]). `Ok(None)`
+/// if the run was cancelled; an error if the spill file could not be written.
 pub(crate) fn forward(
     run: &mut Run,
     space: &LocalSpace,
     trick: bool,
     dirs: &Directions,
+    (t, budget): (f64, usize),
     on_shell: &(dyn Fn() + Sync),
-) -> Option<Vec<StoredShell>> {
+) -> io::Result<Option<Stored>> {
     let parts = dirs.parts();
     let spins: &[usize] = if run.spin_symmetric() { &[0] } else { &SPINS };
-    let mut shells: Vec<StoredShell> = Vec::new();
+    let mut shells = Stored::new(budget);
     // X′_KK of d_σ and X_F in the solver's frame of the previous shell, keyed by (left, right)
     // kept-block index
     let mut kept_d: [HashMap<(usize, usize), MatJet>; 2] = [HashMap::new(), HashMap::new()];
@@ -417,7 +602,7 @@ pub(crate) fn forward(
                 frame,
             })
             .collect();
-        shells.push(StoredShell {
+        let mut shell = StoredShell {
             omega: free_energy.omega,
             shift_step: shift_step.value,
             shift_step_parts: shift_step.parts,
@@ -428,15 +613,18 @@ pub(crate) fn forward(
             d,
             f,
             kept_total,
-        });
+            log_trace: Vec::new(),
+        };
+        shell.log_trace = log_trace_parts(&shell, t, dirs);
+        shells.push(shell)?;
         on_shell();
     }
     if run.is_cancelled() {
-        return None;
+        return Ok(None);
     }
     // C_N − C_{N_max} = −Σ_{M>N} (C_M − C_{M−1}): the reference shift cancels in every weight
     let (mut c, mut c_parts) = (0.0, vec![0.0; parts]);
-    for sh in shells.iter_mut().rev() {
+    for sh in shells.shells.iter_mut().rev() {
         sh.shift = c;
         sh.shift_parts.clone_from(&c_parts);
         c -= sh.shift_step;
@@ -444,7 +632,7 @@ pub(crate) fn forward(
             *a -= b;
         }
     }
-    Some(shells)
+    Ok(Some(shells))
 }
 
 /// ln Σ exp(x_i) without overflow (−∞ for an empty sum).
@@ -560,17 +748,18 @@ pub(crate) struct Watch<'a> {
 /// (the forward pass stored no ↓ operators): ↓ is its mirror image, equal except for the parts
 /// odd in the field, which change sign (A_↓(ω; h) = A_↑(ω; −h)).
 pub(crate) fn backward<S: PoleSink + Sync + Clone>(
-    shells: &[StoredShell],
+    stored: &mut Stored,
     t: f64,
     dirs: &Directions,
     template: &S,
     trick: bool,
     mirror: Option<&[bool]>,
     watch: Watch<'_>,
-) -> Option<Backward<S>> {
+) -> io::Result<Option<Backward<S>>> {
     let Watch { cancel, on_shell } = watch;
     let parts = dirs.parts();
     let m = dirs.first();
+    let shells = &stored.shells;
     let n_max = shells.len() - 1;
     let ln4 = 4f64.ln();
     // ln(4^{N_max−N} Z̃_N), with Z̃_N = Tr_{D_N} e^{−ℰ/T} (E_ref = 0; it cancels in w_N, ρ^D)
@@ -600,7 +789,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     let ell: Vec<Vec<f64>> = shells
         .iter()
         .map(|sh| {
-            let lt = log_trace_parts(sh, t, dirs);
+            let lt = &sh.log_trace;
             (0..parts).map(|x| lt[x] - sh.shift_parts[x] / t).collect()
         })
         .collect();
@@ -644,9 +833,11 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     let empty = BlockClusters::default();
     for n in (0..=n_max).rev() {
         if cancel.load(Ordering::Relaxed) {
-            return None;
+            return Ok(None);
         }
-        let sh = &shells[n];
+        // the shells are taken out last-first (from disk if spilled) and freed when done
+        let sh = stored.pop()?.expect("one stored shell per N");
+        let sh = &sh;
         let ln_pref = (n_max - n) as f64 * ln4 - ln_z;
         let l_parts: Vec<f64> = (0..parts)
             .map(|x| -lnz_parts[x] - sh.shift_parts[x] / t)
@@ -690,7 +881,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
             .flat_map(|&s| (0..sh.d[s].len()).map(move |i| (s, i)))
             .collect();
         for chunk in jobs.chunks(POLE_CHUNK) {
-            let partial = map_largest_first_until(
+            let Some(partial) = map_largest_first_until(
                 chunk,
                 |&(s, i)| {
                     let op = &sh.d[s][i];
@@ -726,7 +917,9 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     Some((sink, sink_f, s_sums))
                 },
                 Cancel::new(Some(cancel)),
-            )?;
+            ) else {
+                return Ok(None);
+            };
             for (&(s, _), (sink, sink_f, s_sums)) in chunk.iter().zip(partial) {
                 sinks[s].merge(&sink, 1.0);
                 if let (Some(all), Some(one)) = (sinks_f.as_mut(), sink_f.as_ref()) {
@@ -740,7 +933,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
             break;
         }
         // the sweep to shell N−1: R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
-        let prev = &shells[n - 1];
+        let prev = &stored.shells[n - 1];
         let kept_prev: Vec<usize> = prev
             .blocks
             .iter()
@@ -896,7 +1089,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         down.negate_parts(odd);
         sums[1] = down;
     }
-    Some(Backward {
+    Ok(Some(Backward {
         sinks,
         sinks_f,
         sums,
@@ -904,5 +1097,5 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         weight_parts,
         trace_residual,
         trace_residual_parts,
-    })
+    }))
 }

@@ -214,6 +214,9 @@ pub struct Probe {
     /// also its Kramers–Kronig grid, so they must cover the spectrum (e.g. a logarithmic grid
     /// over the bins' range, both signs, and 0); a coarse grid makes the unbinned run cheap.
     pub unbinned: Option<Vec<f64>>,
+    /// Bytes of per-shell data a chain keeps in memory before spilling the rest to disk
+    /// (`None`: what `nrg.max_memory` leaves, [`crate::estimate::spectral_store_budget`]).
+    pub store_budget: Option<usize>,
 }
 
 /// The FDM spectral function of one run.
@@ -244,6 +247,10 @@ pub struct Spectrum {
     /// frames), of the largest chain when z-averaged (chains run in parallel: as many at once as
     /// threads).
     pub stored_bytes: usize,
+    /// Of those, the most held in memory at once (of the largest chain), and the bytes written
+    /// to the spill directory (summed over the chains; 0 when all fit the budget).
+    pub stored_in_memory: usize,
+    pub spilled_bytes: u64,
     /// Wall time of the passes, summed over the chains of a z-average.
     pub times: SpectralTimes,
     omega_last: f64,
@@ -929,8 +936,12 @@ fn spectrum_inner(
         omega0: opts.crossover * opts.t,
         gamma: opts.linear_width * opts.t,
     };
+    let store_budget = probe
+        .store_budget
+        .unwrap_or_else(|| crate::estimate::spectral_store_budget(config));
     let setup = ChainSetup {
         t: opts.t,
+        store_budget,
         trick,
         grid: &grid,
         kernel,
@@ -1036,6 +1047,8 @@ fn spectrum_inner(
             })
             .collect(),
         stored_bytes: chains.iter().map(|c| c.stored_bytes).max().unwrap_or(0),
+        stored_in_memory: chains.iter().map(|c| c.stored_in_memory).max().unwrap_or(0),
+        spilled_bytes: chains.iter().map(|c| c.spilled_bytes).sum(),
         times: SpectralTimes {
             forward: chains.iter().map(|c| c.times.forward).sum(),
             backward: chains.iter().map(|c| c.times.backward).sum(),
@@ -1049,9 +1062,24 @@ fn spectrum_inner(
     }))
 }
 
+/// A failure to write or read the spill file (a full disk), reported against the budget that
+/// made the run spill.
+fn spill_error(e: std::io::Error) -> InvalidParam {
+    InvalidParam {
+        key: "TMPDIR".into(),
+        value: std::env::temp_dir().display().to_string(),
+        reason: format!(
+            "spilling the per-shell data beyond nrg.max_memory to a temporary directory there \
+             failed: {e} (point TMPDIR at a disk with room, or raise nrg.max_memory)"
+        ),
+    }
+}
+
 /// What every chain of a spectrum shares.
 struct ChainSetup<'a> {
     t: f64,
+    /// Per chain: bytes of stored shells kept in memory (the rest is spilled).
+    store_budget: usize,
     trick: bool,
     grid: &'a Binned,
     kernel: Kernel,
@@ -1073,6 +1101,8 @@ struct OneChain {
     trace_residual: f64,
     trace_residual_parts: Vec<f64>,
     stored_bytes: usize,
+    stored_in_memory: usize,
+    spilled_bytes: u64,
     times: SpectralTimes,
     kept: Vec<usize>,
 }
@@ -1114,7 +1144,12 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
     let space = run.model().space();
     let mirror = fdm::mirror_parts(&run, dirs);
     let mirror = mirror.as_deref();
-    let Some(shells) = fdm::forward(&mut run, &space, s.trick, dirs, &|| s.progress.shell()) else {
+    let budget = (s.t, s.store_budget);
+    let Some(mut shells) = fdm::forward(&mut run, &space, s.trick, dirs, budget, &|| {
+        s.progress.shell()
+    })
+    .map_err(spill_error)?
+    else {
         return Ok(None);
     };
     let forward_time = started.elapsed();
@@ -1125,11 +1160,16 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
         on_shell: &on_shell,
     };
     let bins = BinSink::new(s.grid, dirs.parts(), dirs.pairs().len());
-    let stored_bytes = shells.iter().map(StoredShell::bytes).sum();
-    let kept = shells.iter().map(StoredShell::kept_total).collect();
+    let stored_bytes = shells.total_bytes();
+    let kept = shells
+        .shells()
+        .iter()
+        .map(StoredShell::kept_total)
+        .collect();
     let (sinks, sinks_f, direct, rest) = match &s.probe.unbinned {
         None => {
-            let Some(b) = fdm::backward(&shells, s.t, dirs, &bins, s.trick, mirror, watch) else {
+            let b = fdm::backward(&mut shells, s.t, dirs, &bins, s.trick, mirror, watch);
+            let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
             let rest = (
@@ -1145,8 +1185,8 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let grid = plain_grid(omega);
             let direct = DirectSink::new(s.kernel, grid, dirs.parts(), dirs.pairs().len());
             let template = (bins, direct);
-            let Some(b) = fdm::backward(&shells, s.t, dirs, &template, s.trick, mirror, watch)
-            else {
+            let b = fdm::backward(&mut shells, s.t, dirs, &template, s.trick, mirror, watch);
+            let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
             let [(g0, d0), (g1, d1)] = b.sinks;
@@ -1168,6 +1208,7 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             )
         }
     };
+    let (stored_in_memory, spilled_bytes) = (shells.peak_in_memory(), shells.spilled_bytes());
     drop(shells);
     let (sums, weights, weight_parts, trace_residual, trace_residual_parts) = rest;
     Ok(Some(OneChain {
@@ -1181,6 +1222,8 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
         trace_residual,
         trace_residual_parts,
         stored_bytes,
+        stored_in_memory,
+        spilled_bytes,
         times: SpectralTimes {
             forward: forward_time,
             backward: clock.elapsed(),
