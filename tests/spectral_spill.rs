@@ -90,8 +90,8 @@ fn spill_dirs(dir: &Path) -> Vec<String> {
 }
 
 /// A `dnrg spectrum` that spills: 300 kept states with ∂, ∂² in ε_d and U store ~11 MB per shell
-/// (estimate), and the smallest budget nrg.max_memory = 64 MiB leaves ~17 MB for them beside the
-/// run; its temporary directory goes under the sandbox's own TMPDIR.
+/// (estimate), and nrg.max_memory = 100 MiB leaves ~23 MB for them beside the run and the
+/// reserve; its temporary directory goes under the sandbox's own TMPDIR.
 fn spilling(sb: &Sandbox, tmp: &Path) -> std::process::Command {
     let mut cmd = sb.command(&[
         "spectrum",
@@ -105,7 +105,7 @@ fn spilling(sb: &Sandbox, tmp: &Path) -> std::process::Command {
         "--set",
         "nrg.T_min=1e-4",
         "--set",
-        "nrg.max_memory=64MiB",
+        "nrg.max_memory=100MiB",
         "--derive",
         "eps_d,U",
     ]);
