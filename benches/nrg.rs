@@ -407,9 +407,10 @@ const SPEC_MAX_MEMORY: u64 = 3 << 30;
 /// cost of first and second derivatives in two parameters against the value, peak memory.
 ///
 /// A full bench run uses the whole W-prod chain (69 shells). Every shell's eigenvectors,
-/// operators and frames are stored between the passes, ~6 GiB with five derivative parts
-/// (spilling to disk, issue #9 item 6, is not implemented): `--quick` runs the first 24 shells
-/// (T = T_min at the last one's T_N) at W-prod's keep 1000 and Λ = 2.
+/// operators and frames are stored between the passes, ~6.7 GiB with five derivative parts:
+/// the derivative run has `nrg.max_memory` = [`SPEC_MAX_MEMORY`] and spills what does not fit
+/// to disk (issue #9 item 6). `--quick` runs the first 24 shells (T = T_min at the last one's
+/// T_N) at W-prod's keep 1000 and Λ = 2.
 fn spectral_table(quick: bool) {
     let shells = if quick { 24 } else { usize::MAX };
     let label = if quick {

@@ -10,7 +10,10 @@
 //!    kept block is what the next shell is built on) and then the cluster frame e^G of
 //!    [`crate::frames`], in which its poles are read. Per shell and block the pass also stores
 //!    S, G and the cluster blocks of H̃, which the backward pass needs.
-//! 2. **Backward** ([`backward`]): the weights w_N = 4^{N_max−N} Z̃_N / Z of every shell's
+//!    Shells beyond a memory budget go to disk, oldest first ([`Stored`], [`crate::spill`]);
+//!    energies, kept counts, shifts and the ln-trace parts stay in memory.
+//! 2. **Backward** ([`backward`]), taking the shells out last-first (reading spilled ones back,
+//!    freeing each when done): the weights w_N = 4^{N_max−N} Z̃_N / Z of every shell's
 //!    discarded states at the user's temperature T (in logarithms: 4^{N_max−N} overflows), the
 //!    reduced density matrices R_N on the kept spaces, R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
 //!    (U_s the rows of a product block that belong to site state s), and the poles of every pair
