@@ -5,8 +5,10 @@
 //! - [`transform`]: X = e^{−S_L} O e^{S_R} for an antisymmetric generator S without a value
 //!   part (e^S = I + S^i + S^ij + ½{S^i, S^j}, the solver's convention), to second order:
 //!
-//!       X^i  = O^i + Z_i,    Z_i = ad_i(O),   ad_x(M) := M S^x_R − S^x_L M
-//!       X^ij = O^ij + ad_j(O^i + ½Z_i) + ad_i(O^j + ½Z_j) + ad_ij(O)
+//!   ```text
+//!   X^i  = O^i + Z_i,    Z_i = ad_i(O),   ad_x(M) := M S^x_R − S^x_L M
+//!   X^ij = O^ij + ad_j(O^i + ½Z_i) + ad_i(O^j + ½Z_j) + ad_ij(O)
+//!   ```
 //!
 //!   Expanded, this is the note's X′^ab of §2; written with ad it costs three commutators per
 //!   pair instead of ten products, and the same function serves every frame change: the
@@ -421,9 +423,11 @@ pub struct ClusterFrame {
 /// C = H′^ij, subscripts c (cluster-diagonal blocks) and o (the rest), and r, q in different
 /// clusters:
 ///
-///     G^i_rq  = A_rq/(E_q − E_r),                 H̃^i = A_c
-///     N       = C + [A_c + ½A_o, G^j] + [B_c + ½B_o, G^i]
-///     G^ij_rq = N_rq/(E_q − E_r),                 H̃^ij = N_c
+/// ```text
+/// G^i_rq  = A_rq/(E_q − E_r),                 H̃^i = A_c
+/// N       = C + [A_c + ½A_o, G^j] + [B_c + ½B_o, G^i]
+/// G^ij_rq = N_rq/(E_q − E_r),                 H̃^ij = N_c
+/// ```
 ///
 /// so that e^{−G}H′e^{G} is cluster-block-diagonal to second order. The only divisions are by
 /// gaps between clusters, ≥ [`cluster::TOL`].

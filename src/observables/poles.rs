@@ -7,11 +7,13 @@
 //! ad_x(Z) = Z B̃^x_R − B̃^x_L Z for the cluster-block-diagonal B̃^x = ω_N H̃^x (pole motion; C_N
 //! cancels in it) and 𝒟(X, Y; x) = ½(ad_x(X)∘Y + X∘ad_x(Y)):
 //!
-//!     W^i  = (X∘Ŷ)^i            (product rule)
-//!     D^i  = 𝒟(X, Ŷ; i)
-//!     W^ij = (X∘Ŷ)^ij
-//!     D^ij = 𝒟(X, Ŷ; ij) + 𝒟(X^j, Ŷ; i) + 𝒟(X, Ŷ^j; i) + 𝒟(X^i, Ŷ; j) + 𝒟(X, Ŷ^i; j)
-//!     Q^ij = ¼(ad_i ad_j X + ad_j ad_i X)∘Ŷ + ¼X∘(ad_i ad_j Ŷ + ad_j ad_i Ŷ)
+//! ```text
+//! W^i  = (X∘Ŷ)^i            (product rule)
+//! D^i  = 𝒟(X, Ŷ; i)
+//! W^ij = (X∘Ŷ)^ij
+//! D^ij = 𝒟(X, Ŷ; ij) + 𝒟(X^j, Ŷ; i) + 𝒟(X, Ŷ^j; i) + 𝒟(X^i, Ŷ; j) + 𝒟(X, Ŷ^i; j)
+//! Q^ij = ¼(ad_i ad_j X + ad_j ad_i X)∘Ŷ + ¼X∘(ad_i ad_j Ŷ + ad_j ad_i Ŷ)
+//! ```
 //!
 //! For an isolated pole D^i = W ∂_iΩ and Q^ij = W ∂_iΩ ∂_jΩ; inside a cluster the same sums are
 //! the exact Taylor coefficients of the broadening kernel, with no eigenvector of a degenerate
@@ -188,9 +190,11 @@ pub fn exprel(z: f64) -> f64 {
 /// physical energies ω_N E_r, `l` the parts of the scalar L = ln 4^{N_max−N} − ln Z − C_N/T.
 /// Inside a cluster, with ĝ the divided differences of e^{L⁰}g:
 ///
-///     ρ^i  = L^i ρ δ + ĝ^[1]∘(ωH̃^i)
-///     ρ^ij = (L^ij + L^i L^j) ρ δ + L^i ĝ^[1]∘(ωH̃^j) + L^j ĝ^[1]∘(ωH̃^i) + ĝ^[1]∘(ωH̃^ij)
-///            + Σ_q ĝ^[2](r, q, s) ω²(H̃^i_rq H̃^j_qs + H̃^j_rq H̃^i_qs)
+/// ```text
+/// ρ^i  = L^i ρ δ + ĝ^[1]∘(ωH̃^i)
+/// ρ^ij = (L^ij + L^i L^j) ρ δ + L^i ĝ^[1]∘(ωH̃^j) + L^j ĝ^[1]∘(ωH̃^i) + ĝ^[1]∘(ωH̃^ij)
+///        + Σ_q ĝ^[2](r, q, s) ω²(H̃^i_rq H̃^j_qs + H̃^j_rq H̃^i_qs)
+/// ```
 ///
 /// with ĝ^[1](r, s) = −T⁻¹ max(ρ_r, ρ_s) exprel(−|x_r − x_s|/T), exact, and ĝ^[2] the second
 /// divided difference: ½ĝ″ at the mean when the three energies lie within 2e-5·T (its error is
