@@ -34,5 +34,5 @@ pub use nrg::{
 };
 pub use observables::{
     bare, broadening, diagnostics, fdm, frames, free_chain, levels, poles, readout, spectral,
-    thermo, z_average,
+    spill, thermo, z_average,
 };

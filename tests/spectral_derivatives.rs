@@ -75,6 +75,7 @@ fn points(config: &RunConfig, kept: Option<&[usize]>, omega: &[f64]) -> (Spectru
     let probe = Probe {
         frozen_kept: kept.map(<[usize]>::to_vec),
         unbinned: Some(grid(omega)),
+        ..Probe::default()
     };
     let s = compute(config, &probe);
     let all = s.evaluate_unbinned().unwrap();

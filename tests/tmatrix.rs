@@ -189,6 +189,7 @@ fn unbinned(
     let probe = Probe {
         frozen_kept: kept.map(<[usize]>::to_vec),
         unbinned: Some(omega.to_vec()),
+        ..Probe::default()
     };
     let s = spectrum_probed(
         config,

@@ -177,6 +177,9 @@ pub fn main() -> ExitCode {
         Some(Command::Fit(args)) => fit::fit(args),
         Some(Command::Plot(args)) => plot::plot(args),
     };
+    // a spectrum still running on a thread of the explorer is not dropped at exit: its spill
+    // directory goes here
+    dnrg::spill::remove_all();
     result.unwrap_or_else(|e| {
         // user text (keys, values, paths) is part of messages: never raw control characters
         eprintln!("error: {}", printable(&e.to_string()));

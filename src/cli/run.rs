@@ -209,6 +209,8 @@ impl Interrupt {
             if let Some(path) = &temp {
                 let _ = std::fs::remove_file(path);
             }
+            // the exit skips destructors: a spectrum's spill directory goes now
+            dnrg::spill::remove_all();
             // wait for a record being written, so that no line is cut
             let _lock = io::stdout().lock();
             std::process::exit(signals::exit_code(signal).into());

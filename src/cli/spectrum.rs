@@ -126,8 +126,16 @@ pub fn spectrum(args: SpectrumArgs) -> Result<ExitCode, CliError> {
         } else {
             String::new()
         };
+        let spilled = if s.spilled_bytes > 0 {
+            format!(
+                ", {} of per-shell data spilled to disk",
+                dnrg::files::fmt_bytes(s.spilled_bytes)
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "spectrum: {} shells, |ΣW − {}| = {:.1e}{derivatives}, {:.2} s",
+            "spectrum: {} shells, |ΣW − {}| = {:.1e}{derivatives}, {:.2} s{spilled}",
             s.header.n_max + 1,
             match s.operator {
                 SpectralOperator::ImpurityLevel => "1",
@@ -446,6 +454,7 @@ fn summary(s: &Spectrum, a0: f64) -> Value {
         "friedel": (PI * n_d / 2.0).sin().powi(2),
         "shell_weights": s.shell_weights,
         "stored_bytes": s.stored_bytes,
+        "spilled_bytes": s.spilled_bytes,
     });
     let map = out.as_object_mut().expect("summary is an object");
     map.extend(derivatives);

@@ -176,25 +176,79 @@ pub struct OverBudget {
 const SPECTRAL_PER_SHELL: f64 = 20.0;
 const SPECTRAL_PER_SHELL_FIELD: f64 = 33.0;
 
-impl Estimate {
-    /// The cost of `dnrg spectrum` for `config`: the forward run with the derived parameters'
-    /// parts (their full Hessian, nothing for the thermodynamic observables), every shell's
-    /// stored eigenvectors, impurity operators and frames, and a backward pass of about the
-    /// forward's cost (three times it with derivatives, measured on W-prod).
-    pub fn of_spectrum(config: &RunConfig) -> Estimate {
+/// Shells' worth of stored data the spectral run needs beyond the forward run's estimate and
+/// what it keeps in memory when it spills: the shell being written or read back, the forward
+/// pass's operators in flight, the all-row second-order parts the derivative run keeps, the
+/// backward sweep's density matrices and pole sinks. Measured on W-prod with ∂, ∂² in ε_d, U
+/// (5 parts, a shell ≈ 120 MB by the estimate) under nrg.max_memory = 3 GiB: peak 3399 MiB
+/// against 2662 MiB of stored shells in memory, i.e. 4.9 shells beyond the run's estimate.
+const SPILL_RESERVE_SHELLS: f64 = 5.0;
+
+/// The parts of a spectrum's memory: the forward run's peak, the stored data of one shell and
+/// of all shells (bytes).
+struct SpectralMemory {
+    run: Estimate,
+    shell: f64,
+    stored: f64,
+    /// Bytes of stored data all chains together, and each chain, may keep in memory, given
+    /// `nrg.max_memory`.
+    free: f64,
+    budget: f64,
+}
+
+impl SpectralMemory {
+    fn of(config: &RunConfig) -> SpectralMemory {
         let mut run = config.clone();
         run.output.impurity_observables = false;
         // (its chains are counted as before: not multiplied like the thermodynamics' lockstep)
         run.nrg.z_average = 1;
-        let mut e = Estimate::of(&run);
+        let run = Estimate::of(&run);
         let keep = config.nrg.keep as f64;
         let per_shell = if config.model.h == 0.0 {
             SPECTRAL_PER_SHELL
         } else {
             SPECTRAL_PER_SHELL_FIELD
         };
-        let stored = per_shell * (1.0 + e.parts as f64) * keep * keep * e.shells as f64;
-        e.memory = e.memory.saturating_add(stored.min(u64::MAX as f64) as u64);
+        let shell = per_shell * (1.0 + run.parts as f64) * keep * keep;
+        let free =
+            (config.nrg.max_memory as f64 - run.memory as f64 - SPILL_RESERVE_SHELLS * shell)
+                .max(0.0);
+        SpectralMemory {
+            run,
+            shell,
+            stored: shell * run.shells as f64,
+            free,
+            budget: free / config.nrg.z_average.max(1) as f64,
+        }
+    }
+}
+
+/// Bytes of per-shell data one chain of `dnrg spectrum` keeps in memory; the rest goes to a
+/// temporary directory ([`crate::spill`]): what `nrg.max_memory` leaves beside the forward run
+/// and a reserve of five shells, shared by the chains of a z-average.
+pub fn spectral_store_budget(config: &RunConfig) -> usize {
+    SpectralMemory::of(config).budget.min(usize::MAX as f64) as usize
+}
+
+impl Estimate {
+    /// The cost of `dnrg spectrum` for `config`: the forward run with the derived parameters'
+    /// parts (their full Hessian, nothing for the thermodynamic observables), every shell's
+    /// stored eigenvectors, impurity operators and frames, and a backward pass of about the
+    /// forward's cost (three times it with derivatives, measured on W-prod). What does not fit
+    /// `nrg.max_memory` is spilled to disk: then the peak is the run, the budget's share of the
+    /// stored data and the reserve ([`spectral_store_budget`]), and only a run that does not
+    /// fit even so is refused.
+    pub fn of_spectrum(config: &RunConfig) -> Estimate {
+        let m = SpectralMemory::of(config);
+        let mut e = m.run;
+        let in_memory = if m.stored <= m.budget {
+            m.stored
+        } else {
+            m.free + SPILL_RESERVE_SHELLS * m.shell
+        };
+        e.memory = e
+            .memory
+            .saturating_add(in_memory.min(u64::MAX as f64) as u64);
         e.time = e.time.mul_f64(if e.parts > 0 { 3.0 } else { 2.0 });
         e
     }
@@ -274,8 +328,21 @@ mod tests {
         // 20 bytes · 1000² per shell over the run's shells, on top of the run
         let stored = 20e6 * run.shells as f64;
         assert_eq!(spectrum.memory, run.memory + stored as u64);
+        // a smaller budget spills the rest to disk: the estimate is then the budget itself
+        // (the run, what the budget leaves for stored shells, five shells' reserve) …
         config.nrg.max_memory = spectrum.memory - 1;
+        let spilling = check_spectrum(&config).unwrap();
+        assert_eq!(spilling.memory, config.nrg.max_memory);
+        let per_chain = spectral_store_budget(&config) as f64;
+        let expected = (config.nrg.max_memory - run.memory) as f64 - 5.0 * 20e6;
+        assert!(
+            (per_chain - expected).abs() <= 1.0,
+            "{per_chain} {expected}"
+        );
+        // … and only a budget below the run and the reserve is refused
+        config.nrg.max_memory = run.memory + 100_000_000 - 1;
         assert!(check(&plain).is_ok() && check_spectrum(&config).is_err());
+        assert_eq!(spectral_store_budget(&config), 0);
         // derived parameters: the run's parts (ε_d, U and their three pairs) and six times the
         // storage; a field stores ↓ as well
         config.nrg.max_memory = 1 << 40;

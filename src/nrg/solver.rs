@@ -961,6 +961,13 @@ impl Run {
         self.iteration.step()
     }
 
+    /// No complete-basis terms in the shells' free energies (Wilson's shell-only partition
+    /// function): for callers that read the shells but not their thermodynamics, such as the
+    /// spectral function's forward pass. Nothing else of a shell changes.
+    pub(crate) fn skip_complete_basis(&mut self) {
+        self.iteration.complete = None;
+    }
+
     /// Keep every shell's frame ([`Shell::frames`]) and all rows of the second-order parts, for
     /// the spectral function's derivatives.
     pub(crate) fn keep_frames(&mut self) {

@@ -10,7 +10,10 @@
 //!    kept block is what the next shell is built on) and then the cluster frame e^G of
 //!    [`crate::frames`], in which its poles are read. Per shell and block the pass also stores
 //!    S, G and the cluster blocks of H̃, which the backward pass needs.
-//! 2. **Backward** ([`backward`]): the weights w_N = 4^{N_max−N} Z̃_N / Z of every shell's
+//!    Shells beyond a memory budget go to disk, oldest first ([`Stored`], [`crate::spill`]);
+//!    energies, kept counts, shifts and the ln-trace parts stay in memory.
+//! 2. **Backward** ([`backward`]), taking the shells out last-first (reading spilled ones back,
+//!    freeing each when done): the weights w_N = 4^{N_max−N} Z̃_N / Z of every shell's
 //!    discarded states at the user's temperature T (in logarithms: 4^{N_max−N} overflows), the
 //!    reduced density matrices R_N on the kept spaces, R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
 //!    (U_s the rows of a product block that belong to site state s), and the poles of every pair
@@ -34,10 +37,12 @@ use crate::poles::{BlockRho, BlockView, PoleSums, discarded_parts, exprel, pair_
 use crate::shell::{SubBlocks, group_by_qn};
 use crate::solver::{Frame, Run, Shell};
 pub(crate) use crate::spectral::{LocalOperator, ShellZeroOps};
+use crate::spill::{Reader, SpillFile, Writer};
 use crate::step::EigenBlock;
 use crate::symmetry::{Qn, SPINS, creation_qn};
 use faer::Mat;
 use std::collections::HashMap;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The frames of one block (runs with derivative parts).
@@ -52,9 +57,44 @@ pub(crate) struct BlockFrame {
 }
 
 impl BlockFrame {
+    /// The generators, the cluster blocks of H̃ (in the two frames and again in `clusters`).
     fn bytes(&self) -> usize {
         let m = |v: &[Mat<f64>]| v.iter().map(|x| x.nrows() * x.ncols()).sum::<usize>();
-        8 * (m(&self.s) + m(&self.kf.g) + m(&self.df.g))
+        let h = |f: &ClusterFrame| f.h.iter().map(|p| m(p)).sum::<usize>();
+        8 * (m(&self.s) + m(&self.kf.g) + m(&self.df.g) + 2 * (h(&self.kf) + h(&self.df)))
+    }
+
+    fn write(&self, w: &mut Writer<'_>) -> io::Result<()> {
+        w.mats(&self.s)?;
+        for f in [&self.kf, &self.df] {
+            w.ranges(&f.ranges)?;
+            w.mats(&f.g)?;
+            w.usize(f.h.len())?;
+            f.h.iter().try_for_each(|h| w.mats(h))?;
+        }
+        Ok(())
+    }
+
+    /// What [`BlockFrame::write`] wrote; the joint clusters are made again as the forward pass
+    /// made them.
+    fn read(r: &mut Reader<'_>, kept: usize) -> io::Result<BlockFrame> {
+        let s = r.mats()?;
+        let mut frame = || -> io::Result<ClusterFrame> {
+            let ranges = r.ranges()?;
+            let g = r.mats()?;
+            let n = r.usize()?;
+            let h = (0..n).map(|_| r.mats()).collect::<io::Result<_>>()?;
+            Ok(ClusterFrame { ranges, g, h })
+        };
+        let kf = frame()?;
+        let df = frame()?;
+        let clusters = BlockClusters::join(&kf, &df, kept);
+        Ok(BlockFrame {
+            s,
+            kf,
+            df,
+            clusters,
+        })
     }
 }
 
@@ -93,6 +133,10 @@ pub(crate) struct StoredShell {
     f: [Vec<StoredOp>; 2],
     /// Total kept states (for freezing the counts of another run).
     kept_total: usize,
+    /// The parts of ln Tr_D e^{−ω_N H̃_DD/T} at the spectrum's T ([`log_trace_parts`]), taken
+    /// while the frames are in memory: the backward pass needs them of every shell before its
+    /// sweep, when a spilled shell's frames are on disk.
+    log_trace: Vec<f64>,
 }
 
 impl StoredShell {
@@ -117,6 +161,147 @@ impl StoredShell {
 
     pub(crate) fn kept_total(&self) -> usize {
         self.kept_total
+    }
+
+    /// Write the bulk — eigenvectors, frames, operators — and drop it from memory; energies,
+    /// kept counts and shifts stay (the backward pass's weights need them of every shell).
+    fn spill(&mut self, w: &mut Writer<'_>) -> io::Result<()> {
+        for b in &self.blocks {
+            w.mat(&b.u)?;
+            match &b.frame {
+                Some(f) => {
+                    w.u64(1)?;
+                    f.write(w)?;
+                }
+                None => w.u64(0)?,
+            }
+        }
+        for ops in self.d.iter().chain(&self.f) {
+            w.usize(ops.len())?;
+            for o in ops {
+                w.usize(o.left)?;
+                w.usize(o.right)?;
+                w.mat(&o.x.v)?;
+                w.mats(&o.x.p)?;
+            }
+        }
+        for b in &mut self.blocks {
+            b.u = Mat::zeros(0, 0);
+            b.frame = None;
+        }
+        self.d = [Vec::new(), Vec::new()];
+        self.f = [Vec::new(), Vec::new()];
+        Ok(())
+    }
+
+    /// Read back what [`StoredShell::spill`] wrote.
+    fn unspill(&mut self, r: &mut Reader<'_>) -> io::Result<()> {
+        for b in &mut self.blocks {
+            b.u = r.mat()?;
+            b.frame = match r.u64()? {
+                0 => None,
+                _ => Some(BlockFrame::read(r, b.kept)?),
+            };
+        }
+        for ops in self.d.iter_mut().chain(&mut self.f) {
+            let n = r.usize()?;
+            *ops = (0..n)
+                .map(|_| {
+                    let (left, right) = (r.usize()?, r.usize()?);
+                    let x = MatJet {
+                        v: r.mat()?,
+                        p: r.mats()?,
+                    };
+                    Ok(StoredOp { left, right, x })
+                })
+                .collect::<io::Result<_>>()?;
+        }
+        Ok(())
+    }
+}
+
+/// Every shell of a forward pass: the last ones in memory, the first ones — whatever did not
+/// fit the budget — on disk ([`crate::spill`]), to be read back last-first by the backward
+/// pass.
+pub(crate) struct Stored {
+    shells: Vec<StoredShell>,
+    /// Shells `0..on_disk` are in the spill file (their bulk; the rest of them is here).
+    on_disk: usize,
+    spill: Option<SpillFile>,
+    /// Bytes of the shells' bulk held in memory now, and at most during the forward pass.
+    in_memory: usize,
+    peak_in_memory: usize,
+    budget: usize,
+    /// Bytes of every shell's bulk, whether in memory or on disk.
+    total: usize,
+}
+
+impl Stored {
+    fn new(budget: usize) -> Stored {
+        Stored {
+            shells: Vec::new(),
+            on_disk: 0,
+            spill: None,
+            in_memory: 0,
+            peak_in_memory: 0,
+            budget,
+            total: 0,
+        }
+    }
+
+    /// Add the next shell; spill the oldest ones in memory while the budget is exceeded.
+    fn push(&mut self, shell: StoredShell) -> io::Result<()> {
+        let bytes = shell.bytes();
+        self.total += bytes;
+        self.in_memory += bytes;
+        self.shells.push(shell);
+        while self.in_memory > self.budget && self.on_disk < self.shells.len() {
+            let spill = match self.spill.as_mut() {
+                Some(s) => s,
+                None => self.spill.insert(SpillFile::create()?),
+            };
+            let sh = &mut self.shells[self.on_disk];
+            let bytes = sh.bytes();
+            spill.push(|w| sh.spill(w))?;
+            self.in_memory -= bytes;
+            self.on_disk += 1;
+        }
+        self.peak_in_memory = self.peak_in_memory.max(self.in_memory);
+        Ok(())
+    }
+
+    /// The last shell, whole (read back from disk if it was spilled), taken out of the list.
+    fn pop(&mut self) -> io::Result<Option<StoredShell>> {
+        let Some(mut sh) = self.shells.pop() else {
+            return Ok(None);
+        };
+        if self.shells.len() < self.on_disk {
+            let spill = self.spill.as_mut().expect("spilled shells have a file");
+            spill.pop(|r| sh.unspill(r))?;
+            self.on_disk -= 1;
+        } else {
+            self.in_memory -= sh.bytes();
+        }
+        Ok(Some(sh))
+    }
+
+    pub(crate) fn shells(&self) -> &[StoredShell] {
+        &self.shells
+    }
+
+    /// Bytes of every shell's stored data (what an all-in-memory run holds).
+    pub(crate) fn total_bytes(&self) -> usize {
+        self.total
+    }
+
+    /// The most bytes of it held in memory at once.
+    pub(crate) fn peak_in_memory(&self) -> usize {
+        self.peak_in_memory
+    }
+
+    /// Bytes written to the spill file (0 if nothing was spilled).
+    pub(crate) fn spilled_bytes(&self) -> u64 {
+        self.spill.as_ref().map_or(0, SpillFile::written)
     }
 }
 
@@ -285,18 +470,21 @@ fn compact_index(kept_blocks: &[usize]) -> Vec<Option<usize>> {
 }
 
 /// The forward pass: run the iteration and keep, per shell, the eigenbases, the frames and the
-/// operators on all four blocks. `None` if the run was cancelled.
+/// operators on all four blocks; beyond `budget` bytes of them, the oldest shells go to disk
+/// ([`Stored`]). `t` is the backward pass's temperature (for [`log_trace_parts`]). `Ok(None)`
+/// if the run was cancelled; an error if the spill file could not be written.
 pub(crate) fn forward(
     run: &mut Run,
     space: &LocalSpace,
     ops: &ShellZeroOps,
     dirs: &Directions,
+    (t, budget): (f64, usize),
     on_shell: &(dyn Fn() + Sync),
-) -> Option<Vec<StoredShell>> {
+) -> io::Result<Option<Stored>> {
     let parts = dirs.parts();
     let trick = ops.f.is_some();
     let spins: &[usize] = if run.spin_symmetric() { &[0] } else { &SPINS };
-    let mut shells: Vec<StoredShell> = Vec::new();
+    let mut shells = Stored::new(budget);
     // X′_KK of d_σ and X_F in the solver's frame of the previous shell, keyed by (left, right)
     // kept-block index
     let mut kept_d: [HashMap<(usize, usize), MatJet>; 2] = [HashMap::new(), HashMap::new()];
@@ -431,7 +619,7 @@ pub(crate) fn forward(
                 frame,
             })
             .collect();
-        shells.push(StoredShell {
+        let mut shell = StoredShell {
             omega: free_energy.omega,
             shift_step: shift_step.value,
             shift_step_parts: shift_step.parts,
@@ -442,15 +630,18 @@ pub(crate) fn forward(
             d,
             f,
             kept_total,
-        });
+            log_trace: Vec::new(),
+        };
+        shell.log_trace = log_trace_parts(&shell, t, dirs);
+        shells.push(shell)?;
         on_shell();
     }
     if run.is_cancelled() {
-        return None;
+        return Ok(None);
     }
     // C_N − C_{N_max} = −Σ_{M>N} (C_M − C_{M−1}): the reference shift cancels in every weight
     let (mut c, mut c_parts) = (0.0, vec![0.0; parts]);
-    for sh in shells.iter_mut().rev() {
+    for sh in shells.shells.iter_mut().rev() {
         sh.shift = c;
         sh.shift_parts.clone_from(&c_parts);
         c -= sh.shift_step;
@@ -458,7 +649,7 @@ pub(crate) fn forward(
             *a -= b;
         }
     }
-    Some(shells)
+    Ok(Some(shells))
 }
 
 /// ln Σ exp(x_i) without overflow (−∞ for an empty sum).
@@ -544,8 +735,10 @@ pub(crate) struct Backward<S> {
     /// max_N |Tr R_{N−1} − Σ_{M≥N} w_M|, and the same for every part.
     pub trace_residual: f64,
     pub trace_residual_parts: Vec<f64>,
-    /// The density matrix on shell 0, per block in its eigenbasis (value only).
+    /// The density matrix on shell 0, per block in its eigenbasis (value only), and those
+    /// eigenbases (shell 0 is gone from the store once the sweep is done).
     pub shell0_rho: Vec<Mat<f64>>,
+    pub shell0_u: Vec<Mat<f64>>,
 }
 
 /// Jobs of one chunk of pole work are run in parallel and merged in their fixed order: the
@@ -576,17 +769,18 @@ pub(crate) struct Watch<'a> {
 /// (the forward pass stored no ↓ operators): ↓ is its mirror image, equal except for the parts
 /// odd in the field, which change sign (A_↓(ω; h) = A_↑(ω; −h)).
 pub(crate) fn backward<S: PoleSink + Sync + Clone>(
-    shells: &[StoredShell],
+    stored: &mut Stored,
     t: f64,
     dirs: &Directions,
     template: &S,
     trick: bool,
     mirror: Option<&[bool]>,
     watch: Watch<'_>,
-) -> Option<Backward<S>> {
+) -> io::Result<Option<Backward<S>>> {
     let Watch { cancel, on_shell } = watch;
     let parts = dirs.parts();
     let m = dirs.first();
+    let shells = &stored.shells;
     let n_max = shells.len() - 1;
     let ln4 = 4f64.ln();
     // ln(4^{N_max−N} Z̃_N), with Z̃_N = Tr_{D_N} e^{−ℰ/T} (E_ref = 0; it cancels in w_N, ρ^D)
@@ -616,7 +810,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     let ell: Vec<Vec<f64>> = shells
         .iter()
         .map(|sh| {
-            let lt = log_trace_parts(sh, t, dirs);
+            let lt = &sh.log_trace;
             (0..parts).map(|x| lt[x] - sh.shift_parts[x] / t).collect()
         })
         .collect();
@@ -659,11 +853,14 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     let none: Vec<Mat<f64>> = (0..parts).map(|_| Mat::zeros(0, 0)).collect();
     let empty = BlockClusters::default();
     let mut shell0_rho: Vec<Mat<f64>> = Vec::new();
+    let mut shell0_u: Vec<Mat<f64>> = Vec::new();
     for n in (0..=n_max).rev() {
         if cancel.load(Ordering::Relaxed) {
-            return None;
+            return Ok(None);
         }
-        let sh = &shells[n];
+        // the shells are taken out last-first (from disk if spilled) and freed when done
+        let sh = stored.pop()?.expect("one stored shell per N");
+        let sh = &sh;
         let ln_pref = (n_max - n) as f64 * ln4 - ln_z;
         let l_parts: Vec<f64> = (0..parts)
             .map(|x| -lnz_parts[x] - sh.shift_parts[x] / t)
@@ -707,7 +904,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
             .flat_map(|&s| (0..sh.d[s].len()).map(move |i| (s, i)))
             .collect();
         for chunk in jobs.chunks(POLE_CHUNK) {
-            let partial = map_largest_first_until(
+            let Some(partial) = map_largest_first_until(
                 chunk,
                 |&(s, i)| {
                     let op = &sh.d[s][i];
@@ -743,7 +940,9 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     Some((sink, sink_f, s_sums))
                 },
                 Cancel::new(Some(cancel)),
-            )?;
+            ) else {
+                return Ok(None);
+            };
             for (&(s, _), (sink, sink_f, s_sums)) in chunk.iter().zip(partial) {
                 sinks[s].merge(&sink, 1.0);
                 if let (Some(all), Some(one)) = (sinks_f.as_mut(), sink_f.as_ref()) {
@@ -755,6 +954,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         on_shell();
         if n == 0 {
             // ρ on shell 0 in each block's eigenbasis (R_0 ⊕ ρ^D_0): local expectation values
+            shell0_u = sh.blocks.iter().map(|b| b.u.clone()).collect();
             shell0_rho = rho
                 .iter()
                 .map(|b| {
@@ -770,7 +970,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
             break;
         }
         // the sweep to shell N−1: R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
-        let prev = &shells[n - 1];
+        let prev = &stored.shells[n - 1];
         let kept_prev: Vec<usize> = prev
             .blocks
             .iter()
@@ -926,7 +1126,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         down.negate_parts(odd);
         sums[1] = down;
     }
-    Some(Backward {
+    Ok(Some(Backward {
         sinks,
         sinks_f,
         sums,
@@ -935,14 +1135,15 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         trace_residual,
         trace_residual_parts,
         shell0_rho,
-    })
+        shell0_u,
+    }))
 }
 
 /// ⟨X⟩ = Tr ρ X for an operator `x` of the local space of shell 0 that conserves (Q, S_z), from
-/// the full density matrix reduced to shell 0 ([`Backward::shell0_rho`]): independent of the
+/// the full density matrix reduced to shell 0 ([`Backward::shell0_rho`] in the eigenbases [`Backward::shell0_u`]): independent of the
 /// poles, it is the right-hand side of a sum rule Σ W = ⟨{X, X†}⟩.
 pub(crate) fn local_expectation(
-    shell0: &StoredShell,
+    shell0_u: &[Mat<f64>],
     rho: &[Mat<f64>],
     space: &LocalSpace,
     x: &nalgebra::DMatrix<f64>,
@@ -951,17 +1152,17 @@ pub(crate) fn local_expectation(
     // shell 0's blocks are the local space's (Q, S_z) groups in the same order
     groups
         .values()
-        .zip(&shell0.blocks)
+        .zip(shell0_u)
         .zip(rho)
-        .map(|((states, b), r)| {
+        .map(|((states, u), r)| {
             assert_eq!(
                 states.len(),
-                b.u.nrows(),
+                u.nrows(),
                 "shell 0's blocks are the local groups"
             );
             let local =
                 Mat::<f64>::from_fn(states.len(), states.len(), |i, j| x[(states[i], states[j])]);
-            let xe = sandwich(b.u.as_ref(), local.as_ref(), b.u.as_ref());
+            let xe = sandwich(u.as_ref(), local.as_ref(), u.as_ref());
             (0..r.nrows())
                 .flat_map(|i| (0..r.ncols()).map(move |j| (i, j)))
                 .map(|(i, j)| r[(i, j)] * xe[(j, i)])

@@ -14,5 +14,6 @@ pub mod levels;
 pub mod poles;
 pub mod readout;
 pub mod spectral;
+pub mod spill;
 pub mod thermo;
 pub mod z_average;

@@ -220,6 +220,9 @@ pub struct Probe {
     /// also its Kramers–Kronig grid, so they must cover the spectrum (e.g. a logarithmic grid
     /// over the bins' range, both signs, and 0); a coarse grid makes the unbinned run cheap.
     pub unbinned: Option<Vec<f64>>,
+    /// Bytes of per-shell data a chain keeps in memory before spilling the rest to disk
+    /// (`None`: what `nrg.max_memory` leaves, [`crate::estimate::spectral_store_budget`]).
+    pub store_budget: Option<usize>,
 }
 
 /// The FDM spectral function of one run.
@@ -256,6 +259,10 @@ pub struct Spectrum {
     /// T-matrix the local expectation value Tr ρ{O_σ, O_σ†} on shell 0, from the full density
     /// matrix and not from the poles (averaged over z like the weights).
     pub expected_weight: [f64; 2],
+    /// Of those, the most held in memory at once (of the largest chain), and the bytes written
+    /// to the spill directory (summed over the chains; 0 when all fit the budget).
+    pub stored_in_memory: usize,
+    pub spilled_bytes: u64,
     /// Wall time of the passes, summed over the chains of a z-average.
     pub times: SpectralTimes,
     omega_last: f64,
@@ -946,9 +953,13 @@ fn spectrum_inner(
         omega0: opts.crossover * opts.t,
         gamma: opts.linear_width * opts.t,
     };
+    let store_budget = probe
+        .store_budget
+        .unwrap_or_else(|| crate::estimate::spectral_store_budget(config));
     let setup = ChainSetup {
         operator,
         t: opts.t,
+        store_budget,
         trick,
         grid: &grid,
         kernel,
@@ -1056,6 +1067,8 @@ fn spectrum_inner(
         stored_bytes: chains.iter().map(|c| c.stored_bytes).max().unwrap_or(0),
         operator,
         expected_weight: SPINS.map(|sp| chains.iter().map(|c| c.expected[sp]).sum::<f64>() * scale),
+        stored_in_memory: chains.iter().map(|c| c.stored_in_memory).max().unwrap_or(0),
+        spilled_bytes: chains.iter().map(|c| c.spilled_bytes).sum(),
         times: SpectralTimes {
             forward: chains.iter().map(|c| c.times.forward).sum(),
             backward: chains.iter().map(|c| c.times.backward).sum(),
@@ -1069,10 +1082,25 @@ fn spectrum_inner(
     }))
 }
 
+/// A failure to write or read the spill file (a full disk), reported against the budget that
+/// made the run spill.
+fn spill_error(e: std::io::Error) -> InvalidParam {
+    InvalidParam {
+        key: "TMPDIR".into(),
+        value: std::env::temp_dir().display().to_string(),
+        reason: format!(
+            "spilling the per-shell data beyond nrg.max_memory to a temporary directory there \
+             failed: {e} (point TMPDIR at a disk with room, or raise nrg.max_memory)"
+        ),
+    }
+}
+
 /// What every chain of a spectrum shares.
 struct ChainSetup<'a> {
     operator: SpectralOperator,
     t: f64,
+    /// Per chain: bytes of stored shells kept in memory (the rest is spilled).
+    store_budget: usize,
     trick: bool,
     grid: &'a Binned,
     kernel: Kernel,
@@ -1096,6 +1124,8 @@ struct OneChain {
     stored_bytes: usize,
     /// ⟨{X_σ, X_σ†}⟩ per spin (the sum rule's right-hand side).
     expected: [f64; 2],
+    stored_in_memory: usize,
+    spilled_bytes: u64,
     times: SpectralTimes,
     kept: Vec<usize>,
 }
@@ -1130,6 +1160,9 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
     if dirs.parts() > 0 {
         run.keep_frames();
     }
+    // the thermodynamics of the forward run is not read (⟨n_d⟩ and the weights come from the
+    // density matrices): its complete-basis terms, 3.5% of W-spec's derivative run, are skipped
+    run.skip_complete_basis();
     if let Some(k) = &s.probe.frozen_kept {
         run.freeze_kept_counts(k.clone());
     }
@@ -1138,7 +1171,11 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
     let mirror = fdm::mirror_parts(&run, dirs);
     let mirror = mirror.as_deref();
     let ops = shell_zero_ops(s.operator, config, &run, &space, s.trick, dirs);
-    let Some(shells) = fdm::forward(&mut run, &space, &ops, dirs, &|| s.progress.shell()) else {
+    let budget = (s.t, s.store_budget);
+    let Some(mut shells) =
+        fdm::forward(&mut run, &space, &ops, dirs, budget, &|| s.progress.shell())
+            .map_err(spill_error)?
+    else {
         return Ok(None);
     };
     let forward_time = started.elapsed();
@@ -1149,14 +1186,19 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
         on_shell: &on_shell,
     };
     let bins = BinSink::new(s.grid, dirs.parts(), dirs.pairs().len());
-    let stored_bytes = shells.iter().map(StoredShell::bytes).sum();
-    let kept = shells.iter().map(StoredShell::kept_total).collect();
+    let stored_bytes = shells.total_bytes();
+    let kept = shells
+        .shells()
+        .iter()
+        .map(StoredShell::kept_total)
+        .collect();
     let (sinks, sinks_f, direct, rest) = match &s.probe.unbinned {
         None => {
-            let Some(b) = fdm::backward(&shells, s.t, dirs, &bins, s.trick, mirror, watch) else {
+            let b = fdm::backward(&mut shells, s.t, dirs, &bins, s.trick, mirror, watch);
+            let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
-            let expected = expected_weights(s.operator, &ops, &shells, &b.shell0_rho, &space);
+            let expected = expected_weights(s.operator, &ops, &b.shell0_u, &b.shell0_rho, &space);
             let rest = (
                 b.sums,
                 b.weights,
@@ -1171,11 +1213,11 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let grid = plain_grid(omega);
             let direct = DirectSink::new(s.kernel, grid, dirs.parts(), dirs.pairs().len());
             let template = (bins, direct);
-            let Some(b) = fdm::backward(&shells, s.t, dirs, &template, s.trick, mirror, watch)
-            else {
+            let b = fdm::backward(&mut shells, s.t, dirs, &template, s.trick, mirror, watch);
+            let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
-            let expected = expected_weights(s.operator, &ops, &shells, &b.shell0_rho, &space);
+            let expected = expected_weights(s.operator, &ops, &b.shell0_u, &b.shell0_rho, &space);
             let [(g0, d0), (g1, d1)] = b.sinks;
             let (sf, df) = match b.sinks_f {
                 Some([(f0, e0), (f1, e1)]) => (Some([f0, f1]), Some([e0, e1])),
@@ -1196,6 +1238,7 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             )
         }
     };
+    let (stored_in_memory, spilled_bytes) = (shells.peak_in_memory(), shells.spilled_bytes());
     drop(shells);
     let (sums, weights, weight_parts, trace_residual, trace_residual_parts, expected) = rest;
     Ok(Some(OneChain {
@@ -1210,6 +1253,8 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
         trace_residual_parts,
         stored_bytes,
         expected,
+        stored_in_memory,
+        spilled_bytes,
         times: SpectralTimes {
             forward: forward_time,
             backward: clock.elapsed(),
@@ -1355,7 +1400,7 @@ fn shell_zero_ops(
 fn expected_weights(
     operator: SpectralOperator,
     ops: &ShellZeroOps,
-    shells: &[StoredShell],
+    u0: &[faer::Mat<f64>],
     rho0: &[faer::Mat<f64>],
     space: &crate::model::LocalSpace,
 ) -> [f64; 2] {
@@ -1364,7 +1409,7 @@ fn expected_weights(
         SpectralOperator::TMatrix => SPINS.map(|s| {
             let o = &ops.x[s].value;
             let anti = o * o.transpose() + o.transpose() * o;
-            fdm::local_expectation(&shells[0], rho0, space, &anti)
+            fdm::local_expectation(u0, rho0, space, &anti)
         }),
     }
 }
