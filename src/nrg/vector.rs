@@ -32,7 +32,7 @@ use crate::su2::hopping_terms;
 use crate::symmetry::{Qn, fermion_sign};
 use crate::thermo::exprel;
 use faer::{Mat, MatRef};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Site spin (doubled) of the four product types: |0⟩, the doublet (twice), |↑↓⟩.
 const TYPE_SPIN: [i32; 4] = [0, 1, 1, 0];
@@ -49,7 +49,7 @@ const HOP_TYPES: [(usize, usize, f64); 4] = [
 ];
 
 /// Block pair keys: (bra, ket).
-type Pairs<K> = HashMap<(K, K), Mat<f64>>;
+type Pairs<K> = BTreeMap<(K, K), Mat<f64>>;
 
 /// What the vector sector gives at one shell.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub(crate) struct VectorSector {
     bvec: Pairs<Qn>,
     /// T^(½), T^(3/2).
     t: [Pairs<Qn>; 2],
-    h0: HashMap<Qn, Mat<f64>>,
+    h0: BTreeMap<Qn, Mat<f64>>,
     g: Pairs<Qn>,
     /// Accumulated isotropic shift, physical units.
     c: f64,
@@ -151,7 +151,7 @@ impl VectorSector {
     /// shell 0 adds site 0 with a = 1/ω_0 (f†_imp does not depend on the field).
     pub fn impurity(blocks: &[(Qn, usize)], omega0: f64, complete: bool) -> VectorSector {
         let doublet = Qn::new(0, 1);
-        let mut bvec = HashMap::new();
+        let mut bvec = BTreeMap::new();
         for &(q, len) in blocks {
             if q == doublet {
                 debug_assert_eq!(len, 1, "one impurity doublet");
@@ -167,9 +167,9 @@ impl VectorSector {
             a: 1.0 / omega0,
             b: 0.0,
             bvec,
-            t: [HashMap::new(), HashMap::new()],
-            h0: HashMap::new(),
-            g: HashMap::new(),
+            t: [BTreeMap::new(), BTreeMap::new()],
+            h0: BTreeMap::new(),
+            g: BTreeMap::new(),
             c: 0.0,
             tails: Vec::new(),
             complete,
@@ -185,7 +185,7 @@ impl VectorSector {
         let neighbours =
             |j: usize, j2: usize| qn[j].q == qn[j2].q && (qn[j].sz2 - qn[j2].sz2).abs() <= 2;
         // X[J←J′] (T7)
-        let mut x: Pairs<usize> = HashMap::new();
+        let mut x: Pairs<usize> = BTreeMap::new();
         if self.b != 0.0 {
             for j in 0..nb {
                 for j2 in (0..nb).filter(|&j2| neighbours(j, j2)) {
@@ -222,7 +222,7 @@ impl VectorSector {
                 }
             }
         }
-        let mut bp: Pairs<usize> = HashMap::new();
+        let mut bp: Pairs<usize> = BTreeMap::new();
         for j in 0..nb {
             for j2 in (0..nb).filter(|&j2| neighbours(j, j2)) {
                 let mut m: Option<Mat<f64>> = None;
@@ -476,8 +476,8 @@ impl VectorSector {
         let d: Vec<usize> = (0..nb).map(|j| eig[j].dim() - k[j]).collect();
         let e = |j: usize| &eig[j].energies;
         // step 5: S⃗ on the KD and DK parts
-        let mut skd: Pairs<usize> = HashMap::new();
-        let mut sdk: Pairs<usize> = HashMap::new();
+        let mut skd: Pairs<usize> = BTreeMap::new();
+        let mut sdk: Pairs<usize> = BTreeMap::new();
         for (&(j, j2), b) in br {
             let (e1, e2) = (e(j), e(j2));
             if k[j] > 0 && d[j2] > 0 {
@@ -502,7 +502,7 @@ impl VectorSector {
             (0..nb).filter(move |&j2| qr[j].q == qr[j2].q && (qr[j].sz2 - qr[j2].sz2).abs() <= 2)
         };
         // step 6: kept B⃗ and H°
-        let mut h0 = HashMap::new();
+        let mut h0 = BTreeMap::new();
         let mut s0 = vec![None; nb];
         let mut p = vec![None; nb];
         for j in 0..nb {
@@ -540,7 +540,7 @@ impl VectorSector {
             s0[j] = Some(s0j);
             p[j] = Some(pj);
         }
-        let mut bvec = HashMap::new();
+        let mut bvec = BTreeMap::new();
         for (&(j, j2), b) in br {
             if k[j] > 0 && k[j2] > 0 {
                 bvec.insert((qn[j], qn[j2]), sub(b, 0, k[j], 0, k[j2]).to_owned());
@@ -564,8 +564,8 @@ impl VectorSector {
             },
         );
         let o: Pairs<usize> = ops.into_iter().zip(full).collect();
-        let mut t: [Pairs<Qn>; 2] = [HashMap::new(), HashMap::new()];
-        let mut g = HashMap::new();
+        let mut t: [Pairs<Qn>; 2] = [BTreeMap::new(), BTreeMap::new()];
+        let mut g = BTreeMap::new();
         for l in (0..nb).filter(|&l| k[l] > 0) {
             for r in (0..nb).filter(|&r| k[r] > 0 && qn[l].q == qn[r].q + 1) {
                 let ds = (qn[l].sz2 - qn[r].sz2).abs();
