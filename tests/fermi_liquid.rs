@@ -111,12 +111,12 @@ fn acceptance(eps_d: f64, t_max: impl Fn(&[ShellRecord]) -> f64) -> (f64, f64) {
 
 #[test]
 fn symmetric_fermi_liquid_meets_the_accuracy_target_at_keep_2000() {
-    // T_K = 2.1e-4 (Tχ_imp through 0.07 after the local-moment plateau), 15 shells below T_K/100.
+    // T_K = 2.1e-4 (Tχ_imp through 0.07 after the local-moment plateau), 9 shells below T_K/100.
     // Measured ΔS = 1.6e-5, ΔTχ = 5.4e-7 (keep 1000 against 4000: 1.5e-4 and 8.9e-6; the error
     // falls ≈ 9× per doubling of the kept states). Bounds: the issue's 5e-5 for S (3.0× the
-    // measured value) and 3× the measured value for Tχ (the issue asks 1e-5).
+    // measured value) and 3.1× the measured value for Tχ (the issue asks 1e-5).
     let (s, tchi) = acceptance(-0.05, |_| 2.1e-4 / 100.0);
-    assert!(s < 5e-5 && tchi < 1.6e-6, "ΔS = {s:e}, ΔTχ = {tchi:e}");
+    assert!(s < 5e-5 && tchi < 1.7e-6, "ΔS = {s:e}, ΔTχ = {tchi:e}");
 }
 
 #[test]
