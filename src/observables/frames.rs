@@ -306,35 +306,8 @@ pub fn transform(
         right.right(part, x, w * sign, dst.as_mut());
         left.left(part, x, -w * sign, dst.as_mut());
     };
-    let m = dirs.first();
-    let mut p: Vec<Mat<f64>> = Vec::with_capacity(o.p.len());
-    // O^i + ½Z_i, needed by the pairs that contain i
-    let mut half: Vec<Option<Mat<f64>>> = Vec::with_capacity(m);
-    for i in 0..m {
-        let mut z = Mat::<f64>::zeros(r, c);
-        ad(&mut z, o.v.as_ref(), i, 1.0);
-        half.push(dirs.in_pair(i).then(|| {
-            let mut h = o.p[i].clone();
-            h += faer::Scale(0.5) * &z;
-            h
-        }));
-        z += &o.p[i];
-        p.push(z);
-    }
-    for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
-        let mut x = o.p[m + q].clone();
-        let hi = half[i].as_ref().expect("direction in a pair").as_ref();
-        if i == j {
-            ad(&mut x, hi, i, 2.0);
-        } else {
-            let hj = half[j].as_ref().expect("direction in a pair").as_ref();
-            ad(&mut x, hi, j, 1.0);
-            ad(&mut x, hj, i, 1.0);
-        }
-        ad(&mut x, o.v.as_ref(), m + q, 1.0);
-        p.push(x);
-    }
-    MatJet { v: o.v.clone(), p }
+    let ad_value = |dst: &mut Mat<f64>, part: usize, w: f64| ad(dst, o.v.as_ref(), part, w);
+    second_order(o, (r, c), dirs, &ad_value, &ad)
 }
 
 /// [`transform`] of a symmetric O (value and every part) with the same generator on both sides:
@@ -377,11 +350,28 @@ pub fn transform_symmetric(
             ad(dst, o.v.as_ref(), part, w);
         }
     };
+    second_order(o, (n, n), dirs, &ad_value, &ad)
+}
+
+/// dst += w·σ·ad_part(x), as (dst, x, part, w).
+type AdjointAction<'a> = dyn Fn(&mut Mat<f64>, MatRef<'_, f64>, usize, f64) + 'a;
+
+/// The parts of e^{−σS_L} O e^{σS_R} to second order, given the adjoint action on O's value
+/// (`ad_value(dst, part, w)`: dst += w·σ·ad_part(O)) and on any matrix (`ad`): shared by
+/// [`transform`] and [`transform_symmetric`], which differ only in how they apply it.
+fn second_order(
+    o: &MatJet,
+    (r, c): (usize, usize),
+    dirs: &Directions,
+    ad_value: &dyn Fn(&mut Mat<f64>, usize, f64),
+    ad: &AdjointAction<'_>,
+) -> MatJet {
     let m = dirs.first();
     let mut p: Vec<Mat<f64>> = Vec::with_capacity(o.p.len());
+    // O^i + ½Z_i, needed by the pairs that contain i
     let mut half: Vec<Option<Mat<f64>>> = Vec::with_capacity(m);
     for i in 0..m {
-        let mut z = Mat::<f64>::zeros(n, n);
+        let mut z = Mat::<f64>::zeros(r, c);
         ad_value(&mut z, i, 1.0);
         half.push(dirs.in_pair(i).then(|| {
             let mut h = o.p[i].clone();
