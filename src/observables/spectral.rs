@@ -829,34 +829,46 @@ pub fn spectral_directions(
     }
     let vars = params
         .iter()
-        .map(|&p| match p {
-            Param::H if config.model.field == FieldKind::Impurity => Ok(Variable::HImp),
-            Param::J if config.model.kind == ModelKind::Kondo => Ok(Variable::J),
-            Param::K if config.model.kind == ModelKind::Kondo => Ok(Variable::K),
-            Param::H => Err(InvalidParam {
-                key: "derive".into(),
-                value: "h".into(),
-                reason: "spectral derivatives in h are implemented for the field on the impurity \
-                         (set model.field = \"impurity\"); the field on the total spin is not yet"
-                    .into(),
-            }),
-            Param::EpsD | Param::U | Param::Gamma if config.model.kind == ModelKind::Siam => {
-                Ok(match p {
-                    Param::EpsD => Variable::EpsD,
-                    Param::U => Variable::U,
-                    _ => Variable::Gamma,
-                })
-            }
-            other => Err(InvalidParam {
-                key: "derive".into(),
-                value: other.name().into(),
-                reason: format!("not a parameter of the {} model", config.model.kind.name()),
-            }),
-        })
+        .map(|&p| spectral_variable(config, p))
         .collect::<Result<Vec<Variable>, InvalidParam>>()?;
     let m = if second_order { vars.len() } else { 0 };
     let pairs = (0..m).flat_map(|i| (i..m).map(move |j| (i, j)));
     Ok((params, Directions::new(vars, pairs)))
+}
+
+/// The matrix direction of the spectra of `config` that derived parameter `p` is, or why it is
+/// none (the field on the total spin, a parameter of the other model).
+fn spectral_variable(config: &RunConfig, p: Param) -> Result<Variable, InvalidParam> {
+    match p {
+        Param::H if config.model.field == FieldKind::Impurity => Ok(Variable::HImp),
+        Param::J if config.model.kind == ModelKind::Kondo => Ok(Variable::J),
+        Param::K if config.model.kind == ModelKind::Kondo => Ok(Variable::K),
+        Param::H => Err(InvalidParam {
+            key: "derive".into(),
+            value: "h".into(),
+            reason: "spectral derivatives in h are implemented for the field on the impurity \
+                         (set model.field = \"impurity\"); the field on the total spin is not yet"
+                .into(),
+        }),
+        Param::EpsD | Param::U | Param::Gamma if config.model.kind == ModelKind::Siam => {
+            Ok(match p {
+                Param::EpsD => Variable::EpsD,
+                Param::U => Variable::U,
+                _ => Variable::Gamma,
+            })
+        }
+        other => Err(InvalidParam {
+            key: "derive".into(),
+            value: other.name().into(),
+            reason: format!("not a parameter of the {} model", config.model.kind.name()),
+        }),
+    }
+}
+
+/// Whether the spectra of `config` can be differentiated in `p` (the explorer's panel keeps
+/// only those of the run's derived parameters).
+pub fn differentiable_in(config: &RunConfig, p: Param) -> bool {
+    spectral_variable(config, p).is_ok()
 }
 
 /// Compute the FDM spectral function of the impurity level of a SIAM run at temperature

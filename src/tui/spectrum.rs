@@ -21,8 +21,10 @@ use super::plot::{Axis, HLine, Plot, Series, fmt_exact, fmt_g, fmt_sci, fmt_val}
 use super::plot::{linear_axis, value_range};
 use super::theme::{PINNED_GLYPH, SERIES_GLYPHS};
 use super::ui;
-use dnrg::params::{FieldKind, ModelKind, Param, RunConfig};
-use dnrg::spectral::{SpectralOperator, SpectralOptions, spectrum_with_progress};
+use dnrg::params::{ModelKind, Param, RunConfig};
+use dnrg::spectral::{
+    SpectralOperator, SpectralOptions, differentiable_in, spectrum_with_progress,
+};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -336,13 +338,11 @@ pub fn compute(
     config.nrg.z_average = 1;
     // the second chart shows ∂A/∂θ of the parameters the spectra can be differentiated in
     // (first order only: about half the parts of a full Hessian)
-    let impurity_field = config.model.field == FieldKind::Impurity;
-    let kondo = config.model.kind == ModelKind::Kondo;
-    config.derive.retain(|p| match p {
-        Param::EpsD | Param::U | Param::Gamma => !kondo,
-        Param::J | Param::K => kondo,
-        Param::H => impurity_field,
-    });
+    let all = config.derive.clone();
+    config.derive = all
+        .into_iter()
+        .filter(|&p| differentiable_in(&config, p))
+        .collect();
     let mut opts = options(t);
     opts.second_order = false;
     let passes = |done, total| report(Stage::Passes { done, total });
