@@ -53,6 +53,8 @@ fn w_prod(keep: usize) -> RunConfig {
     c.nrg.keep = keep;
     c.nrg.t_min = 1e-10;
     c.output.impurity_observables = false;
+    // (Q, S_z), as the workload is defined (`auto` would pick (Q, S): see `w_prod_qs`)
+    c.nrg.symmetry = SymmetryChoice::Qsz;
     c
 }
 

@@ -99,8 +99,26 @@ fn particle_hole_symmetry_and_odd_field_derivatives() {
         assert_eq!(s.obs_grad["S_imp"]["h"], 0.0);
         assert_eq!(s.obs_grad["n_d"]["h"], 0.0);
         // the members ±S_z of a multiplet respond oppositely to the field (the listing never
-        // cuts a multiplet, so every mirror is there)
-        for l in s.levels.iter().filter(|l| l.sz != 0.0) {
+        // cuts a multiplet, so every mirror is there); (Q, S) runs list each multiplet once,
+        // by its S_z = S member, whose slope is −S in the shell's energy unit: one ratio for
+        // all (round-off of the unit's products: 1e-15; 1e-12 is far below any real mismatch)
+        let unit = s
+            .levels
+            .iter()
+            .find(|l| l.s.is_some() && l.sz > 0.0)
+            .map(|l| l.de["h"][0] / -l.sz);
+        for l in s.levels.iter().filter(|l| l.s.is_some()) {
+            let slope = unit.unwrap_or(0.0) * -l.sz;
+            assert!(
+                (l.de["h"][0] - slope).abs() <= 1e-12 * slope.abs(),
+                "N = {}: slope of (Q, S) = ({}, {}): {} vs {slope}",
+                s.n,
+                l.q,
+                l.sz,
+                l.de["h"][0]
+            );
+        }
+        for l in s.levels.iter().filter(|l| l.sz != 0.0 && l.s.is_none()) {
             let m = s
                 .levels
                 .iter()

@@ -458,9 +458,13 @@ fn refusal(c: &RunConfig) -> InvalidParam {
 fn symmetry_choice_resolution_and_refusals() {
     let c = common::siam(0.1, -0.05, 0.01, 3.0, 100, 1e-3);
     let header = |c: &RunConfig| Run::new(c).unwrap().header().nrg.symmetry;
-    // `auto` keeps (Q, S_z) until (Q, S) has χ_loc and spectra; the header holds the choice
+    // `auto` picks (Q, S) without a field; the header holds the resolved choice
     assert_eq!(c.nrg.symmetry, SymmetryChoice::Auto);
-    assert_eq!(header(&c), SymmetryChoice::Qsz);
+    assert_eq!(header(&c), SymmetryChoice::Qs);
+    assert_eq!(
+        header(&with_symmetry(c.clone(), SymmetryChoice::Qsz)),
+        SymmetryChoice::Qsz
+    );
     let qs = with_symmetry(c.clone(), SymmetryChoice::Qs);
     assert_eq!(header(&qs), SymmetryChoice::Qs);
     let json = serde_json::to_value(Run::new(&qs).unwrap().header()).unwrap();
@@ -474,8 +478,11 @@ fn symmetry_choice_resolution_and_refusals() {
         let e = refusal(&f);
         assert_eq!(e.key, "nrg.symmetry");
         assert!(e.reason.contains("breaks SU(2)"), "{}", e.reason);
-        // auto and QSZ take it
-        assert!(Run::new(&with_symmetry(f, SymmetryChoice::Auto)).is_ok());
+        // auto takes it in (Q, S_z)
+        assert_eq!(
+            header(&with_symmetry(f, SymmetryChoice::Auto)),
+            SymmetryChoice::Qsz
+        );
     }
     // impurity-field derivatives at h_loc = 0 (χ_loc) come from the vector sector
     let mut loc = common::with_derive(qs.clone(), &[Param::H]);

@@ -552,6 +552,8 @@ beta_bar = 0.75
 T_min = 1e-3
 bare_chain = "exact"
 max_memory = "16 GiB"
+# (Q, S_z): its blocks are the heavy ones this test needs ((Q, S) would be ~4× lighter)
+symmetry = "QSZ"
 [output]
 impurity_observables = false
 "#;

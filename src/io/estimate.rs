@@ -284,11 +284,14 @@ fn within_budget(config: &RunConfig, estimate: Estimate) -> Result<Estimate, Ove
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::{FieldKind, Param};
+    use crate::params::{FieldKind, Param, SymmetryChoice};
 
     #[test]
     fn parts_match_the_solver_plan_for_every_derive_list() {
         let mut config = RunConfig::default();
+        // (Q, S): χ_loc comes from the vector sector, not from (h_imp) and (h,h) parts
+        assert_eq!(derivative_parts(&config), 3, "ε_d, U; (ε_d,ε_d)");
+        config.nrg.symmetry = SymmetryChoice::Qsz;
         assert_eq!(
             derivative_parts(&config),
             5,
@@ -312,6 +315,7 @@ mod tests {
     #[test]
     fn the_largest_run_is_refused_on_any_ordinary_machine() {
         let mut config = RunConfig::default();
+        config.nrg.symmetry = SymmetryChoice::Qsz;
         config.nrg.keep = 20_000;
         config.nrg.max_memory = 12 << 30;
         let err = check(&config).unwrap_err();

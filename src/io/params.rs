@@ -130,16 +130,15 @@ impl ThermoStates {
     }
 }
 
-/// Whether `auto` may pick (Q, S) blocks. Not until the (Q, S) mode has χ_loc (the vector
-/// sector) and spectral functions: it would drop them from default runs.
-pub const AUTO_PICKS_QS: bool = false;
+/// Whether `auto` picks (Q, S) blocks when the run allows them. The (Q, S) mode offers every
+/// thermodynamic output of the (Q, S_z) one (χ_loc through the vector sector); spectral
+/// functions resolve `auto` on their own ([`RunConfig::for_spectra`]).
+pub const AUTO_PICKS_QS: bool = true;
 
 /// Which quantum numbers label the blocks (`nrg.symmetry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum SymmetryChoice {
-    /// (Q, S) when the run allows it, (Q, S_z) otherwise. Until the (Q, S) mode offers every
-    /// output of the (Q, S_z) one (χ_loc, spectral functions), `auto` picks (Q, S_z) always, so
-    /// that no existing output changes.
+    /// (Q, S) when the run allows it (no field), (Q, S_z) otherwise.
     #[default]
     #[serde(rename = "auto")]
     Auto,
@@ -429,7 +428,7 @@ impl RunConfig {
     }
 
     /// The block labels this run uses: `nrg.symmetry` with `auto` resolved: (Q, S) whenever
-    /// [`Self::spin_rotation_invariant`] — once [`AUTO_PICKS_QS`].
+    /// [`Self::spin_rotation_invariant`] (and [`AUTO_PICKS_QS`]).
     pub fn symmetry(&self) -> Symmetry {
         match self.nrg.symmetry {
             SymmetryChoice::Qs => Symmetry::QS,

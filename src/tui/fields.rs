@@ -3,7 +3,7 @@
 //! `App::apply`), so the explorer accepts and refuses exactly what the CLI does.
 
 use super::plot::fmt_exact;
-use dnrg::params::{Discretization, ModelKind, Param, RunConfig};
+use dnrg::params::{Discretization, ModelKind, Param, RunConfig, SymmetryChoice};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -23,6 +23,7 @@ pub enum Field {
     BetaBar,
     TMin,
     GapWindow,
+    Symmetry,
     Levels,
     ImpurityObservables,
 }
@@ -42,7 +43,7 @@ enum StepRule {
 }
 
 impl Field {
-    pub const ALL: [Field; 18] = [
+    pub const ALL: [Field; 19] = [
         Field::Kind,
         Field::U,
         Field::EpsD,
@@ -59,6 +60,7 @@ impl Field {
         Field::BetaBar,
         Field::TMin,
         Field::GapWindow,
+        Field::Symmetry,
         Field::Levels,
         Field::ImpurityObservables,
     ];
@@ -82,6 +84,7 @@ impl Field {
             Field::BetaBar => "nrg.beta_bar",
             Field::TMin => "nrg.T_min",
             Field::GapWindow => "nrg.gap_window",
+            Field::Symmetry => "nrg.symmetry",
             Field::Levels => "output.levels",
             Field::ImpurityObservables => "output.impurity_observables",
         }
@@ -117,6 +120,7 @@ impl Field {
             Field::BetaBar => "T_N = ω_N / beta_bar",
             Field::TMin => "lowest T (last shell)",
             Field::GapWindow => "cut at a gap ≤ keep·(1+w)",
+            Field::Symmetry => "blocks: (Q,S) or (Q,S_z)",
             Field::Levels => "levels per shell (flow)",
             Field::ImpurityObservables => "n_d, docc, χ_loc, χ_c by AD",
         }
@@ -161,6 +165,7 @@ impl Field {
             Field::Kind => Some(ModelKind::ALL.iter().map(|k| k.name()).collect()),
             Field::ActsOn => Some(vec!["total", "impurity"]),
             Field::Discretization => Some(Discretization::ALL.iter().map(|d| d.name()).collect()),
+            Field::Symmetry => Some(SymmetryChoice::ALL.iter().map(|s| s.name()).collect()),
             Field::ImpurityObservables => Some(vec!["true", "false"]),
             _ => None,
         }
@@ -193,6 +198,7 @@ impl Field {
             Field::BetaBar => fmt_exact(n.beta_bar),
             Field::TMin => fmt_exact(n.t_min),
             Field::GapWindow => fmt_exact(n.gap_window),
+            Field::Symmetry => n.symmetry.name().into(),
             Field::Levels => c.output.levels.to_string(),
             Field::ImpurityObservables => c.output.impurity_observables.to_string(),
         }
@@ -365,6 +371,8 @@ mod tests {
             Field::Discretization.step(&c, false).unwrap(),
             "zitko-pruschke"
         );
+        assert_eq!(Field::Symmetry.step(&c, true).unwrap(), "QS");
+        assert_eq!(Field::Symmetry.step(&c, false).unwrap(), "QSZ");
         let mut z = c.clone();
         z.model.u = 0.0;
         assert!(Field::U.step(&z, false).is_err());
@@ -376,7 +384,10 @@ mod tests {
 
     #[test]
     fn keys_are_the_preset_keys() {
-        let text = dnrg::preset::to_toml(&RunConfig::default(), "");
+        // a preset leaves `symmetry` out while it is the default `auto`
+        let mut c = RunConfig::default();
+        c.nrg.symmetry = SymmetryChoice::Qsz;
+        let text = dnrg::preset::to_toml(&c, "");
         for f in Field::ALL {
             assert!(
                 text.contains(&format!("\n{} = ", f.name())),

@@ -74,7 +74,7 @@ fn energy_top(shells: &[ShellRecord]) -> f64 {
 }
 
 /// dE/dθ of a cluster: one number, or the range of its first-order shifts.
-fn fmt_de(values: &[f64]) -> String {
+pub fn fmt_de(values: &[f64]) -> String {
     match values {
         [] => "—".into(),
         [v] => fmt_val(*v, 3),
@@ -255,6 +255,7 @@ fn diagram(frame: &mut Frame, area: Rect, app: &App, parity: usize, y_max: f64) 
     {
         spans.push(Span::styled(" (Q,S)", theme.title()));
     }
+    let unit = spans.len();
     spans.push(Span::styled(" E/ω_N  Q:", theme.dim()));
     for q in qs {
         let (style, glyph) = theme.sector(q);
@@ -274,7 +275,7 @@ fn diagram(frame: &mut Frame, area: Rect, app: &App, parity: usize, y_max: f64) 
         .sum::<usize>()
         > width
     {
-        spans[1] = Span::styled(" Q:", theme.dim());
+        spans[unit] = Span::styled(" Q:", theme.dim());
     }
     frame.render_widget(Paragraph::new(ui::fit_spans(spans, width)), legend_area);
 }

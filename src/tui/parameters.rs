@@ -5,6 +5,7 @@
 use super::app::{App, MessageKind, View};
 use super::fields::Field;
 use super::ui::{self, fit, pad};
+use dnrg::params::SymmetryChoice;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -105,7 +106,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, framed: bool) {
                 }
             }
             _ => {
-                let value = field.value(&app.config);
+                let mut value = field.value(&app.config);
+                // `auto` says what it resolves to for this run's field
+                if field == Field::Symmetry && app.config.nrg.symmetry == SymmetryChoice::Auto {
+                    value = format!("{value}→{}", app.config.symmetry().name());
+                }
                 let style = if field.choices().is_some() {
                     theme.key()
                 } else {

@@ -3,7 +3,7 @@
 //! ∂X/∂θ at the cursor shell and dE/dθ of its lowest levels.
 
 use super::app::{App, RunData, View};
-use super::flow::{fmt_sz, sorted_levels};
+use super::flow::{fmt_de, fmt_sz, sorted_levels};
 use super::plot::{Plot, Series, fmt_g, fmt_val, linear_axis, value_range};
 use super::theme::{PINNED_GLYPH, SERIES_GLYPHS};
 use super::thermo::t_axis;
@@ -173,6 +173,12 @@ fn table(frame: &mut Frame, area: Rect, app: &App, obs: &[&str], selected: &str)
     if let Some(p) = theta {
         let room = (area.height as usize).saturating_sub(lines.len() + 2);
         if room > 0 {
+            // (Q, S) runs list multiplets: the spin column is S
+            let spin_head = if shell.levels.first().is_some_and(|l| l.s.is_some()) {
+                "S"
+            } else {
+                "Sz"
+            };
             lines.push(Line::raw(""));
             lines.push(Line::from(Span::styled(
                 fit(
@@ -180,7 +186,7 @@ fn table(frame: &mut Frame, area: Rect, app: &App, obs: &[&str], selected: &str)
                         "{} {} {}{}",
                         rpad("E", 6),
                         rpad("Q", 3),
-                        rpad("Sz", 4),
+                        rpad(spin_head, 4),
                         rpad(&format!("dE/d{p}"), 12)
                     ),
                     w,
@@ -191,12 +197,7 @@ fn table(frame: &mut Frame, area: Rect, app: &App, obs: &[&str], selected: &str)
             let sel = app.level_sel.min(levels.len().saturating_sub(1));
             let first = sel.saturating_sub(room.saturating_sub(1));
             for (i, l) in levels.iter().enumerate().skip(first).take(room) {
-                let de = l.de.get(p.name()).map_or("—".into(), |v| {
-                    v.iter()
-                        .map(|x| fmt_val(*x, 3))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                });
+                let de = l.de.get(p.name()).map_or("—".into(), |v| fmt_de(v));
                 let q = if l.q > 0 {
                     format!("+{}", l.q)
                 } else {

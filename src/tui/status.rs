@@ -4,6 +4,7 @@
 
 use super::app::{App, MessageKind, View};
 use super::ui::{self, fit};
+use dnrg::symmetry::Symmetry;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -112,6 +113,13 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
             Span::styled("─".repeat(gauge_w - filled), theme.dim()),
         ],
     ));
+
+    // the blocks this run uses (`auto` resolved): multiplets or S_z states
+    let blocks = match run.config.symmetry() {
+        Symmetry::QS => "(Q,S)",
+        Symmetry::QSz => "(Q,Sz)",
+    };
+    fields.push((2, vec![Span::styled(format!(" {blocks}"), theme.dim())]));
 
     if let Some(last) = run.shells.last() {
         fields.push((
