@@ -519,6 +519,7 @@ fn main() {
     unsafe { std::env::set_var("DNRG_CACHE_DIR", &cache) };
     if args.iter().any(|a| a == "--su2") {
         su2_comparison(shells);
+        su2_accuracy(quick);
         let _ = std::fs::remove_dir_all(&cache);
         return;
     }
@@ -667,6 +668,7 @@ fn main() {
     println!("  fitted exponent: time/shell ∝ keep^{slope:.2} (dense eigensolver: 3)");
     println!();
     su2_comparison(shells);
+    su2_accuracy(quick);
     let _ = std::fs::remove_dir_all(&cache);
 }
 
@@ -719,6 +721,78 @@ fn su2_comparison(shells: usize) {
             qsz.seconds / qs.seconds,
             qsz.peak_mib,
             qs.peak_mib
+        );
+    }
+}
+
+/// S_imp and Tχ_imp of every shell of a plain run, and its wall time.
+fn thermo_series(config: &RunConfig) -> (Duration, Vec<(f64, f64)>) {
+    let start = Instant::now();
+    let series = Run::new(config)
+        .unwrap()
+        .map(|r| (r.obs.s_imp, r.obs.tchi_imp))
+        .collect();
+    (start.elapsed(), series)
+}
+
+/// (Q, S) against (Q, S_z) at equal accuracy (issue #11 item 5). Both keep the same states at
+/// the same `keep`, so at equal `keep` their answers agree to round-off and the speed-up above
+/// is the equal-accuracy speed-up. What the user gains is the other reading: the time of a
+/// (Q, S_z) run at keep 1000 buys (Q, S) a larger keep, and how much closer that is to a
+/// converged answer (here (Q, S) at keep 8000; `--quick`: 4000 and the first 40 shells).
+/// Errors are the largest |ΔS_imp| and |ΔTχ_imp| over all shells.
+fn su2_accuracy(quick: bool) {
+    let (reference_keep, shells) = if quick {
+        (4000, 40)
+    } else {
+        (8000, usize::MAX)
+    };
+    let config = |symmetry: SymmetryChoice, keep: usize| {
+        let mut c = w_prod_shells(keep, shells);
+        c.nrg.symmetry = symmetry;
+        c
+    };
+    println!();
+    println!(
+        "SU(2) at equal accuracy: W-prod plain runs against (Q, S) at keep {reference_keep} (converged reference)"
+    );
+    let (t_ref, reference) = thermo_series(&config(SymmetryChoice::Qs, reference_keep));
+    println!(
+        "reference: {} shells in {:.1} s",
+        reference.len(),
+        t_ref.as_secs_f64()
+    );
+    println!(
+        "{:<8} {:>6} {:>9} {:>12} {:>12}",
+        "blocks", "keep", "seconds", "max |ΔS|", "max |ΔTχ|"
+    );
+    let mut qsz_seconds = f64::NAN;
+    for (symmetry, keep) in [
+        (SymmetryChoice::Qsz, 1000),
+        (SymmetryChoice::Qs, 1000),
+        (SymmetryChoice::Qs, 1500),
+        (SymmetryChoice::Qs, 2000),
+        (SymmetryChoice::Qs, 3000),
+    ] {
+        let (t, series) = thermo_series(&config(symmetry, keep));
+        let (ds, dt) = series
+            .iter()
+            .zip(&reference)
+            .fold((0.0f64, 0.0f64), |(a, b), (x, r)| {
+                (a.max((x.0 - r.0).abs()), b.max((x.1 - r.1).abs()))
+            });
+        let seconds = t.as_secs_f64();
+        if symmetry == SymmetryChoice::Qsz {
+            qsz_seconds = seconds;
+        }
+        println!(
+            "{:<8} {:>6} {:>9.3} {:>12.2e} {:>12.2e}  ({:.2}× the (Q, S_z) time)",
+            symmetry.name(),
+            keep,
+            seconds,
+            ds,
+            dt,
+            seconds / qsz_seconds
         );
     }
 }

@@ -170,6 +170,8 @@ pub fn csv_columns(derive: &[Param]) -> Vec<String> {
     for x in differentiated_observables() {
         columns.extend(derive.iter().map(|p| format!("d{x}_d{p}")));
     }
+    // added after the first release: last, so that the columns before keep their places
+    columns.push("chi_cross".into());
     columns
 }
 
@@ -216,6 +218,7 @@ impl<W: Write> RecordWriter for CsvWriter<W> {
                     .map(|p| cell(grads.and_then(|g| g.get(*p)).copied())),
             );
         }
+        row.push(cell(shell.obs.chi_cross));
         self.line(row)
     }
 
@@ -376,8 +379,10 @@ mod tests {
         assert_eq!(columns[..head.len()], head);
         assert!(columns.contains(&"dn_d_deps_d".to_string()));
         assert!(!columns.iter().any(|c| c.starts_with("dF_imp")));
-        assert_eq!(columns.len(), 15 + 2 + 3 + 7 * 2);
-        assert_eq!(csv_columns(&[]).len(), 15);
+        assert_eq!(columns.len(), 15 + 2 + 3 + 7 * 2 + 1);
+        // appended after the first release: last, the earlier columns keep their places
+        assert_eq!(columns.last().unwrap(), "chi_cross");
+        assert_eq!(csv_columns(&[]).len(), 16);
     }
 
     #[test]
@@ -399,6 +404,7 @@ mod tests {
         assert_eq!(cell("E_cut"), "7.5");
         assert_eq!(cell("S_imp"), "", "non-finite is empty");
         assert_eq!(cell("chi_loc"), "", "None is empty");
+        assert_eq!(cell("chi_cross"), "");
         assert_eq!(cell("n_d"), "1.0");
         assert_eq!(cell("grad_U"), "0.25");
         assert_eq!(cell("hess_eps_d_U"), "-1.0");

@@ -105,6 +105,10 @@ pub struct Observables {
     pub docc: Option<f64>,
     /// Charge susceptibility −∂²F/∂ε_d² = −∂⟨n_d⟩/∂ε_d.
     pub chi_c: Option<f64>,
+    /// Cross susceptibility −∂²F/∂h∂h_loc (h on the total spin, h_loc on the impurity spin,
+    /// both at zero), with χ_loc: the impurity's share of the total spin response. Written
+    /// after the other observables (last CSV column), so older readers see the same layout.
+    pub chi_cross: Option<f64>,
 }
 
 impl Observables {

@@ -911,7 +911,7 @@ impl Run {
             &shell.free_energy,
             &bare,
             &self.plan,
-            shell.vector.as_ref().map(|v| v.chi_loc),
+            shell.vector.as_ref().map(|v| (v.chi_loc, v.chi_cross)),
         );
         let warnings = self.diagnostics.shell(&shell, &out.obs);
         if shell.n == self.header.n_max {
@@ -938,8 +938,8 @@ impl Run {
 
     /// The cross susceptibility χ_cross = −∂²F/∂h∂h_loc (h on the total spin, h_loc on the
     /// impurity spin, both at zero) of the last shell computed, whenever the run computes χ_loc
-    /// ((Q, S): the vector sector; (Q, S_z): the h_loc direction's total-field derivative). Not
-    /// in the records (yet).
+    /// ((Q, S): the vector sector; (Q, S_z): the h_loc direction's total-field derivative); the
+    /// records carry it as `obs.chi_cross` when they carry χ_loc.
     pub fn chi_cross(&self) -> Option<f64> {
         self.last_chi_cross
     }

@@ -161,13 +161,14 @@ pub struct ReadOut {
 }
 
 /// Read the impurity observables off the shell's free energy `f` minus the bare chain's;
-/// `chi_loc` is the vector sector's χ_loc of a (Q, S) run (the bare chain has none).
+/// `vector` is the vector sector's (χ_loc, χ_cross) of a (Q, S) run (the bare chain has none).
 pub fn read_out(
     f: &ShellFreeEnergy,
     bare: &BareShell,
     plan: &Plan,
-    chi_loc: Option<f64>,
+    vector: Option<(f64, f64)>,
 ) -> ReadOut {
+    let chi_loc = vector.map(|v| v.0);
     let (omega, tau, g) = (f.omega, f.tau, &f.g);
     let dirs = &plan.dirs;
     // physical ∂F/∂θ_i and ∂²F/∂θ_i∂θ_j (the bare chain depends on no matrix direction)
@@ -189,6 +190,11 @@ pub fn read_out(
         n_d: o.eps_d.map(d1),
         docc: o.u.map(d1),
         chi_c: o.eps_d.map(|e| -d2(e, e)),
+        // (Q, S_z): −∂²F/∂h_loc∂h = −G_{h_loc,η} (the bare chain feels no h_loc)
+        chi_cross: o
+            .h_imp
+            .map(|h| -g.first(h).first_h())
+            .or(vector.filter(|_| plan.vector_obs).map(|v| v.1)),
     };
     let mut grad = IndexMap::new();
     let mut hess = IndexMap::new();

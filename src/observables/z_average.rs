@@ -258,6 +258,7 @@ fn average(reference: &ShellRecord, parts: &[(&ShellRecord, f64)], count: f64) -
         n_d: mean_opt(&|o| o.n_d),
         docc: mean_opt(&|o| o.docc),
         chi_c: mean_opt(&|o| o.chi_c),
+        chi_cross: mean_opt(&|o| o.chi_cross),
     };
     let obs_grad = reference
         .obs_grad
