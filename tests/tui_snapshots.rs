@@ -928,3 +928,25 @@ fn quitting_ends_the_script() {
     let s = screen("80x24", "<wait>q4");
     assert!(s.contains("[1 Flow]"), "keys after q are not handled:\n{s}");
 }
+
+#[test]
+fn z_averaged_thermodynamics_run_in_the_explorer_as_in_dnrg_run() {
+    // `nrg.z_average = 2`: the explorer streams the averaged records of `dnrg run` (its T_K,
+    // 4.0e-6 here against 2.95e-6 of the single chain, is the CLI's to the digits shown)
+    let sandbox = Sandbox::new();
+    let out = sandbox.headless("80x24", "<wait>2", false, &["--set", "nrg.z_average=2"]);
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{s}");
+    assert!(s.contains(" done ") && s.contains("Nz=2"), "{s}");
+    let run = Command::new(env!("CARGO_BIN_EXE_dnrg"))
+        .args(["run", "snap.toml", "--set", "nrg.z_average=2"])
+        .current_dir(sandbox.path())
+        .env("DNRG_CONFIG_DIR", "config")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(run.stdout).unwrap();
+    let done: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let t_k = done["T_K"].as_f64().unwrap();
+    assert!((t_k - 4.0e-6).abs() < 0.05e-6, "T_K = {t_k}");
+    assert!(s.contains(&format!("T_K {t_k:.0e}")), "{t_k:.0e}:\n{s}");
+}

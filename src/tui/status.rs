@@ -119,7 +119,15 @@ pub fn render_status(frame: &mut Frame, area: Rect, app: &App) {
         Symmetry::QS => "(Q,S)",
         Symmetry::QSz => "(Q,Sz)",
     };
-    fields.push((2, vec![Span::styled(format!(" {blocks}"), theme.dim())]));
+    // and the number of twisted chains averaged, when more than one
+    let chains = match run.config.nrg.z_average {
+        0 | 1 => String::new(),
+        nz => format!(" Nz={nz}"),
+    };
+    fields.push((
+        2,
+        vec![Span::styled(format!(" {blocks}{chains}"), theme.dim())],
+    ));
 
     if let Some(last) = run.shells.last() {
         fields.push((

@@ -21,7 +21,6 @@ use super::event::{Event, JobId};
 use dnrg::estimate::Estimate;
 use dnrg::files::fmt_bytes;
 use dnrg::params::RunConfig;
-use dnrg::solver::Run;
 use dnrg::workflow::fit::{self, FitSpec, Free, Target};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -337,8 +336,9 @@ fn run_job(job: &Job, flag: &Arc<AtomicBool>, events: &Sender<Event>) {
                 return run_fit(job, request, Arc::clone(flag), events);
             }
         }
-        let mut run = match Run::new(&job.config) {
-            Ok(run) => run.with_cancel_flag(Arc::clone(flag)),
+        // one chain, or the z-average over Nz twisted chains (`nrg.z_average`), as `dnrg run`
+        let mut run = match dnrg::solver::records(&job.config, Arc::clone(flag)) {
+            Ok(run) => run,
             Err(e) => {
                 return send(Event::Failed {
                     job: id,
@@ -353,7 +353,7 @@ fn run_job(job: &Job, flag: &Arc<AtomicBool>, events: &Sender<Event>) {
         loop {
             let start = Instant::now();
             // `None` also once cancelled: between shells or in the middle of one
-            let Some(record) = run.next_shell() else {
+            let Some(record) = run.next() else {
                 break;
             };
             send(Event::Shell {
@@ -362,7 +362,7 @@ fn run_job(job: &Job, flag: &Arc<AtomicBool>, events: &Sender<Event>) {
                 elapsed: start.elapsed(),
             })?;
         }
-        if run.is_cancelled() {
+        if flag.load(Ordering::SeqCst) {
             return Ok(()); // superseded
         }
         send(Event::Done {
