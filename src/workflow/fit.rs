@@ -41,7 +41,7 @@ use super::{WorkflowError, preset_argument};
 use crate::params::{Param, RunConfig};
 use crate::preset::{self, Override};
 use crate::record::{Header, ShellRecord, Summary};
-use crate::solver::Run;
+use crate::solver::records;
 use nalgebra::{DMatrix, DVector};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -654,16 +654,15 @@ impl FitSpec {
     /// left empty.
     pub fn evaluate(&self, theta: &[f64], derivatives: bool) -> Result<Evaluation, WorkflowError> {
         let config = self.config(theta, derivatives)?;
-        let mut run = Run::new(&config).map_err(|e| {
+        // one chain or the z-average (`nrg.z_average`): its derivatives are exact averages
+        let flag = self.cancel.clone().unwrap_or_default();
+        let mut run = records(&config, Arc::clone(&flag)).map_err(|e| {
             WorkflowError::key(&self.file.display().to_string(), "free", e.to_string())
         })?;
-        if let Some(flag) = &self.cancel {
-            run = run.with_cancel_flag(Arc::clone(flag));
-        }
         let mut header = run.header().clone();
         header.preset = Some(self.preset.clone());
         let shells: Vec<ShellRecord> = run.by_ref().collect();
-        if run.is_cancelled() || self.is_cancelled() {
+        if flag.load(Ordering::SeqCst) || self.is_cancelled() {
             return Err(self.cancelled_error());
         }
         let summary = run.summary(false);
