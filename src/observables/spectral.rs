@@ -49,6 +49,7 @@ use crate::record::Header;
 use crate::solver::Run;
 use crate::symmetry::{SPINS, Symmetry};
 use nalgebra::Complex;
+use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -919,12 +920,22 @@ fn spectrum_inner(
     let operator = SpectralOperator::of(config.model.kind);
     let (derive, dirs) = spectral_directions(config, opts.second_order)?;
     let config = &config.for_spectra();
-    if config.symmetry() != Symmetry::QSz {
+    if config.symmetry() == Symmetry::QS && operator == SpectralOperator::TMatrix {
         return Err(InvalidParam {
             key: "nrg.symmetry".into(),
             value: config.symmetry().name().into(),
-            reason: "the spectral function is implemented in (Q, S_z) blocks only (d† as a \
-                     rank-½ tensor is not yet): use \"QSZ\" or \"auto\""
+            reason: "the Kondo model's T-matrix is implemented in (Q, S_z) blocks only (its \
+                     operator O_σ = [f_0σ, H_imp] as a rank-½ tensor is not yet): use \"QSZ\" \
+                     or \"auto\""
+                .into(),
+        });
+    }
+    if config.symmetry() == Symmetry::QS && dirs.vars().contains(&Variable::HImp) {
+        return Err(InvalidParam {
+            key: "nrg.symmetry".into(),
+            value: config.symmetry().name().into(),
+            reason: "spin-resolved ∂A_σ/∂h needs (Q, S_z) blocks: in (Q, S) blocks the field \
+                     is no scalar direction (use \"QSZ\" or \"auto\")"
                 .into(),
         });
     }
@@ -1316,6 +1327,54 @@ pub struct LocalOperator {
 pub struct ShellZeroOps {
     pub x: [LocalOperator; 2],
     pub f: Option<[LocalOperator; 2]>,
+    /// In (Q, S) blocks: X and X_F as rank-½ tensors on the impurity's multiplets.
+    pub reduced: Option<ReducedOps>,
+}
+
+/// A rank-½ operator that lowers Q by one, as reduced matrices on the impurity's multiplet
+/// blocks ([`crate::model::Multiplets::blocks`]): X[L←R] keyed by (L, R), the transpose of its
+/// adjoint's ⟨R‖X†‖L⟩ (CG convention of [`crate::su2`]). The forward pass builds shell 0 from
+/// them as it builds any shell from the one before.
+pub struct ReducedOps {
+    pub d: HashMap<(usize, usize), faer::Mat<f64>>,
+    /// X_F = d_σ n_σ̄ = d_σ (n_d − 1), with the self-energy trick.
+    pub f: Option<HashMap<(usize, usize), faer::Mat<f64>>>,
+}
+
+/// d_σ of the SIAM as a rank-½ tensor on its impurity multiplets, from the model's own reduced
+/// ⟨j‖d†‖j′⟩ (the hybridization term of [`crate::model::Multiplets`], so that the phases are
+/// those the iteration uses); X_F = d_σ(n_d − 1) on the ket's side, and n_d − 1 = Q for the
+/// impurity orbital counted as one site. `None` if the model has no such term (Kondo).
+fn reduced_impurity_level(run: &Run, trick: bool) -> Option<ReducedOps> {
+    use crate::model::{LocalOp, SiteZero};
+    let model = run.model();
+    let x = crate::nrg::shell::seeded_variables(model);
+    let site0 = SiteZero {
+        coupling_factor: run.header().chain.a_lambda,
+        h_total: 0.0,
+    };
+    let m = model.multiplets(&x, site0)?;
+    let ddag = m.terms.iter().find_map(|(_, op)| match op {
+        LocalOp::Hopping(d) => Some(d),
+        _ => None,
+    })?;
+    let mut d = HashMap::new();
+    let mut f = HashMap::new();
+    for (bra, ket, red) in ddag {
+        let xt = faer::Mat::<f64>::from_fn(red.ncols(), red.nrows(), |i, j| red[(j, i)]);
+        let q = f64::from(m.blocks[*bra].0.q);
+        if q != 0.0 {
+            f.insert(
+                (*ket, *bra),
+                faer::Mat::<f64>::from_fn(xt.nrows(), xt.ncols(), |i, j| q * xt[(i, j)]),
+            );
+        }
+        d.insert((*ket, *bra), xt);
+    }
+    Some(ReducedOps {
+        d,
+        f: trick.then_some(f),
+    })
 }
 
 /// The Kondo model's T-matrix operator O_σ = [f_0σ, H_imp] of both spins, divided by √A_Λ,
@@ -1387,6 +1446,10 @@ fn shell_zero_ops(
             f: trick.then(|| {
                 SPINS.map(|s| plain(space.c(IMPURITY, s) * space.number(IMPURITY, 1 - s)))
             }),
+            reduced: match run.symmetry() {
+                Symmetry::QSz => None,
+                Symmetry::QS => reduced_impurity_level(run, trick),
+            },
         },
         SpectralOperator::TMatrix => {
             let m = &config.model;
@@ -1401,6 +1464,7 @@ fn shell_zero_ops(
             ShellZeroOps {
                 x: t_matrix_operator(run.model(), site0, dirs),
                 f: None,
+                reduced: None,
             }
         }
     }

@@ -1,0 +1,160 @@
+//! FDM spectral functions in (Q, S) multiplet blocks (issue 11 item 3) against (Q, S_z) blocks at
+//! identical kept spaces: A, A_raw, Σ and their first and second derivatives (binned and
+//! broadened, the self-energy trick on), the sum rules, ⟨n_d⟩ and the shells' weights, for the
+//! SIAM symmetric and asymmetric, 43 shells; and what (Q, S) refuses.
+
+mod common;
+
+use dnrg::params::{FieldKind, Param, RunConfig, SymmetryChoice};
+use dnrg::spectral::{Probe, SpectralOptions, Spectrum, spectrum_probed};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// The temperature of the density matrix: below T_K of both cases, above ω_{N_max}.
+const T: f64 = 1e-8;
+
+fn with_symmetry(mut c: RunConfig, s: SymmetryChoice) -> RunConfig {
+    c.nrg.symmetry = s;
+    c
+}
+
+fn compute(config: &RunConfig, probe: &Probe) -> Result<Spectrum, dnrg::params::InvalidParam> {
+    spectrum_probed(
+        config,
+        &SpectralOptions::at(T),
+        probe,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map(|s| s.expect("not cancelled"))
+}
+
+/// The particle–hole symmetric Kondo regime of tests/su2.rs (T_K ≈ 1e-6), 43 shells.
+fn siam_symmetric() -> RunConfig {
+    common::siam(0.1, -0.05, 0.01, 3.0, 150, 1e-10)
+}
+
+/// The asymmetric Anderson model of tests/su2.rs, 43 shells.
+fn siam_asymmetric() -> RunConfig {
+    let mut c = common::siam(0.05, -0.012, 0.007, 3.0, 150, 1e-10);
+    c.nrg.beta_bar = 1.0;
+    c
+}
+
+/// Worst deviations of the (Q, S) spectrum from the (Q, S_z) one, relative to the scale of
+/// each quantity over the grid (max |A|, max |Σ|, max |∂A|, …).
+#[derive(Debug, Default)]
+struct Worst {
+    a: f64,
+    sigma: f64,
+    parts: f64,
+    sums: f64,
+    sum_rules: f64,
+}
+
+fn compare(c: &RunConfig) -> Worst {
+    let mut c = c.clone();
+    c.derive = vec![Param::EpsD, Param::U, Param::Gamma];
+    let qsz = compute(
+        &with_symmetry(c.clone(), SymmetryChoice::Qsz),
+        &Probe::default(),
+    )
+    .unwrap();
+    // identical kept spaces: the (Q, S) cut counts states, so the counts agree unless a tie
+    // flips; freezing them to (Q, S_z)'s makes the comparison immune to that
+    let probe = Probe {
+        frozen_kept: Some(qsz.kept.clone()),
+        ..Probe::default()
+    };
+    let qs = compute(&with_symmetry(c, SymmetryChoice::Qs), &probe).unwrap();
+    assert!(qs.kept.len() >= 40, "{} shells", qs.kept.len());
+    assert_eq!(qs.kept, qsz.kept);
+    assert_eq!(qs.header.nrg.symmetry, SymmetryChoice::Qs);
+    assert!(qs.self_energy_trick());
+    let omega = qsz.frequencies();
+    let (a, b) = (
+        qsz.evaluate_with_parts(&omega),
+        qs.evaluate_with_parts(&omega),
+    );
+    let max = |f: &dyn Fn(usize) -> f64| (0..a.len()).map(f).fold(0.0f64, f64::max);
+    let a_max = max(&|i| a[i].0.a[0].abs().max(a[i].0.a_raw[0].abs()));
+    let s_max = max(&|i| a[i].0.sigma[0].norm());
+    let mut w = Worst::default();
+    for ((p, _), (q, _)) in a.iter().zip(&b) {
+        for s in 0..2 {
+            w.a = w.a.max((p.a[s] - q.a[s]).abs() / a_max);
+            w.a = w.a.max((p.a_raw[s] - q.a_raw[s]).abs() / a_max);
+            w.sigma = w.sigma.max((p.sigma[s] - q.sigma[s]).norm() / s_max);
+        }
+    }
+    for x in 0..qsz.parts().parts() {
+        let pa = max(&|i| a[i].1.a[x][0].abs().max(a[i].1.a_raw[x][0].abs()));
+        let ps = max(&|i| a[i].1.sigma[x][0].norm());
+        for ((_, dp), (_, dq)) in a.iter().zip(&b) {
+            for s in 0..2 {
+                w.parts = w.parts.max((dp.a[x][s] - dq.a[x][s]).abs() / pa);
+                w.parts = w.parts.max((dp.a_raw[x][s] - dq.a_raw[x][s]).abs() / pa);
+                w.parts = w.parts.max((dp.sigma[x][s] - dq.sigma[x][s]).norm() / ps);
+            }
+        }
+    }
+    // pole sums: weights, occupations (and their parts), shell weights
+    for s in 0..2 {
+        let (x, y) = (&qsz.sums[s], &qs.sums[s]);
+        for (u, v) in [
+            (x.weight, y.weight),
+            (x.occupation, y.occupation),
+            (x.occupation_spectral, y.occupation_spectral),
+            (x.weight_f, y.weight_f),
+        ] {
+            w.sums = w.sums.max((u - v).abs());
+        }
+        for (u, v) in qsz.sum_parts[s]
+            .occupation
+            .iter()
+            .zip(&qs.sum_parts[s].occupation)
+        {
+            w.sums = w.sums.max((u - v).abs() / u.abs().max(1.0));
+        }
+    }
+    for (u, v) in qsz.shell_weights.iter().zip(&qs.shell_weights) {
+        w.sums = w.sums.max((u - v).abs());
+    }
+    let r = qs.sum_rule_residuals();
+    w.sum_rules = r
+        .weight_parts
+        .iter()
+        .chain(r.weight_f_parts.iter().flatten())
+        .chain([r.weight, r.weight_f.unwrap_or(0.0)].iter())
+        .fold(0.0f64, |m, x| m.max(x.abs()))
+        .max(qs.trace_residual);
+    eprintln!("{w:?}");
+    w
+}
+
+#[test]
+fn symmetric_siam_agrees_with_qsz() {
+    let w = compare(&siam_symmetric());
+    assert!(w.a < 1e-9, "{w:?}");
+}
+
+#[test]
+fn asymmetric_siam_agrees_with_qsz() {
+    let w = compare(&siam_asymmetric());
+    assert!(w.a < 1e-9, "{w:?}");
+}
+
+#[test]
+fn qs_refuses_the_t_matrix_and_field_derivatives() {
+    let kondo = with_symmetry(common::kondo(0.2, 3.0, 60, 1e-4), SymmetryChoice::Qs);
+    let e = compute(&kondo, &Probe::default()).err().expect("refused");
+    assert_eq!(e.key, "nrg.symmetry");
+    assert!(e.reason.contains("T-matrix"), "{}", e.reason);
+    let mut c = with_symmetry(
+        common::siam(0.1, -0.05, 0.01, 3.0, 60, 1e-4),
+        SymmetryChoice::Qs,
+    );
+    c.model.field = FieldKind::Impurity;
+    c.derive = vec![Param::H];
+    let e = compute(&c, &Probe::default()).err().expect("refused");
+    assert!(e.reason.contains("(Q, S)"), "{}", e.reason);
+}
