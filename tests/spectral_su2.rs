@@ -40,13 +40,17 @@ fn siam_asymmetric() -> RunConfig {
     c
 }
 
-/// Worst deviations of the (Q, S) spectrum from the (Q, S_z) one, relative to the scale of
-/// each quantity over the grid (max |A|, max |Σ|, max |∂A|, …).
+/// Worst deviations of the (Q, S) spectrum from the (Q, S_z) one: A and A_raw relative to
+/// max |A|, Σ to max |Σ|, each derivative part to its own max over the grid (first order, then
+/// the pairs); the pole sums (weights, occupations, their parts relative to max(|·|, 1), the
+/// shells' weights) absolutely; and the largest sum-rule residual of the (Q, S) run (Σ W − 1,
+/// Σ ∂W, Σ ∂²W, the same for F, and the backward sweep's trace check).
 #[derive(Debug, Default)]
 struct Worst {
     a: f64,
     sigma: f64,
-    parts: f64,
+    first: f64,
+    second: f64,
     sums: f64,
     sum_rules: f64,
 }
@@ -86,14 +90,20 @@ fn compare(c: &RunConfig) -> Worst {
             w.sigma = w.sigma.max((p.sigma[s] - q.sigma[s]).norm() / s_max);
         }
     }
+    let first = qsz.parts().first();
     for x in 0..qsz.parts().parts() {
         let pa = max(&|i| a[i].1.a[x][0].abs().max(a[i].1.a_raw[x][0].abs()));
         let ps = max(&|i| a[i].1.sigma[x][0].norm());
+        let worst = if x < first {
+            &mut w.first
+        } else {
+            &mut w.second
+        };
         for ((_, dp), (_, dq)) in a.iter().zip(&b) {
             for s in 0..2 {
-                w.parts = w.parts.max((dp.a[x][s] - dq.a[x][s]).abs() / pa);
-                w.parts = w.parts.max((dp.a_raw[x][s] - dq.a_raw[x][s]).abs() / pa);
-                w.parts = w.parts.max((dp.sigma[x][s] - dq.sigma[x][s]).norm() / ps);
+                *worst = worst.max((dp.a[x][s] - dq.a[x][s]).abs() / pa);
+                *worst = worst.max((dp.a_raw[x][s] - dq.a_raw[x][s]).abs() / pa);
+                *worst = worst.max((dp.sigma[x][s] - dq.sigma[x][s]).norm() / ps);
             }
         }
     }
@@ -131,16 +141,31 @@ fn compare(c: &RunConfig) -> Worst {
     w
 }
 
+/// Tolerances are 3× or more the worst measured (2026-12-02) unless noted.
 #[test]
 fn symmetric_siam_agrees_with_qsz() {
     let w = compare(&siam_symmetric());
-    assert!(w.a < 1e-9, "{w:?}");
+    // measured: A 3.8e-13, Σ 7.6e-14, first-order parts 6.4e-11 (∂A_raw/∂ε_d), pole sums
+    // 5.0e-9 (∂²⟨n⟩), sum rules 1.1e-9 (Σ ∂²W in ε_d, ε_d; the (Q, S_z) run's own reach 4e-9)
+    assert!(w.a < 2e-12 && w.sigma < 5e-13, "{w:?}");
+    assert!(w.first < 3e-10, "{w:?}");
+    assert!(w.sums < 2e-8 && w.sum_rules < 4e-9, "{w:?}");
+    // The pairs in ε_d and U differ by 4.0e-6 of their max, only at |ω| ≲ 4T (1e-11 above):
+    // at particle–hole symmetry those poles sit in clusters that are degenerate by the charge
+    // SU(2), and the second derivatives there are ill-conditioned in either code — central
+    // differences of the first derivatives (δ = 3e-6, 1e-5) agree with neither better than
+    // 3e-7 at ω = ±3T. 1.2e-5 = 3× the measured worst.
+    assert!(w.second < 1.2e-5, "{w:?}");
 }
 
 #[test]
 fn asymmetric_siam_agrees_with_qsz() {
     let w = compare(&siam_asymmetric());
-    assert!(w.a < 1e-9, "{w:?}");
+    // measured: A 1.5e-13, Σ 1.4e-13, first-order parts 4.4e-13, pairs 3.3e-12, pole sums
+    // 1.0e-12, sum rules 1.1e-10 (Σ ∂²W in Γ, Γ, a sum of terms of 1/Γ²)
+    assert!(w.a < 5e-13 && w.sigma < 5e-13, "{w:?}");
+    assert!(w.first < 1e-11 && w.second < 1e-11, "{w:?}");
+    assert!(w.sums < 3e-12 && w.sum_rules < 4e-10, "{w:?}");
 }
 
 #[test]
