@@ -494,7 +494,9 @@ fn symmetry_choice_resolution_and_refusals() {
     let opts = dnrg::spectral::SpectralOptions::at(1e-3);
     assert!(dnrg::spectral::spectrum(&qs, &opts).is_ok());
     let kondo = with_symmetry(common::kondo(0.2, 3.0, 100, 1e-3), SymmetryChoice::Qs);
-    let e = dnrg::spectral::spectrum(&kondo, &opts).err().expect("refused");
+    let e = dnrg::spectral::spectrum(&kondo, &opts)
+        .err()
+        .expect("refused");
     assert_eq!(e.key, "nrg.symmetry");
 
     // presets: the key, its values and a precise error for anything else

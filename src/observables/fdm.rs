@@ -23,6 +23,45 @@
 //!
 //! Values never depend on the parts: a plain run and the real part of a dual run go through the
 //! same operations, in the same order, and agree bit for bit.
+//!
+//! ## (Q, S) multiplet blocks
+//!
+//! Without a field (the only case (Q, S) runs allow) everything above carries over to blocks
+//! j = (Q, S) whose basis vectors stand for whole multiplets (conventions of [`crate::su2`]:
+//! Wigner–Eckart with the CG coefficient, ⟨j m r|X_q|j′ m′ r′⟩ = ⟨S′ m′; k q|S m⟩ X[j←j′]_rr′,
+//! d_j = 2S+1). What changes:
+//!
+//! - **The operator.** d†_σ is the q = σ component of a rank-½ tensor; so is X_F† = (d_σ n_σ̄)† =
+//!   (n_d − 1) d†_σ, since d_σ n_σ̄ = d_σ (n_d − 1) (d_σ n_σ = d_σ). The pass stores, per block
+//!   pair (L, R) with Q_L = Q_R − 1 and S_L = S_R ± ½, the annihilator's orientation
+//!   X[L←R] = D[R←L]ᵀ of the reduced D = ⟨R‖d†‖L⟩. At shell 0 it comes from the model's own
+//!   reduced ⟨j‖d†‖j′⟩ on the impurity's multiplets (the hybridization term of
+//!   [`crate::model::Multiplets`], so the phases are the iteration's), X_F's with the factor
+//!   n_d − 1 = Q of the ket; shell 0 is then built from them as any shell from its predecessor.
+//! - **Carrying it to the next shell.** X_{N−1} ⊗ 1 acts on the old multiplet A of a product
+//!   multiplet (A, s; J) and keeps the site state s; with s of spin s_site, Edmonds (7.1.7) in
+//!   the CG convention gives
+//!   D′[(A_R, s) J_R ← (A_L, s) J_L] = c6 · D[A_R←A_L],
+//!   c6 = (−1)^{S_{A_R} + s_site + J_L + ½} √((2S_{A_R}+1)(2J_L+1)) {S_{A_R} J_R s_site; J_L S_{A_L} ½}
+//!   ([`crate::recoupling::c6`], the same factor as the vector sector's T6). Unlike (Q, S_z),
+//!   where the site state pairs with itself, the doublet types 2 and 3 (old spin J ∓ ½) of the
+//!   two blocks pair crosswise as well ([`couplings`]). No fermionic sign: the impurity is first.
+//!   The derivative directions (ε_d, U, Γ) are scalars (design note su2 §2.1): the frames act
+//!   on reduced blocks exactly as in (Q, S_z), and so do the operators' parts.
+//! - **Pole weights.** With ρ = ⊕_j ρ_j ⊗ 1_{d_j}, a pole of reduced X_rs stands for the
+//!   pairs (r m, s m′) with ⟨r m|d_σ|s m′⟩ = ⟨S_L m; ½ σ|S_R m′⟩ X_rs; for a fixed σ,
+//!   Σ_{m m′} ⟨S_L m; ½ σ|S_R m′⟩² = d_R/2, so every W, W_F, occupation and their parts carry
+//!   d_R/2: the stored operators are scaled by √(d_R/2). A_↑ = A_↓ (one tensor, both spins):
+//!   ↓ is the mirror of ↑ with no odd part.
+//! - **Weights and density matrices.** A level of block j is d_j states: Z̃_N and the parts of
+//!   ln Tr_D (the discarded weights) carry d_j; ρ^D and R_N are per state (identity in m). The
+//!   partial trace over site N of multiplet J of product (A, s) gives each state of A
+//!   Σ_{M μ} ⟨A m; s μ|J M⟩⟨A m′; s μ|J M⟩ = δ_mm′ d_J/d_A: R_{N−1}[A] = Σ (d_J/d_A) U_s ρ_J U_sᵀ,
+//!   and its trace is Σ_A d_A Tr R_A. Kept counts are states (Σ d_j k_j), as the cut's.
+//! - **Not in (Q, S).** ∂A_σ/∂h (a field is no scalar direction; spin-resolved spectra in a
+//!   field need (Q, S_z)); the Kondo model's T-matrix (O_σ = [f_0σ, H_imp] as a rank-½ tensor
+//!   is not built yet: its reduced form would be F[L←R]·H_R − H_L·F[L←R] on shell 0, with F the
+//!   site-0 annihilator and H_imp scalar).
 
 use crate::broadening::PoleSink;
 use crate::frames::{
