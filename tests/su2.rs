@@ -487,14 +487,13 @@ fn symmetry_choice_resolution_and_refusals() {
     assert!(Run::new(&tot).is_ok());
 
     // spectral functions: `auto` resolves to QSZ for them whatever it picks for
-    // thermodynamics; an explicit QS computes the SIAM's (tests/spectral_su2.rs) and refuses
-    // the Kondo model's T-matrix
+    // thermodynamics; an explicit QS computes them (tests/spectral_su2.rs) and refuses
+    // derivatives in the impurity field
     assert_eq!(c.for_spectra().nrg.symmetry, SymmetryChoice::Qsz);
     assert_eq!(qs.for_spectra().nrg.symmetry, SymmetryChoice::Qs);
     let opts = dnrg::spectral::SpectralOptions::at(1e-3);
     assert!(dnrg::spectral::spectrum(&qs, &opts).is_ok());
-    let kondo = with_symmetry(common::kondo(0.2, 3.0, 100, 1e-3), SymmetryChoice::Qs);
-    let e = dnrg::spectral::spectrum(&kondo, &opts)
+    let e = dnrg::spectral::spectrum(&loc, &opts)
         .err()
         .expect("refused");
     assert_eq!(e.key, "nrg.symmetry");

@@ -58,10 +58,13 @@
 //!   partial trace over site N of multiplet J of product (A, s) gives each state of A
 //!   Σ_{M μ} ⟨A m; s μ|J M⟩⟨A m′; s μ|J M⟩ = δ_mm′ d_J/d_A: R_{N−1}[A] = Σ (d_J/d_A) U_s ρ_J U_sᵀ,
 //!   and its trace is Σ_A d_A Tr R_A. Kept counts are states (Σ d_j k_j), as the cut's.
-//! - **Not in (Q, S).** ∂A_σ/∂h (a field is no scalar direction; spin-resolved spectra in a
-//!   field need (Q, S_z)); the Kondo model's T-matrix (O_σ = [f_0σ, H_imp] as a rank-½ tensor
-//!   is not built yet: its reduced form would be F[L←R]·H_R − H_L·F[L←R] on shell 0, with F the
-//!   site-0 annihilator and H_imp scalar).
+//! - **The T-matrix** (Kondo model): O_σ = [f_0σ, H_imp]/√A_Λ acts on site 0 too, so it is
+//!   given on shell 0's product multiplets directly ([`crate::spectral::ReducedOps::shell0`]):
+//!   H_imp is a scalar, so O[L←R] = (F[L←R] H_R − H_L F[L←R])/√A_Λ with F the transpose of the
+//!   iteration's f†_0, and its parts the same with ∂H_imp. The sum rule's ⟨{O, O†}⟩ is
+//!   Tr ρ_L X Xᵀ + Tr ρ_R Xᵀ X over shell 0's pairs with the same d_R/2.
+//! - **Not in (Q, S).** ∂A_σ/∂h: a field is no scalar direction (spin-resolved spectra in a
+//!   field, or their h derivatives, need (Q, S_z)).
 
 use crate::broadening::PoleSink;
 use crate::frames::{
@@ -676,6 +679,22 @@ pub(crate) fn forward(
                     for (l, r) in op_pairs(sym, &eig, &subs, &index, kept, sigma) {
                         jobs.push((kind, sigma, l, r));
                     }
+                    // (Q, S): an operator given on shell 0's product blocks
+                    let given = ops.reduced.as_ref().filter(|_| n == 0 && kind == 0);
+                    for (ql, qr, v, p) in given.map_or(&[][..], |r| &r.shell0[..]) {
+                        let (Some(&l), Some(&r)) = (index.get(ql), index.get(qr)) else {
+                            continue;
+                        };
+                        let rotate = |m: &Mat<f64>| {
+                            sandwich(eig[l].u.as_ref(), m.as_ref(), eig[r].u.as_ref())
+                        };
+                        let x = MatJet {
+                            v: rotate(v),
+                            p: p.iter().take(parts).map(rotate).collect(),
+                        };
+                        jobs.push((kind, sigma, l, r));
+                        initial.insert((kind, sigma, l, r), x);
+                    }
                 }
             }
         }
@@ -891,6 +910,10 @@ pub(crate) struct Backward<S> {
     /// eigenbases (shell 0 is gone from the store once the sweep is done).
     pub shell0_rho: Vec<Mat<f64>>,
     pub shell0_u: Vec<Mat<f64>>,
+    /// Tr ρ{X_↑, X_↑†} from the stored operator on shell 0 (with the pole weights' factors, so
+    /// in (Q, S) blocks the multiplets' d_R/2): the sum rule's right-hand side for the (Q, S)
+    /// T-matrix.
+    pub shell0_anticommutator: f64,
 }
 
 /// Jobs of one chunk of pole work are run in parallel and merged in their fixed order: the
@@ -1017,6 +1040,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     let empty = BlockClusters::default();
     let mut shell0_rho: Vec<Mat<f64>> = Vec::new();
     let mut shell0_u: Vec<Mat<f64>> = Vec::new();
+    let mut shell0_anticommutator = 0.0;
     for n in (0..=n_max).rev() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
@@ -1130,6 +1154,21 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     m
                 })
                 .collect();
+            // Tr ρ_L X Xᵀ + Tr ρ_R Xᵀ X over the pairs of ↑ (ρ per block in its eigenbasis,
+            // which is the value of X's frame)
+            for op in &sh.d[0] {
+                let x = &op.x.v;
+                let xxt = mul(x.as_ref(), x.transpose());
+                let xtx = mul(x.transpose(), x.as_ref());
+                let tr = |r: &Mat<f64>, m: &Mat<f64>| {
+                    (0..r.nrows())
+                        .flat_map(|i| (0..r.ncols()).map(move |j| (i, j)))
+                        .map(|(i, j)| r[(i, j)] * m[(j, i)])
+                        .sum::<f64>()
+                };
+                shell0_anticommutator +=
+                    tr(&shell0_rho[op.left], &xxt) + tr(&shell0_rho[op.right], &xtx);
+            }
             break;
         }
         // the sweep to shell N−1: R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
@@ -1304,6 +1343,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         trace_residual_parts,
         shell0_rho,
         shell0_u,
+        shell0_anticommutator,
     }))
 }
 

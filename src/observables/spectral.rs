@@ -29,7 +29,11 @@
 //! scheduling) before Σ is formed, as is standard.
 //!
 //! Derivatives are taken in the matrix directions ε_d, U, Γ and the impurity field h (at any h,
-//! h = 0 included, spin-resolved), and J, K for the Kondo model. Not yet: the field on the total
+//! h = 0 included, spin-resolved), and J, K for the Kondo model.
+//!
+//! `nrg.symmetry = "QS"` runs in (Q, S) multiplet blocks (no field; no derivative in h): the
+//! operators are rank-½ tensors ([`ReducedOps`]), the FDM weights multiplets (derivation in
+//! [`crate::fdm`]'s notes); `auto` resolves to (Q, S_z) here ([`RunConfig::for_spectra`]). Not yet: the field on the total
 //! spin as a derived parameter, spilling per-shell data to disk.
 //!
 //! The Kondo model's spectrum is the T-matrix ([`SpectralOperator::TMatrix`]): the operator
@@ -47,7 +51,7 @@ use crate::params::{FieldKind, InvalidParam, ModelKind, Param, RunConfig};
 use crate::poles::PoleSums;
 use crate::record::Header;
 use crate::solver::Run;
-use crate::symmetry::{SPINS, Symmetry};
+use crate::symmetry::{Qn, SPINS, Symmetry};
 use nalgebra::Complex;
 use std::collections::HashMap;
 use std::f64::consts::PI;
@@ -920,16 +924,6 @@ fn spectrum_inner(
     let operator = SpectralOperator::of(config.model.kind);
     let (derive, dirs) = spectral_directions(config, opts.second_order)?;
     let config = &config.for_spectra();
-    if config.symmetry() == Symmetry::QS && operator == SpectralOperator::TMatrix {
-        return Err(InvalidParam {
-            key: "nrg.symmetry".into(),
-            value: config.symmetry().name().into(),
-            reason: "the Kondo model's T-matrix is implemented in (Q, S_z) blocks only (its \
-                     operator O_σ = [f_0σ, H_imp] as a rank-½ tensor is not yet): use \"QSZ\" \
-                     or \"auto\""
-                .into(),
-        });
-    }
     if config.symmetry() == Symmetry::QS && dirs.vars().contains(&Variable::HImp) {
         return Err(InvalidParam {
             key: "nrg.symmetry".into(),
@@ -1221,7 +1215,14 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
-            let expected = expected_weights(s.operator, &ops, &b.shell0_u, &b.shell0_rho, &space);
+            let expected = expected_weights(
+                s.operator,
+                &ops,
+                &b.shell0_u,
+                &b.shell0_rho,
+                &space,
+                b.shell0_anticommutator,
+            );
             let rest = (
                 b.sums,
                 b.weights,
@@ -1240,7 +1241,14 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
-            let expected = expected_weights(s.operator, &ops, &b.shell0_u, &b.shell0_rho, &space);
+            let expected = expected_weights(
+                s.operator,
+                &ops,
+                &b.shell0_u,
+                &b.shell0_rho,
+                &space,
+                b.shell0_anticommutator,
+            );
             let [(g0, d0), (g1, d1)] = b.sinks;
             let (sf, df) = match b.sinks_f {
                 Some([(f0, e0), (f1, e1)]) => (Some([f0, f1]), Some([e0, e1])),
@@ -1339,6 +1347,56 @@ pub struct ReducedOps {
     pub d: HashMap<(usize, usize), faer::Mat<f64>>,
     /// X_F = d_σ n_σ̄ = d_σ (n_d − 1), with the self-energy trick.
     pub f: Option<HashMap<(usize, usize), faer::Mat<f64>>>,
+    /// Or X directly on shell 0's product blocks (an operator that is not one of the impurity
+    /// alone, such as the T-matrix's): (left block, right block, X[L←R], its parts), in the
+    /// product multiplet basis of [`crate::su2::initial_shell`].
+    pub shell0: Vec<(Qn, Qn, faer::Mat<f64>, Vec<faer::Mat<f64>>)>,
+}
+
+/// The T-matrix operator O_σ = [f_0σ, H_imp]/√A_Λ of [`t_matrix_operator`] as a rank-½ tensor
+/// on shell 0's product multiplets: H_imp is a scalar (one matrix per block, and its parts), so
+/// O[L←R] = (F[L←R]·H_R − H_L·F[L←R])/√A_Λ with F the reduced annihilator of site 0, the
+/// transpose of the iteration's own f†_0 (signs included).
+fn reduced_t_matrix(run: &Run, dirs: &Directions) -> Option<ReducedOps> {
+    let model = run.model();
+    let site0 = crate::model::SiteZero {
+        coupling_factor: run.header().chain.a_lambda,
+        h_total: 0.0,
+    };
+    let var_index: Vec<usize> = dirs
+        .vars()
+        .iter()
+        .map(|&v| crate::model::variable_index(model, v).expect("direction is a model variable"))
+        .collect();
+    // H_imp alone: no on-site energy of site 0, no rescaling
+    let shell = crate::su2::initial_shell(model, dirs, &var_index, site0, 0.0, 1.0)?;
+    let norm = 1.0 / site0.coupling_factor.sqrt();
+    let mut shell0 = Vec::new();
+    for op in &shell.fdag {
+        // f†[hi←lo] → F[lo←hi]
+        let (hi, lo) = (&shell.blocks[op.left], &shell.blocks[op.right]);
+        let mut f = faer::Mat::<f64>::zeros(lo.h.nrows(), hi.h.nrows());
+        for pc in &op.pieces {
+            for i in 0..pc.len {
+                f[(pc.row_r + i, pc.row_l + i)] += pc.sign;
+            }
+        }
+        let commutator = |h_lo: &faer::Mat<f64>, h_hi: &faer::Mat<f64>| {
+            let a = crate::linalg::mul(f.as_ref(), h_hi.as_ref());
+            let b = crate::linalg::mul(h_lo.as_ref(), f.as_ref());
+            faer::Mat::<f64>::from_fn(a.nrows(), a.ncols(), |i, j| norm * (a[(i, j)] - b[(i, j)]))
+        };
+        let value = commutator(&lo.h, &hi.h);
+        let parts = (0..dirs.parts())
+            .map(|x| commutator(&lo.dh[x], &hi.dh[x]))
+            .collect();
+        shell0.push((lo.qn, hi.qn, value, parts));
+    }
+    Some(ReducedOps {
+        d: HashMap::new(),
+        f: None,
+        shell0,
+    })
 }
 
 /// d_σ of the SIAM as a rank-½ tensor on its impurity multiplets, from the model's own reduced
@@ -1374,6 +1432,7 @@ fn reduced_impurity_level(run: &Run, trick: bool) -> Option<ReducedOps> {
     Some(ReducedOps {
         d,
         f: trick.then_some(f),
+        shell0: Vec::new(),
     })
 }
 
@@ -1464,7 +1523,10 @@ fn shell_zero_ops(
             ShellZeroOps {
                 x: t_matrix_operator(run.model(), site0, dirs),
                 f: None,
-                reduced: None,
+                reduced: match run.symmetry() {
+                    Symmetry::QSz => None,
+                    Symmetry::QS => reduced_t_matrix(run, dirs),
+                },
             }
         }
     }
@@ -1479,9 +1541,12 @@ fn expected_weights(
     u0: &[faer::Mat<f64>],
     rho0: &[faer::Mat<f64>],
     space: &crate::model::LocalSpace,
+    reduced: f64,
 ) -> [f64; 2] {
     match operator {
         SpectralOperator::ImpurityLevel => [1.0; 2],
+        // (Q, S): from the reduced operator on shell 0 (the backward pass's)
+        SpectralOperator::TMatrix if ops.reduced.is_some() => [reduced; 2],
         SpectralOperator::TMatrix => SPINS.map(|s| {
             let o = &ops.x[s].value;
             let anti = o * o.transpose() + o.transpose() * o;
