@@ -681,16 +681,17 @@ pub(crate) fn forward(
                     }
                     // (Q, S): an operator given on shell 0's product blocks
                     let given = ops.reduced.as_ref().filter(|_| n == 0 && kind == 0);
-                    for (ql, qr, v, p) in given.map_or(&[][..], |r| &r.shell0[..]) {
-                        let (Some(&l), Some(&r)) = (index.get(ql), index.get(qr)) else {
+                    for op in given.map_or(&[][..], |r| &r.shell0[..]) {
+                        let (Some(&l), Some(&r)) = (index.get(&op.left), index.get(&op.right))
+                        else {
                             continue;
                         };
                         let rotate = |m: &Mat<f64>| {
                             sandwich(eig[l].u.as_ref(), m.as_ref(), eig[r].u.as_ref())
                         };
                         let x = MatJet {
-                            v: rotate(v),
-                            p: p.iter().take(parts).map(rotate).collect(),
+                            v: rotate(&op.value),
+                            p: op.parts.iter().take(parts).map(rotate).collect(),
                         };
                         jobs.push((kind, sigma, l, r));
                         initial.insert((kind, sigma, l, r), x);

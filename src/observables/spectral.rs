@@ -1348,9 +1348,17 @@ pub struct ReducedOps {
     /// X_F = d_σ n_σ̄ = d_σ (n_d − 1), with the self-energy trick.
     pub f: Option<HashMap<(usize, usize), faer::Mat<f64>>>,
     /// Or X directly on shell 0's product blocks (an operator that is not one of the impurity
-    /// alone, such as the T-matrix's): (left block, right block, X[L←R], its parts), in the
-    /// product multiplet basis of [`crate::su2::initial_shell`].
-    pub shell0: Vec<(Qn, Qn, faer::Mat<f64>, Vec<faer::Mat<f64>>)>,
+    /// alone, such as the T-matrix's).
+    pub shell0: Vec<ProductBlockOp>,
+}
+
+/// X[L←R] between two product blocks of shell 0 and its parts, in the product multiplet basis
+/// of [`crate::su2::initial_shell`].
+pub struct ProductBlockOp {
+    pub left: Qn,
+    pub right: Qn,
+    pub value: faer::Mat<f64>,
+    pub parts: Vec<faer::Mat<f64>>,
 }
 
 /// The T-matrix operator O_σ = [f_0σ, H_imp]/√A_Λ of [`t_matrix_operator`] as a rank-½ tensor
@@ -1390,7 +1398,12 @@ fn reduced_t_matrix(run: &Run, dirs: &Directions) -> Option<ReducedOps> {
         let parts = (0..dirs.parts())
             .map(|x| commutator(&lo.dh[x], &hi.dh[x]))
             .collect();
-        shell0.push((lo.qn, hi.qn, value, parts));
+        shell0.push(ProductBlockOp {
+            left: lo.qn,
+            right: hi.qn,
+            value,
+            parts,
+        });
     }
     Some(ReducedOps {
         d: HashMap::new(),
