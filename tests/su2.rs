@@ -493,12 +493,16 @@ fn symmetry_choice_resolution_and_refusals() {
     tot.model.field = FieldKind::Total;
     assert!(Run::new(&tot).is_ok());
 
-    // spectral functions are (Q, S_z) only for now: `auto` resolves to QSZ for them whatever it
-    // picks for thermodynamics, an explicit QS is refused
+    // spectral functions: `auto` resolves to QSZ for them whatever it picks for
+    // thermodynamics; an explicit QS computes them (tests/spectral_su2.rs) and refuses
+    // derivatives in the impurity field
     assert_eq!(c.for_spectra().nrg.symmetry, SymmetryChoice::Qsz);
     assert_eq!(qs.for_spectra().nrg.symmetry, SymmetryChoice::Qs);
     let opts = dnrg::spectral::SpectralOptions::at(1e-3);
-    let e = dnrg::spectral::spectrum(&qs, &opts).err().expect("refused");
+    assert!(dnrg::spectral::spectrum(&qs, &opts).is_ok());
+    let e = dnrg::spectral::spectrum(&loc, &opts)
+        .err()
+        .expect("refused");
     assert_eq!(e.key, "nrg.symmetry");
 
     // presets: the key, its values and a precise error for anything else

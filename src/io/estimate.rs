@@ -204,6 +204,8 @@ struct SpectralMemory {
 
 impl SpectralMemory {
     fn of(config: &RunConfig) -> SpectralMemory {
+        // spectra resolve `auto` their own way: estimate the blocks they will run in
+        let config = &config.for_spectra();
         let mut run = config.clone();
         run.output.impurity_observables = false;
         // (its chains are counted as before: not multiplied like the thermodynamics' lockstep)
@@ -215,7 +217,13 @@ impl SpectralMemory {
         } else {
             SPECTRAL_PER_SHELL_FIELD
         };
-        let shell = per_shell * (1.0 + run.parts as f64) * keep * keep;
+        // (Q, S) multiplets store about as much less as they run in (measured: 200 MB against
+        // 531 MB stored, kondo-symmetric at Λ = 2, keep 400, 32 shells, ε_d and U derived)
+        let stored_factor = match config.symmetry() {
+            Symmetry::QSz => 1.0,
+            Symmetry::QS => QS_MEMORY_FACTOR,
+        };
+        let shell = stored_factor * per_shell * (1.0 + run.parts as f64) * keep * keep;
         let free =
             (config.nrg.max_memory as f64 - run.memory as f64 - SPILL_RESERVE_SHELLS * shell)
                 .clamp(0.0, SPECTRAL_IN_MEMORY_CAP);

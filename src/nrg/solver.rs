@@ -980,6 +980,11 @@ impl Run {
         self.iteration.spin_symmetric
     }
 
+    /// Block labels of the run: (Q, S_z) or (Q, S) multiplets.
+    pub(crate) fn symmetry(&self) -> crate::symmetry::Symmetry {
+        self.iteration.symmetry
+    }
+
     /// The impurity model of the run.
     pub(crate) fn model(&self) -> &dyn ImpurityModel {
         self.model.as_ref()

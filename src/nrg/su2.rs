@@ -43,7 +43,7 @@ const TYPE_ELECTRONS: [usize; SITE_STATES] = [0, 1, 1, 2];
 const IMPURITY_ORBITALS: usize = 1;
 
 /// The old block that type `t` of the new block `j` is built on (None if S would be negative).
-fn old_block(j: Qn, t: usize) -> Option<Qn> {
+pub(crate) fn old_block(j: Qn, t: usize) -> Option<Qn> {
     match t {
         0 => Some(Qn::new(j.q + 1, j.sz2)),
         1 => (j.sz2 >= 1).then(|| Qn::new(j.q, j.sz2 - 1)),

@@ -23,6 +23,48 @@
 //!
 //! Values never depend on the parts: a plain run and the real part of a dual run go through the
 //! same operations, in the same order, and agree bit for bit.
+//!
+//! ## (Q, S) multiplet blocks
+//!
+//! Without a field (the only case (Q, S) runs allow) everything above carries over to blocks
+//! j = (Q, S) whose basis vectors stand for whole multiplets (conventions of [`crate::su2`]:
+//! Wigner–Eckart with the CG coefficient, ⟨j m r|X_q|j′ m′ r′⟩ = ⟨S′ m′; k q|S m⟩ X[j←j′]_rr′,
+//! d_j = 2S+1). What changes:
+//!
+//! - **The operator.** d†_σ is the q = σ component of a rank-½ tensor; so is X_F† = (d_σ n_σ̄)† =
+//!   (n_d − 1) d†_σ, since d_σ n_σ̄ = d_σ (n_d − 1) (d_σ n_σ = d_σ). The pass stores, per block
+//!   pair (L, R) with Q_L = Q_R − 1 and S_L = S_R ± ½, the annihilator's orientation
+//!   X[L←R] = D[R←L]ᵀ of the reduced D = ⟨R‖d†‖L⟩. At shell 0 it comes from the model's own
+//!   reduced ⟨j‖d†‖j′⟩ on the impurity's multiplets (the hybridization term of
+//!   [`crate::model::Multiplets`], so the phases are the iteration's), X_F's with the factor
+//!   n_d − 1 = Q of the ket; shell 0 is then built from them as any shell from its predecessor.
+//! - **Carrying it to the next shell.** X_{N−1} ⊗ 1 acts on the old multiplet A of a product
+//!   multiplet (A, s; J) and keeps the site state s; with s of spin s_site, Edmonds (7.1.7) in
+//!   the CG convention gives
+//!   D′[(A_R, s) J_R ← (A_L, s) J_L] = c6 · D[A_R←A_L],
+//!   c6 = (−1)^{S_{A_R} + s_site + J_L + ½} √((2S_{A_R}+1)(2J_L+1)) {S_{A_R} J_R s_site; J_L S_{A_L} ½}
+//!   ([`crate::recoupling::c6`], the same factor as the vector sector's T6). Unlike (Q, S_z),
+//!   where the site state pairs with itself, the doublet types 2 and 3 (old spin J ∓ ½) of the
+//!   two blocks pair crosswise as well ([`couplings`]). No fermionic sign: the impurity is first.
+//!   The derivative directions (ε_d, U, Γ) are scalars (design note su2 §2.1): the frames act
+//!   on reduced blocks exactly as in (Q, S_z), and so do the operators' parts.
+//! - **Pole weights.** With ρ = ⊕_j ρ_j ⊗ 1_{d_j}, a pole of reduced X_rs stands for the
+//!   pairs (r m, s m′) with ⟨r m|d_σ|s m′⟩ = ⟨S_L m; ½ σ|S_R m′⟩ X_rs; for a fixed σ,
+//!   Σ_{m m′} ⟨S_L m; ½ σ|S_R m′⟩² = d_R/2, so every W, W_F, occupation and their parts carry
+//!   d_R/2: the stored operators are scaled by √(d_R/2). A_↑ = A_↓ (one tensor, both spins):
+//!   ↓ is the mirror of ↑ with no odd part.
+//! - **Weights and density matrices.** A level of block j is d_j states: Z̃_N and the parts of
+//!   ln Tr_D (the discarded weights) carry d_j; ρ^D and R_N are per state (identity in m). The
+//!   partial trace over site N of multiplet J of product (A, s) gives each state of A
+//!   Σ_{M μ} ⟨A m; s μ|J M⟩⟨A m′; s μ|J M⟩ = δ_mm′ d_J/d_A: R_{N−1}[A] = Σ (d_J/d_A) U_s ρ_J U_sᵀ,
+//!   and its trace is Σ_A d_A Tr R_A. Kept counts are states (Σ d_j k_j), as the cut's.
+//! - **The T-matrix** (Kondo model): O_σ = [f_0σ, H_imp]/√A_Λ acts on site 0 too, so it is
+//!   given on shell 0's product multiplets directly ([`crate::spectral::ReducedOps::shell0`]):
+//!   H_imp is a scalar, so O[L←R] = (F[L←R] H_R − H_L F[L←R])/√A_Λ with F the transpose of the
+//!   iteration's f†_0, and its parts the same with ∂H_imp. The sum rule's ⟨{O, O†}⟩ is
+//!   Tr ρ_L X Xᵀ + Tr ρ_R Xᵀ X over shell 0's pairs with the same d_R/2.
+//! - **Not in (Q, S).** ∂A_σ/∂h: a field is no scalar direction (spin-resolved spectra in a
+//!   field, or their h derivatives, need (Q, S_z)).
 
 use crate::broadening::PoleSink;
 use crate::frames::{
@@ -34,12 +76,14 @@ use crate::linalg::{gemm, mul, sandwich};
 use crate::model::LocalSpace;
 use crate::parallel::{Cancel, map_largest_first, map_largest_first_until};
 use crate::poles::{BlockRho, BlockView, PoleSums, discarded_parts, exprel, pair_poles};
+use crate::recoupling::c6;
 use crate::shell::{SubBlocks, group_by_qn};
 use crate::solver::{Frame, Run, Shell};
 pub(crate) use crate::spectral::{LocalOperator, ShellZeroOps};
 use crate::spill::{Reader, SpillFile, Writer};
 use crate::step::EigenBlock;
-use crate::symmetry::{Qn, SPINS, creation_qn};
+use crate::su2::old_block;
+use crate::symmetry::{Qn, SPINS, Symmetry, creation_qn};
 use faer::Mat;
 use std::collections::HashMap;
 use std::io;
@@ -104,6 +148,8 @@ pub(crate) struct StoredBlock {
     energies: Vec<f64>,
     u: Mat<f64>,
     kept: usize,
+    /// States per level: d_j = 2S+1 in (Q, S) blocks, 1 in (Q, S_z) ([`Symmetry::degeneracy`]).
+    deg: f64,
     frame: Option<BlockFrame>,
 }
 
@@ -394,6 +440,7 @@ fn initial_op(
 
 /// The block pairs (left, right) of X_σ at shell N ≥ 1 that have a sub-block in common.
 fn op_pairs(
+    sym: Symmetry,
     eig: &[EigenBlock],
     subs: &[SubBlocks],
     index: &HashMap<Qn, usize>,
@@ -402,18 +449,76 @@ fn op_pairs(
 ) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for (right, eb) in eig.iter().enumerate() {
-        let Some(&left) = index.get(&eb.qn.minus(creation_qn(sigma))) else {
-            continue;
-        };
-        let any = (0..subs[right].len()).any(|s| match (subs[right][s], subs[left][s]) {
-            (Some((kr, _)), Some((kl, _))) => kept.contains_key(&(kl, kr)),
-            _ => false,
-        });
-        if any {
-            out.push((left, right));
+        for left in left_blocks(sym, eb.qn, sigma) {
+            let Some(&left) = index.get(&left) else {
+                continue;
+            };
+            let any = couplings(sym, eig, subs, left, right)
+                .into_iter()
+                .any(|(tl, tr, _)| match (subs[right][tr], subs[left][tl]) {
+                    (Some((kr, _)), Some((kl, _))) => kept.contains_key(&(kl, kr)),
+                    _ => false,
+                });
+            if any {
+                out.push((left, right));
+            }
         }
     }
     out
+}
+
+/// The blocks X_σ can map block `right` to: (Q − 1, S_z − s_σ) in (Q, S_z); (Q − 1, S ± ½) in
+/// (Q, S), where X is the rank-½ tensor.
+fn left_blocks(sym: Symmetry, right: Qn, sigma: usize) -> Vec<Qn> {
+    match sym {
+        Symmetry::QSz => vec![right.minus(creation_qn(sigma))],
+        Symmetry::QS => [1, -1]
+            .into_iter()
+            .filter(|&d| right.sz2 + d >= 0)
+            .map(|d| Qn::new(right.q - 1, right.sz2 + d))
+            .collect(),
+    }
+}
+
+/// Product types of the site state s (0, doublet, 0, |↑↓⟩) in (Q, S) blocks: the number of its
+/// electrons, and its spin (doubled).
+const TYPE_ELECTRONS: [usize; 4] = [0, 1, 1, 2];
+const TYPE_SPIN: [i32; 4] = [0, 1, 1, 0];
+
+/// The sub-block pairs (left type, right type, factor) through which X_{N−1} ⊗ 1 connects the
+/// product blocks `left` and `right`: in (Q, S_z) the same site state s, factor 1; in (Q, S) any
+/// two types with the same site state, factor c6 (the rank-½ operator of the old multiplets
+/// recoupled with the site, see the module's notes).
+fn couplings(
+    sym: Symmetry,
+    eig: &[EigenBlock],
+    subs: &[SubBlocks],
+    left: usize,
+    right: usize,
+) -> Vec<(usize, usize, f64)> {
+    match sym {
+        Symmetry::QSz => (0..subs[right].len()).map(|s| (s, s, 1.0)).collect(),
+        Symmetry::QS => {
+            let (jl, jr) = (eig[left].qn, eig[right].qn);
+            let mut out = Vec::new();
+            for tr in 0..4 {
+                for tl in 0..4 {
+                    if TYPE_ELECTRONS[tl] != TYPE_ELECTRONS[tr] {
+                        continue;
+                    }
+                    let (Some(ar), Some(al)) = (old_block(jr, tr), old_block(jl, tl)) else {
+                        continue;
+                    };
+                    // d† of the old multiplets: bra (A_R, s; J_R), ket (A_L, s; J_L)
+                    let c = c6(ar.sz2, jr.sz2, TYPE_SPIN[tr], jl.sz2, al.sz2, 1);
+                    if c != 0.0 {
+                        out.push((tl, tr, c));
+                    }
+                }
+            }
+            out
+        }
+    }
 }
 
 /// X at shell N ≥ 1 between `left` and `right`: X_{N−1,KK} ⊗ 1 in the product basis (the
@@ -421,6 +526,7 @@ fn op_pairs(
 /// both blocks, every part alike. The product operator is never formed: (X ⊗ 1)·U_right is
 /// assembled sub-block by sub-block.
 fn propagate(
+    sym: Symmetry,
     eig: &[EigenBlock],
     subs: &[SubBlocks],
     kept: &HashMap<(usize, usize), MatJet>,
@@ -430,10 +536,11 @@ fn propagate(
 ) -> MatJet {
     let eb = &eig[right];
     let (nl, nr) = (eig[left].dim(), eb.dim());
+    let pairs = couplings(sym, eig, subs, left, right);
     let rotate = |pick: &dyn Fn(&MatJet) -> &Mat<f64>| {
         let mut du = Mat::<f64>::zeros(nl, nr);
-        for s in 0..subs[right].len() {
-            let (Some((kr, off_r)), Some((kl, off_l))) = (subs[right][s], subs[left][s]) else {
+        for &(tl, tr, factor) in &pairs {
+            let (Some((kr, off_r)), Some((kl, off_l))) = (subs[right][tr], subs[left][tl]) else {
                 continue;
             };
             let Some(x) = kept.get(&(kl, kr)) else {
@@ -445,7 +552,7 @@ fn propagate(
                 true,
                 x.as_ref(),
                 eb.u.as_ref().submatrix(off_r, 0, x.ncols(), nr),
-                1.0,
+                factor,
             );
         }
         mul(eig[left].u.as_ref().transpose(), du.as_ref())
@@ -454,6 +561,18 @@ fn propagate(
         v: rotate(&|x| &x.v),
         p: (0..parts).map(|p| rotate(&|x| &x.p[p])).collect(),
     }
+}
+
+/// `x` with its value and every part multiplied by `c`.
+fn scaled(mut x: MatJet, c: f64) -> MatJet {
+    for m in std::iter::once(&mut x.v).chain(x.p.iter_mut()) {
+        for j in 0..m.ncols() {
+            for i in 0..m.nrows() {
+                m[(i, j)] *= c;
+            }
+        }
+    }
+    x
 }
 
 /// The kept blocks of a shell, in the order the next shell's layout refers to them.
@@ -483,12 +602,34 @@ pub(crate) fn forward(
 ) -> io::Result<Option<Stored>> {
     let parts = dirs.parts();
     let trick = ops.f.is_some();
-    let spins: &[usize] = if run.spin_symmetric() { &[0] } else { &SPINS };
+    let sym = run.symmetry();
+    // (Q, S): one rank-½ tensor stands for both spins
+    let spins: &[usize] = if run.spin_symmetric() || sym == Symmetry::QS {
+        &[0]
+    } else {
+        &SPINS
+    };
     let mut shells = Stored::new(budget);
     // X′_KK of d_σ and X_F in the solver's frame of the previous shell, keyed by (left, right)
     // kept-block index
     let mut kept_d: [HashMap<(usize, usize), MatJet>; 2] = [HashMap::new(), HashMap::new()];
     let mut kept_f: [HashMap<(usize, usize), MatJet>; 2] = [HashMap::new(), HashMap::new()];
+    // (Q, S): shell 0 is built like any shell, on the impurity's multiplets (as "shell −1")
+    if sym == Symmetry::QS {
+        let reduced = ops
+            .reduced
+            .as_ref()
+            .expect("(Q, S) runs carry the reduced operators");
+        let jets = |m: &HashMap<(usize, usize), Mat<f64>>| {
+            m.iter()
+                .map(|(&k, x)| (k, MatJet::constant(x.clone(), parts)))
+                .collect::<HashMap<_, _>>()
+        };
+        kept_d[0] = jets(&reduced.d);
+        if let Some(f) = &reduced.f {
+            kept_f[0] = jets(f);
+        }
+    }
     while let Some(shell) = run.next_raw_shell() {
         let Shell {
             n,
@@ -519,7 +660,7 @@ pub(crate) fn forward(
         let mut jobs: Vec<(usize, usize, usize, usize)> = Vec::new();
         for kind in 0..(1 + trick as usize) {
             for &sigma in spins {
-                if n == 0 {
+                if n == 0 && sym == Symmetry::QSz {
                     let c = match (kind, &ops.f) {
                         (0, _) => &ops.x[sigma],
                         (_, Some(f)) => &f[sigma],
@@ -535,8 +676,25 @@ pub(crate) fn forward(
                     } else {
                         &kept_f[sigma]
                     };
-                    for (l, r) in op_pairs(&eig, &subs, &index, kept, sigma) {
+                    for (l, r) in op_pairs(sym, &eig, &subs, &index, kept, sigma) {
                         jobs.push((kind, sigma, l, r));
+                    }
+                    // (Q, S): an operator given on shell 0's product blocks
+                    let given = ops.reduced.as_ref().filter(|_| n == 0 && kind == 0);
+                    for op in given.map_or(&[][..], |r| &r.shell0[..]) {
+                        let (Some(&l), Some(&r)) = (index.get(&op.left), index.get(&op.right))
+                        else {
+                            continue;
+                        };
+                        let rotate = |m: &Mat<f64>| {
+                            sandwich(eig[l].u.as_ref(), m.as_ref(), eig[r].u.as_ref())
+                        };
+                        let x = MatJet {
+                            v: rotate(&op.value),
+                            p: op.parts.iter().take(parts).map(rotate).collect(),
+                        };
+                        jobs.push((kind, sigma, l, r));
+                        initial.insert((kind, sigma, l, r), x);
                     }
                 }
             }
@@ -554,7 +712,7 @@ pub(crate) fn forward(
                         } else {
                             &kept_f[sigma]
                         };
-                        propagate(&eig, &subs, kept, l, r, parts)
+                        propagate(sym, &eig, &subs, kept, l, r, parts)
                     }
                 };
                 let (kl, kr) = (kept_blocks[l], kept_blocks[r]);
@@ -579,6 +737,13 @@ pub(crate) fn forward(
                         (kept_block(&w), transform(&w, &gl, &gr, 1.0, dirs))
                     }
                     _ => (kept_block(&o), o),
+                };
+                // (Q, S): the poles of one pair of multiplets stand for all their states; for a
+                // fixed σ, Σ_{m m′} ⟨J_L m; ½ σ|J_R m′⟩² = d_{J_R}/2 (module notes), a factor
+                // of the stored operator's square
+                let x = match sym {
+                    Symmetry::QSz => x,
+                    Symmetry::QS => scaled(x, (0.5 * sym.degeneracy(eig[r].qn) as f64).sqrt()),
                 };
                 (
                     StoredOp {
@@ -607,12 +772,17 @@ pub(crate) fn forward(
         }
         kept_d = next_d;
         kept_f = next_f;
-        let kept_total = kept_blocks.iter().sum();
+        let kept_total = eig
+            .iter()
+            .zip(&kept_blocks)
+            .map(|(eb, &k)| sym.degeneracy(eb.qn) * k)
+            .sum();
         let blocks = eig
             .into_iter()
             .zip(&kept_blocks)
             .zip(block_frames)
             .map(|((eb, &kept), frame)| StoredBlock {
+                deg: sym.degeneracy(eb.qn) as f64,
                 energies: eb.energies,
                 u: eb.u,
                 kept,
@@ -693,6 +863,8 @@ fn log_trace_parts(sh: &StoredShell, t: f64, dirs: &Directions) -> Vec<f64> {
             .iter()
             .map(|&x| (-(sh.omega * x - x_min) / t).exp())
             .collect();
+        // every level stands for d_j states (1 in (Q, S_z): multiplying by it is exact)
+        let p: Vec<f64> = p.into_iter().map(|x| b.deg * x).collect();
         total += p.iter().sum::<f64>();
         for (c, r) in fr.df.ranges.iter().enumerate() {
             for (ii, i) in r.clone().enumerate() {
@@ -739,6 +911,10 @@ pub(crate) struct Backward<S> {
     /// eigenbases (shell 0 is gone from the store once the sweep is done).
     pub shell0_rho: Vec<Mat<f64>>,
     pub shell0_u: Vec<Mat<f64>>,
+    /// Tr ρ{X_↑, X_↑†} from the stored operator on shell 0 (with the pole weights' factors, so
+    /// in (Q, S) blocks the multiplets' d_R/2): the sum rule's right-hand side for the (Q, S)
+    /// T-matrix.
+    pub shell0_anticommutator: f64,
 }
 
 /// Jobs of one chunk of pole work are run in parallel and merged in their fixed order: the
@@ -748,6 +924,11 @@ const POLE_CHUNK: usize = 8;
 /// The odd parts under the spin flip (one field direction, or an odd pair), or `None` when the
 /// run is not spin-flip symmetric: then ↓ is computed like ↑.
 pub(crate) fn mirror_parts(run: &Run, dirs: &Directions) -> Option<Vec<bool>> {
+    if run.symmetry() == Symmetry::QS {
+        // no field and no field direction in (Q, S) (refused by the run): A_↓ = A_↑, part by
+        // part
+        return Some(vec![false; dirs.parts()]);
+    }
     if !run.spin_symmetric() {
         return None;
     }
@@ -788,10 +969,16 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         .iter()
         .enumerate()
         .map(|(n, sh)| {
+            // a level of block j stands for d_j states (ln 1 = 0 in (Q, S_z): exact)
             let x: Vec<f64> = sh
                 .blocks
                 .iter()
-                .flat_map(|b| discarded_exponents(sh, b, t))
+                .flat_map(|b| {
+                    let ln_deg = b.deg.ln();
+                    discarded_exponents(sh, b, t)
+                        .into_iter()
+                        .map(move |x| x + ln_deg)
+                })
                 .collect();
             (n_max - n) as f64 * ln4 + log_sum_exp(x.iter().copied())
         })
@@ -854,6 +1041,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     let empty = BlockClusters::default();
     let mut shell0_rho: Vec<Mat<f64>> = Vec::new();
     let mut shell0_u: Vec<Mat<f64>> = Vec::new();
+    let mut shell0_anticommutator = 0.0;
     for n in (0..=n_max).rev() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
@@ -967,6 +1155,21 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     m
                 })
                 .collect();
+            // Tr ρ_L X Xᵀ + Tr ρ_R Xᵀ X over the pairs of ↑ (ρ per block in its eigenbasis,
+            // which is the value of X's frame)
+            for op in &sh.d[0] {
+                let x = &op.x.v;
+                let xxt = mul(x.as_ref(), x.transpose());
+                let xtx = mul(x.transpose(), x.as_ref());
+                let tr = |r: &Mat<f64>, m: &Mat<f64>| {
+                    (0..r.nrows())
+                        .flat_map(|i| (0..r.ncols()).map(move |j| (i, j)))
+                        .map(|(i, j)| r[(i, j)] * m[(j, i)])
+                        .sum::<f64>()
+                };
+                shell0_anticommutator +=
+                    tr(&shell0_rho[op.left], &xxt) + tr(&shell0_rho[op.right], &xtx);
+            }
             break;
         }
         // the sweep to shell N−1: R_{N−1} = Σ_s U_s W (R_N ⊕ ρ^D_N) Wᵀ U_sᵀ
@@ -976,6 +1179,15 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
             .iter()
             .map(|b| b.kept)
             .filter(|&k| k > 0)
+            .collect();
+        // the partial trace over site N of a multiplet J of product (A, s) gives each state of
+        // A the weight d_J/d_A (Σ_{M μ} ⟨A m; s μ|J M⟩⟨A m′; s μ|J M⟩ = δ_mm′ d_J/d_A); 1 in
+        // (Q, S_z)
+        let deg_prev: Vec<f64> = prev
+            .blocks
+            .iter()
+            .filter(|b| b.kept > 0)
+            .map(|b| b.deg)
             .collect();
         // the parts of ρ in the eigenbasis of each block (its value is R ⊕ ρ^D), and of every
         // block its shares U_s ρ^x U_sᵀ of R^x_{N−1}, computed in parallel
@@ -1033,11 +1245,17 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                         .flatten()
                         .map(|&(kc, off)| {
                             let v = blk.u.as_ref().submatrix(off, 0, kept_prev[kc], nb);
+                            let w = blk.deg / deg_prev[kc];
                             let mats =
                                 ru.p.iter()
                                     .map(|m| {
                                         let t3 = mul(v, m.as_ref());
-                                        mul(t3.as_ref(), v.transpose())
+                                        let s = mul(t3.as_ref(), v.transpose());
+                                        if w == 1.0 {
+                                            s
+                                        } else {
+                                            Mat::from_fn(s.nrows(), s.ncols(), |i, j| w * s[(i, j)])
+                                        }
                                     })
                                     .collect::<Vec<Mat<f64>>>();
                             (kc, mats)
@@ -1055,25 +1273,14 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
             for &(kc, off) in sh.subs[p].iter().flatten() {
                 let mm = kept_prev[kc];
                 let nb = b.energies.len();
+                let w = b.deg / deg_prev[kc];
                 let v = b.u.as_ref().submatrix(off, 0, mm, nb);
                 let (vk, vd) = (v.subcols(0, b.kept), v.subcols(b.kept, nb - b.kept));
                 let t1 = mul(vk, r[p].v.as_ref());
-                gemm(
-                    r_prev[kc].v.as_mut(),
-                    true,
-                    t1.as_ref(),
-                    vk.transpose(),
-                    1.0,
-                );
+                gemm(r_prev[kc].v.as_mut(), true, t1.as_ref(), vk.transpose(), w);
                 let rd = &rho[p].d;
                 let t2 = Mat::<f64>::from_fn(mm, nb - b.kept, |i, j| vd[(i, j)] * rd[j]);
-                gemm(
-                    r_prev[kc].v.as_mut(),
-                    true,
-                    t2.as_ref(),
-                    vd.transpose(),
-                    1.0,
-                );
+                gemm(r_prev[kc].v.as_mut(), true, t2.as_ref(), vd.transpose(), w);
             }
             // the parts' shares, computed in parallel above, added in block order
             for (kc, mats) in shares[p].iter().flatten() {
@@ -1086,9 +1293,10 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         let trace = |pick: &dyn Fn(&MatJet) -> &Mat<f64>| -> f64 {
             r_prev
                 .iter()
-                .map(|j| {
+                .zip(&deg_prev)
+                .map(|(j, &deg)| {
                     let mm = pick(j);
-                    (0..mm.nrows()).map(|i| mm[(i, i)]).sum::<f64>()
+                    deg * (0..mm.nrows()).map(|i| mm[(i, i)]).sum::<f64>()
                 })
                 .sum()
         };
@@ -1136,6 +1344,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         trace_residual_parts,
         shell0_rho,
         shell0_u,
+        shell0_anticommutator,
     }))
 }
 

@@ -29,7 +29,11 @@
 //! scheduling) before Σ is formed, as is standard.
 //!
 //! Derivatives are taken in the matrix directions ε_d, U, Γ and the impurity field h (at any h,
-//! h = 0 included, spin-resolved), and J, K for the Kondo model. Not yet: the field on the total
+//! h = 0 included, spin-resolved), and J, K for the Kondo model.
+//!
+//! `nrg.symmetry = "QS"` runs in (Q, S) multiplet blocks (no field; no derivative in h): the
+//! operators are rank-½ tensors ([`ReducedOps`]), the FDM weights multiplets (derivation in
+//! [`crate::fdm`]'s notes); `auto` resolves to (Q, S_z) here ([`RunConfig::for_spectra`]). Not yet: the field on the total
 //! spin as a derived parameter, spilling per-shell data to disk.
 //!
 //! The Kondo model's spectrum is the T-matrix ([`SpectralOperator::TMatrix`]): the operator
@@ -47,8 +51,9 @@ use crate::params::{FieldKind, InvalidParam, ModelKind, Param, RunConfig};
 use crate::poles::PoleSums;
 use crate::record::Header;
 use crate::solver::Run;
-use crate::symmetry::{SPINS, Symmetry};
+use crate::symmetry::{Qn, SPINS, Symmetry};
 use nalgebra::Complex;
+use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -919,12 +924,12 @@ fn spectrum_inner(
     let operator = SpectralOperator::of(config.model.kind);
     let (derive, dirs) = spectral_directions(config, opts.second_order)?;
     let config = &config.for_spectra();
-    if config.symmetry() != Symmetry::QSz {
+    if config.symmetry() == Symmetry::QS && dirs.vars().contains(&Variable::HImp) {
         return Err(InvalidParam {
             key: "nrg.symmetry".into(),
             value: config.symmetry().name().into(),
-            reason: "the spectral function is implemented in (Q, S_z) blocks only (d† as a \
-                     rank-½ tensor is not yet): use \"QSZ\" or \"auto\""
+            reason: "spin-resolved ∂A_σ/∂h needs (Q, S_z) blocks: in (Q, S) blocks the field \
+                     is no scalar direction (use \"QSZ\" or \"auto\")"
                 .into(),
         });
     }
@@ -1210,7 +1215,14 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
-            let expected = expected_weights(s.operator, &ops, &b.shell0_u, &b.shell0_rho, &space);
+            let expected = expected_weights(
+                s.operator,
+                &ops,
+                &b.shell0_u,
+                &b.shell0_rho,
+                &space,
+                b.shell0_anticommutator,
+            );
             let rest = (
                 b.sums,
                 b.weights,
@@ -1229,7 +1241,14 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
-            let expected = expected_weights(s.operator, &ops, &b.shell0_u, &b.shell0_rho, &space);
+            let expected = expected_weights(
+                s.operator,
+                &ops,
+                &b.shell0_u,
+                &b.shell0_rho,
+                &space,
+                b.shell0_anticommutator,
+            );
             let [(g0, d0), (g1, d1)] = b.sinks;
             let (sf, df) = match b.sinks_f {
                 Some([(f0, e0), (f1, e1)]) => (Some([f0, f1]), Some([e0, e1])),
@@ -1316,6 +1335,118 @@ pub struct LocalOperator {
 pub struct ShellZeroOps {
     pub x: [LocalOperator; 2],
     pub f: Option<[LocalOperator; 2]>,
+    /// In (Q, S) blocks: X and X_F as rank-½ tensors on the impurity's multiplets.
+    pub reduced: Option<ReducedOps>,
+}
+
+/// A rank-½ operator that lowers Q by one, as reduced matrices on the impurity's multiplet
+/// blocks ([`crate::model::Multiplets::blocks`]): X[L←R] keyed by (L, R), the transpose of its
+/// adjoint's ⟨R‖X†‖L⟩ (CG convention of [`crate::su2`]). The forward pass builds shell 0 from
+/// them as it builds any shell from the one before.
+pub struct ReducedOps {
+    pub d: HashMap<(usize, usize), faer::Mat<f64>>,
+    /// X_F = d_σ n_σ̄ = d_σ (n_d − 1), with the self-energy trick.
+    pub f: Option<HashMap<(usize, usize), faer::Mat<f64>>>,
+    /// Or X directly on shell 0's product blocks (an operator that is not one of the impurity
+    /// alone, such as the T-matrix's).
+    pub shell0: Vec<ProductBlockOp>,
+}
+
+/// X[L←R] between two product blocks of shell 0 and its parts, in the product multiplet basis
+/// of [`crate::su2::initial_shell`].
+pub struct ProductBlockOp {
+    pub left: Qn,
+    pub right: Qn,
+    pub value: faer::Mat<f64>,
+    pub parts: Vec<faer::Mat<f64>>,
+}
+
+/// The T-matrix operator O_σ = [f_0σ, H_imp]/√A_Λ of [`t_matrix_operator`] as a rank-½ tensor
+/// on shell 0's product multiplets: H_imp is a scalar (one matrix per block, and its parts), so
+/// O[L←R] = (F[L←R]·H_R − H_L·F[L←R])/√A_Λ with F the reduced annihilator of site 0, the
+/// transpose of the iteration's own f†_0 (signs included).
+fn reduced_t_matrix(run: &Run, dirs: &Directions) -> Option<ReducedOps> {
+    let model = run.model();
+    let site0 = crate::model::SiteZero {
+        coupling_factor: run.header().chain.a_lambda,
+        h_total: 0.0,
+    };
+    let var_index: Vec<usize> = dirs
+        .vars()
+        .iter()
+        .map(|&v| crate::model::variable_index(model, v).expect("direction is a model variable"))
+        .collect();
+    // H_imp alone: no on-site energy of site 0, no rescaling
+    let shell = crate::su2::initial_shell(model, dirs, &var_index, site0, 0.0, 1.0)?;
+    let norm = 1.0 / site0.coupling_factor.sqrt();
+    let mut shell0 = Vec::new();
+    for op in &shell.fdag {
+        // f†[hi←lo] → F[lo←hi]
+        let (hi, lo) = (&shell.blocks[op.left], &shell.blocks[op.right]);
+        let mut f = faer::Mat::<f64>::zeros(lo.h.nrows(), hi.h.nrows());
+        for pc in &op.pieces {
+            for i in 0..pc.len {
+                f[(pc.row_r + i, pc.row_l + i)] += pc.sign;
+            }
+        }
+        let commutator = |h_lo: &faer::Mat<f64>, h_hi: &faer::Mat<f64>| {
+            let a = crate::linalg::mul(f.as_ref(), h_hi.as_ref());
+            let b = crate::linalg::mul(h_lo.as_ref(), f.as_ref());
+            faer::Mat::<f64>::from_fn(a.nrows(), a.ncols(), |i, j| norm * (a[(i, j)] - b[(i, j)]))
+        };
+        let value = commutator(&lo.h, &hi.h);
+        let parts = (0..dirs.parts())
+            .map(|x| commutator(&lo.dh[x], &hi.dh[x]))
+            .collect();
+        shell0.push(ProductBlockOp {
+            left: lo.qn,
+            right: hi.qn,
+            value,
+            parts,
+        });
+    }
+    Some(ReducedOps {
+        d: HashMap::new(),
+        f: None,
+        shell0,
+    })
+}
+
+/// d_σ of the SIAM as a rank-½ tensor on its impurity multiplets, from the model's own reduced
+/// ⟨j‖d†‖j′⟩ (the hybridization term of [`crate::model::Multiplets`], so that the phases are
+/// those the iteration uses); X_F = d_σ(n_d − 1) on the ket's side, and n_d − 1 = Q for the
+/// impurity orbital counted as one site. `None` if the model has no such term (Kondo).
+fn reduced_impurity_level(run: &Run, trick: bool) -> Option<ReducedOps> {
+    use crate::model::{LocalOp, SiteZero};
+    let model = run.model();
+    let x = crate::nrg::shell::seeded_variables(model);
+    let site0 = SiteZero {
+        coupling_factor: run.header().chain.a_lambda,
+        h_total: 0.0,
+    };
+    let m = model.multiplets(&x, site0)?;
+    let ddag = m.terms.iter().find_map(|(_, op)| match op {
+        LocalOp::Hopping(d) => Some(d),
+        _ => None,
+    })?;
+    let mut d = HashMap::new();
+    let mut f = HashMap::new();
+    for (bra, ket, red) in ddag {
+        let xt = faer::Mat::<f64>::from_fn(red.ncols(), red.nrows(), |i, j| red[(j, i)]);
+        let q = f64::from(m.blocks[*bra].0.q);
+        if q != 0.0 {
+            f.insert(
+                (*ket, *bra),
+                faer::Mat::<f64>::from_fn(xt.nrows(), xt.ncols(), |i, j| q * xt[(i, j)]),
+            );
+        }
+        d.insert((*ket, *bra), xt);
+    }
+    Some(ReducedOps {
+        d,
+        f: trick.then_some(f),
+        shell0: Vec::new(),
+    })
 }
 
 /// The Kondo model's T-matrix operator O_σ = [f_0σ, H_imp] of both spins, divided by √A_Λ,
@@ -1387,6 +1518,10 @@ fn shell_zero_ops(
             f: trick.then(|| {
                 SPINS.map(|s| plain(space.c(IMPURITY, s) * space.number(IMPURITY, 1 - s)))
             }),
+            reduced: match run.symmetry() {
+                Symmetry::QSz => None,
+                Symmetry::QS => reduced_impurity_level(run, trick),
+            },
         },
         SpectralOperator::TMatrix => {
             let m = &config.model;
@@ -1401,6 +1536,10 @@ fn shell_zero_ops(
             ShellZeroOps {
                 x: t_matrix_operator(run.model(), site0, dirs),
                 f: None,
+                reduced: match run.symmetry() {
+                    Symmetry::QSz => None,
+                    Symmetry::QS => reduced_t_matrix(run, dirs),
+                },
             }
         }
     }
@@ -1415,9 +1554,12 @@ fn expected_weights(
     u0: &[faer::Mat<f64>],
     rho0: &[faer::Mat<f64>],
     space: &crate::model::LocalSpace,
+    reduced: f64,
 ) -> [f64; 2] {
     match operator {
         SpectralOperator::ImpurityLevel => [1.0; 2],
+        // (Q, S): from the reduced operator on shell 0 (the backward pass's)
+        SpectralOperator::TMatrix if ops.reduced.is_some() => [reduced; 2],
         SpectralOperator::TMatrix => SPINS.map(|s| {
             let o = &ops.x[s].value;
             let anti = o * o.transpose() + o.transpose() * o;
