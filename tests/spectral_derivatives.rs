@@ -8,7 +8,7 @@
 
 mod common;
 
-use dnrg::params::{FieldKind, Param, RunConfig};
+use dnrg::params::{FieldKind, Param, RunConfig, SymmetryChoice};
 use dnrg::spectral::{
     PointParts, Probe, SpectralOptions, SpectralPoint, Spectrum, spectrum, spectrum_probed,
 };
@@ -201,12 +201,19 @@ fn derivatives_match_finite_differences() {
 #[test]
 fn a_dual_run_has_the_plain_values_bit_for_bit() {
     // The value part never depends on the derivative parts (same products in the same order),
-    // with the self-energy trick and the spin mirror (h = 0, h derived) and without (h ≠ 0).
-    for h in [0.0, 0.02] {
+    // with the self-energy trick and the spin mirror (h = 0, h derived) and without (h ≠ 0),
+    // in (Q, S_z) blocks; and in (Q, S) blocks (h = 0, the SU(2)-scalar parameters). The blocks
+    // are pinned: `auto` picks (Q, S_z) only for a run differentiated in h.
+    for (h, symmetry, derive) in [
+        (0.0, SymmetryChoice::Qsz, &ALL[..]),
+        (0.02, SymmetryChoice::Qsz, &ALL[..]),
+        (0.0, SymmetryChoice::Qs, &ALL[..3]),
+    ] {
         let mut plain = base();
         plain.model.h = h;
+        plain.nrg.symmetry = symmetry;
         let mut dual = plain.clone();
-        dual.derive = ALL.to_vec();
+        dual.derive = derive.to_vec();
         let opts = SpectralOptions::at(T);
         let (a, b) = (
             spectrum(&plain, &opts).unwrap(),

@@ -493,10 +493,15 @@ fn symmetry_choice_resolution_and_refusals() {
     tot.model.field = FieldKind::Total;
     assert!(Run::new(&tot).is_ok());
 
-    // spectral functions: `auto` resolves to QSZ for them whatever it picks for
-    // thermodynamics; an explicit QS computes them (tests/spectral_su2.rs) and refuses
-    // derivatives in the impurity field
-    assert_eq!(c.for_spectra().nrg.symmetry, SymmetryChoice::Qsz);
+    // spectral functions: `auto` picks QS for them as for thermodynamics, but QSZ when they
+    // are differentiated in h (spin-resolved ∂A_σ/∂h) or in a field; an explicit QS computes
+    // them (tests/spectral_su2.rs) and refuses derivatives in the impurity field
+    assert_eq!(c.for_spectra().nrg.symmetry, SymmetryChoice::Qs);
+    let auto_loc = with_symmetry(loc.clone(), SymmetryChoice::Auto);
+    assert_eq!(auto_loc.for_spectra().nrg.symmetry, SymmetryChoice::Qsz);
+    let mut field = c.clone();
+    field.model.h = 1e-3;
+    assert_eq!(field.for_spectra().nrg.symmetry, SymmetryChoice::Qsz);
     assert_eq!(qs.for_spectra().nrg.symmetry, SymmetryChoice::Qs);
     let opts = dnrg::spectral::SpectralOptions::at(1e-3);
     assert!(dnrg::spectral::spectrum(&qs, &opts).is_ok());

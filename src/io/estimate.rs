@@ -337,6 +337,8 @@ mod tests {
     #[test]
     fn a_spectrum_also_counts_what_it_stores_per_shell() {
         let mut config = RunConfig::default();
+        // (Q, S_z): the byte counts below are its blocks'
+        config.nrg.symmetry = SymmetryChoice::Qsz;
         config.nrg.keep = 1000;
         config.nrg.max_memory = 1 << 40;
         let mut plain = config.clone();

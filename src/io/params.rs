@@ -438,13 +438,17 @@ impl RunConfig {
         }
     }
 
-    /// The configuration a spectral function runs with: `auto` resolved to (Q, S_z), whatever
-    /// [`Self::symmetry`] picks for thermodynamics, because the FDM spectral function has no
-    /// (Q, S) form yet (d† as a rank-½ tensor). An explicit `QS` stays (and is refused there).
+    /// The configuration a spectral function runs with: `auto` resolved as for thermodynamics
+    /// ((Q, S) without a field), except that spin-resolved derivatives ∂A_σ/∂h need (Q, S_z)
+    /// blocks (the field is no scalar direction of (Q, S)). An explicit choice stays.
     pub fn for_spectra(&self) -> RunConfig {
         let mut c = self.clone();
         if c.nrg.symmetry == SymmetryChoice::Auto {
-            c.nrg.symmetry = SymmetryChoice::Qsz;
+            c.nrg.symmetry = if c.symmetry() == Symmetry::QS && !c.derive.contains(&Param::H) {
+                SymmetryChoice::Qs
+            } else {
+                SymmetryChoice::Qsz
+            };
         }
         c
     }
