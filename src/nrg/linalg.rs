@@ -113,6 +113,40 @@ pub fn gemm_until(
     Some(())
 }
 
+/// v·a·vᵀ for a symmetric `a` (only its lower triangle is read). With a = L + Lᵀ, L the lower
+/// triangle with half the diagonal, v·a·vᵀ = P + Pᵀ for P = (v·L)·vᵀ: the triangular product
+/// v·L costs half of v·a, the larger of the two products when v has fewer rows than columns.
+/// The result is symmetric to the last bit.
+pub fn sym_congruence(v: MatRef<'_, f64>, a: MatRef<'_, f64>) -> Mat<f64> {
+    let (m, n) = (v.nrows(), v.ncols());
+    let l = Mat::<f64>::from_fn(n, n, |i, j| {
+        if i > j {
+            a[(i, j)]
+        } else if i == j {
+            0.5 * a[(i, i)]
+        } else {
+            0.0
+        }
+    });
+    let mut vl = Mat::<f64>::zeros(m, n);
+    if m > 0 && n > 0 {
+        triangular::matmul(
+            vl.as_mut(),
+            BlockStructure::Rectangular,
+            Accum::Replace,
+            v,
+            BlockStructure::Rectangular,
+            l.as_ref(),
+            BlockStructure::TriangularLower,
+            1.0,
+            Par::Seq,
+        );
+        clear_upper();
+    }
+    let p = mul(vl.as_ref(), v.transpose());
+    Mat::from_fn(m, m, |i, j| p[(i, j)] + p[(j, i)])
+}
+
 /// lhs·rhs as a new matrix.
 pub fn mul(lhs: MatRef<'_, f64>, rhs: MatRef<'_, f64>) -> Mat<f64> {
     mul_until(lhs, rhs, Cancel::NEVER).expect("not cancellable")
@@ -243,6 +277,20 @@ mod tests {
             ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5
         });
         Mat::from_fn(n, n, |i, j| m[(i, j)] + m[(j, i)])
+    }
+
+    #[test]
+    fn symmetric_congruence_agrees_with_plain_products() {
+        let a = sample(9, 3);
+        let v = random(4, 9, 4);
+        let plain = mul(mul(v.as_ref(), a.as_ref()).as_ref(), v.as_ref().transpose());
+        let sym = sym_congruence(v.as_ref(), a.as_ref());
+        for i in 0..4 {
+            for j in 0..4 {
+                assert!((plain[(i, j)] - sym[(i, j)]).abs() < 1e-13);
+                assert_eq!(sym[(i, j)], sym[(j, i)]);
+            }
+        }
     }
 
     #[test]

@@ -72,7 +72,7 @@ use crate::frames::{
     transform_symmetric,
 };
 use crate::jet::Directions;
-use crate::linalg::{gemm, mul, sandwich};
+use crate::linalg::{gemm, mul, sandwich, sym_congruence};
 use crate::model::LocalSpace;
 use crate::parallel::{Cancel, map_largest_first, map_largest_first_until};
 use crate::poles::{BlockRho, BlockView, PoleSums, discarded_parts, exprel, pair_poles};
@@ -1246,11 +1246,11 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                         .map(|&(kc, off)| {
                             let v = blk.u.as_ref().submatrix(off, 0, kept_prev[kc], nb);
                             let w = blk.deg / deg_prev[kc];
+                            // ρ^x is symmetric: half of the larger product
                             let mats =
                                 ru.p.iter()
                                     .map(|m| {
-                                        let t3 = mul(v, m.as_ref());
-                                        let s = mul(t3.as_ref(), v.transpose());
+                                        let s = sym_congruence(v, m.as_ref());
                                         if w == 1.0 {
                                             s
                                         } else {

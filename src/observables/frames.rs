@@ -541,7 +541,9 @@ impl BlockClusters {
     }
 
     /// dst = c·(z·B_R − B_L·z) for the part `part` of `left` (rows) and `right` (columns):
-    /// the commutator-like action that moves poles, O(rows·cols·cluster size).
+    /// the commutator-like action that moves poles, O(rows·cols·cluster size). Only the entries
+    /// of the blocks in `poles` are written (B̃ is cluster-block-diagonal, so they depend on
+    /// those blocks of z alone); the others are left as they are.
     pub fn ad_into(
         left: &BlockClusters,
         right: &BlockClusters,
@@ -549,22 +551,27 @@ impl BlockClusters {
         z: MatRef<'_, f64>,
         c: f64,
         dst: &mut Mat<f64>,
+        poles: PoleBlocks,
     ) {
         let rows = z.nrows();
+        let cols = z.ncols();
         let (dl, dr) = (&left.diag[part], &right.diag[part]);
         // single-state clusters on both sides: a scaling of every entry
-        for j in 0..z.ncols() {
-            let out = dst.col_as_slice_mut(j);
-            let zc = z.col(j);
+        for j in 0..cols {
+            let range = poles.rows(j, rows);
+            let out = &mut dst.col_as_slice_mut(j)[range.clone()];
+            let zc = &z.col(j).try_as_col_major().expect("contiguous").as_slice()[range.clone()];
             let b = dr[j];
-            for i in 0..rows {
+            let dl = &dl[range];
+            for i in 0..out.len() {
                 out[i] = c * (zc[i] * b - dl[i] * zc[i]);
             }
         }
         for &cl in &right.multi {
             let (r, b) = (&right.ranges[cl], &right.h[part][cl]);
+            let range = poles.rows(r.start, rows);
             for (jj, j) in r.clone().enumerate() {
-                for i in 0..rows {
+                for i in range.clone() {
                     let mut s = 0.0;
                     for (ll, l) in r.clone().enumerate() {
                         s += z[(i, l)] * b[(ll, jj)];
@@ -575,7 +582,7 @@ impl BlockClusters {
         }
         for &cl in &left.multi {
             let (r, b) = (&left.ranges[cl], &left.h[part][cl]);
-            for j in 0..z.ncols() {
+            for j in poles.cols(r.start, cols) {
                 for (ii, i) in r.clone().enumerate() {
                     let mut s = 0.0;
                     for (ll, l) in r.clone().enumerate() {
@@ -584,6 +591,48 @@ impl BlockClusters {
                     dst[(i, j)] -= c * s;
                 }
             }
+        }
+    }
+}
+
+/// The blocks of a block pair (kept rows `kl`, kept columns `kr`) that hold poles: KD and DK
+/// always, DD unless ρ^D vanishes on both sides (`dd` false), KK never.
+#[derive(Debug, Clone, Copy)]
+pub struct PoleBlocks {
+    pub kl: usize,
+    pub kr: usize,
+    pub dd: bool,
+}
+
+impl PoleBlocks {
+    /// Every entry (tests, and callers that want the whole matrix).
+    pub fn all() -> PoleBlocks {
+        PoleBlocks {
+            kl: 0,
+            kr: 0,
+            dd: true,
+        }
+    }
+
+    /// The rows of column `j` (of `rows` rows) that hold poles.
+    pub fn rows(&self, j: usize, rows: usize) -> Range<usize> {
+        if j < self.kr {
+            self.kl.min(rows)..rows
+        } else if self.dd {
+            0..rows
+        } else {
+            0..self.kl.min(rows)
+        }
+    }
+
+    /// The columns of row `i` (of `cols` columns) that hold poles.
+    pub fn cols(&self, i: usize, cols: usize) -> Range<usize> {
+        if i < self.kl {
+            self.kr.min(cols)..cols
+        } else if self.dd {
+            0..cols
+        } else {
+            0..self.kr.min(cols)
         }
     }
 }

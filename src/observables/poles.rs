@@ -23,7 +23,7 @@
 //! with divided differences inside clusters only ([`discarded_parts`]), which never overflow.
 
 use crate::broadening::PoleSink;
-use crate::frames::{BlockClusters, ClusterFrame, MatJet, product_terms};
+use crate::frames::{BlockClusters, ClusterFrame, MatJet, PoleBlocks, product_terms};
 use crate::jet::Directions;
 use crate::linalg::gemm;
 use faer::{Mat, MatMut, MatRef};
@@ -90,21 +90,36 @@ impl BlockRho {
         self.r.nrows()
     }
 
-    /// dst += c·ρ^part·x, x with the block's rows.
-    fn left(&self, part: Option<usize>, x: MatRef<'_, f64>, c: f64, mut dst: MatMut<'_, f64>) {
+    /// dst += c·ρ^part·x, x with the block's rows (the left side of a pair), on the blocks of
+    /// `poles` only.
+    fn left(
+        &self,
+        part: Option<usize>,
+        x: MatRef<'_, f64>,
+        c: f64,
+        mut dst: MatMut<'_, f64>,
+        poles: PoleBlocks,
+    ) {
         let (k, d) = (self.k(), self.d.len());
+        let cols = x.ncols();
         if k > 0 {
+            // K rows: the columns of their poles
+            let cr = poles.cols(0, cols);
             gemm(
-                dst.as_mut().subrows_mut(0, k),
+                dst.as_mut().submatrix_mut(0, cr.start, k, cr.len()),
                 true,
                 self.r.part(part).as_ref(),
-                x.subrows(0, k),
+                x.submatrix(0, cr.start, k, cr.len()),
                 c,
             );
         }
+        if d == 0 {
+            return;
+        }
+        let cr = poles.cols(k, cols);
         match part {
             None => {
-                for j in 0..x.ncols() {
+                for j in cr {
                     for i in 0..d {
                         dst[(k + i, j)] += c * self.d[i] * x[(k + i, j)];
                     }
@@ -112,7 +127,7 @@ impl BlockRho {
             }
             Some(p) => {
                 let diag = &self.d_diag[p];
-                for j in 0..x.ncols() {
+                for j in cr {
                     for i in 0..d {
                         dst[(k + i, j)] += c * diag[i] * x[(k + i, j)];
                     }
@@ -131,23 +146,38 @@ impl BlockRho {
         }
     }
 
-    /// dst += c·x·ρ^part, x with the block's columns.
-    fn right(&self, part: Option<usize>, x: MatRef<'_, f64>, c: f64, mut dst: MatMut<'_, f64>) {
+    /// dst += c·x·ρ^part, x with the block's columns (the right side of a pair), on the blocks
+    /// of `poles` only.
+    fn right(
+        &self,
+        part: Option<usize>,
+        x: MatRef<'_, f64>,
+        c: f64,
+        mut dst: MatMut<'_, f64>,
+        poles: PoleBlocks,
+    ) {
         let (k, d) = (self.k(), self.d.len());
+        let rows = x.nrows();
         if k > 0 {
+            // K columns: the rows of their poles
+            let rr = poles.rows(0, rows);
             gemm(
-                dst.as_mut().subcols_mut(0, k),
+                dst.as_mut().submatrix_mut(rr.start, 0, rr.len(), k),
                 true,
-                x.subcols(0, k),
+                x.submatrix(rr.start, 0, rr.len(), k),
                 self.r.part(part).as_ref(),
                 c,
             );
         }
+        if d == 0 {
+            return;
+        }
+        let rr = poles.rows(k, rows);
         match part {
             None => {
                 for j in 0..d {
                     let w = c * self.d[j];
-                    for i in 0..x.nrows() {
+                    for i in rr.clone() {
                         dst[(i, k + j)] += w * x[(i, k + j)];
                     }
                 }
@@ -159,14 +189,14 @@ impl BlockRho {
                     if w == 0.0 {
                         continue;
                     }
-                    for i in 0..x.nrows() {
+                    for i in rr.clone() {
                         dst[(i, k + j)] += w * x[(i, k + j)];
                     }
                 }
                 for &cl in &self.d_multi {
                     let (r, b) = (&self.d_ranges[cl], &self.d_parts[p][cl]);
                     for (jj, j) in r.clone().enumerate() {
-                        for i in 0..x.nrows() {
+                        for i in rr.clone() {
                             let mut s = 0.0;
                             for (ll, l) in r.clone().enumerate() {
                                 s += x[(i, k + l)] * b[(ll, jj)];
@@ -282,11 +312,17 @@ struct Side<'a> {
     ad2: Vec<Mat<f64>>,
 }
 
-fn side<'a>(m: &'a MatJet, bl: &BlockClusters, br: &BlockClusters, dirs: &Directions) -> Side<'a> {
+fn side<'a>(
+    m: &'a MatJet,
+    bl: &BlockClusters,
+    br: &BlockClusters,
+    dirs: &Directions,
+    poles: PoleBlocks,
+) -> Side<'a> {
     let (r, c) = (m.nrows(), m.ncols());
     let ad = |z: MatRef<'_, f64>, part: usize| {
         let mut out = Mat::<f64>::zeros(r, c);
-        BlockClusters::ad_into(bl, br, part, z, 1.0, &mut out);
+        BlockClusters::ad_into(bl, br, part, z, 1.0, &mut out, poles);
         out
     };
     let first = dirs.first();
@@ -321,11 +357,13 @@ fn side<'a>(m: &'a MatJet, bl: &BlockClusters, br: &BlockClusters, dirs: &Direct
 
 /// Moments of every pole (r, s) of column s, from the X side `x` and the Ŷ side `y`:
 /// `buf[k·rows + r]` for moment k of [W^x (parts), D^x (parts), Q^ij (pairs)], D in physical
-/// units (× ω_N) and Q × ω_N². Column slices, so that every loop is a plain vector operation.
+/// units (× ω_N) and Q × ω_N². Column slices, so that every loop is a plain vector operation;
+/// only the rows `rows_used` (the poles of the column) are computed.
 fn column_moments(
     x: &Side<'_>,
     y: &Side<'_>,
     s: usize,
+    rows_used: Range<usize>,
     omega: f64,
     dirs: &Directions,
     buf: &mut [f64],
@@ -346,7 +384,7 @@ fn column_moments(
         let (terms, n) = product_terms(dirs, p);
         for &(a, b) in &terms[..n] {
             let (xa, yb) = (c(x.m.part(a)), c(y.m.part(b)));
-            for r in 0..rows {
+            for r in rows_used.clone() {
                 out[r] += xa[r] * yb[r];
             }
         }
@@ -355,7 +393,7 @@ fn column_moments(
     for i in 0..first {
         let out = &mut d_part[i * rows..(i + 1) * rows];
         let (ax, ay) = (c(&x.ad1[i]), c(&y.ad1[i]));
-        for r in 0..rows {
+        for r in rows_used.clone() {
             out[r] = half * (ax[r] * yv[r] + xv[r] * ay[r]);
         }
     }
@@ -367,7 +405,7 @@ fn column_moments(
         let (cx1, cy1) = (c(&x.ad_cross[q][1]), c(&y.ad_cross[q][1]));
         let (xj, yj, xi, yi) = (c(&x.m.p[j]), c(&y.m.p[j]), c(&x.m.p[i]), c(&y.m.p[i]));
         let (axi, ayi, axj, ayj) = (c(&x.ad1[i]), c(&y.ad1[i]), c(&x.ad1[j]), c(&y.ad1[j]));
-        for r in 0..rows {
+        for r in rows_used.clone() {
             out[r] = half
                 * ((px[r] + cx0[r] + cx1[r]) * yv[r]
                     + xv[r] * (py[r] + cy0[r] + cy1[r])
@@ -379,7 +417,7 @@ fn column_moments(
         let out = &mut q_part[q * rows..(q + 1) * rows];
         let (x2, y2) = (c(&x.ad2[q]), c(&y.ad2[q]));
         let quarter = 0.25 * omega * omega;
-        for r in 0..rows {
+        for r in rows_used.clone() {
             out[r] = quarter * (x2[r] * yv[r] + xv[r] * y2[r]);
         }
     }
@@ -509,6 +547,17 @@ pub fn pair_poles<S: PoleSink>(
         );
     }
     let parts = dirs.parts();
+    // Where ρ^D is exactly zero on both sides (shells far above T, whose discarded states carry
+    // no weight), every discarded–discarded pole has W = 0 and zero moments (Ŷ_DD = 0, and the
+    // cluster actions do not mix K with D): skipping them changes nothing.
+    let dd_zero = l.rho.d.iter().all(|&x| x == 0.0) && r.rho.d.iter().all(|&x| x == 0.0);
+    // the blocks that hold poles: the derivative side computes those alone (ρ and the cluster
+    // actions are block-diagonal in K ⊕ D, so no other entry enters them)
+    let poles = PoleBlocks {
+        kl,
+        kr,
+        dd: !dd_zero,
+    };
     // the derivative side: Ŷ = ρ_L X + X ρ_R and X ρ_R as jets, their cluster actions
     let jets = (parts > 0).then(|| {
         let mut y = MatJet::zeros(nl, nr, parts);
@@ -523,8 +572,9 @@ pub fn pair_poles<S: PoleSink>(
             };
             for (t, &(a, b)) in terms[..n].iter().enumerate() {
                 let c = if twice && t == 2 { 2.0 } else { 1.0 };
-                l.rho.left(a, x.part(b).as_ref(), c, y.p[p].as_mut());
-                r.rho.right(a, x.part(b).as_ref(), c, xrj.p[p].as_mut());
+                l.rho.left(a, x.part(b).as_ref(), c, y.p[p].as_mut(), poles);
+                r.rho
+                    .right(a, x.part(b).as_ref(), c, xrj.p[p].as_mut(), poles);
             }
             y.p[p] += &xrj.p[p];
         }
@@ -533,9 +583,9 @@ pub fn pair_poles<S: PoleSink>(
         (y, xrj)
     });
     let sides = jets.as_ref().map(|(y, _)| {
-        let ys = side(y, l.clusters, r.clusters, dirs);
-        let xs = side(x, l.clusters, r.clusters, dirs);
-        let fs = xf.map(|f| side(f, l.clusters, r.clusters, dirs));
+        let ys = side(y, l.clusters, r.clusters, dirs, poles);
+        let xs = side(x, l.clusters, r.clusters, dirs, poles);
+        let fs = xf.map(|f| side(f, l.clusters, r.clusters, dirs, poles));
         (ys, xs, fs)
     });
     let width = 2 * parts + dirs.pairs().len();
@@ -543,10 +593,6 @@ pub fn pair_poles<S: PoleSink>(
     let mut mom_f = vec![0.0; width];
     let mut col = vec![0.0; width * nl];
     let mut col_f = vec![0.0; width * nl];
-    // Where ρ^D is exactly zero on both sides (shells far above T, whose discarded states carry
-    // no weight), every discarded–discarded pole has W = 0 and zero moments (Ŷ_DD = 0, and the
-    // cluster actions do not mix K with D): skipping them changes nothing.
-    let dd_zero = l.rho.d.iter().all(|&x| x == 0.0) && r.rho.d.iter().all(|&x| x == 0.0);
     for j in 0..nr {
         let (first_row, end_row) = match (j < kr, dd_zero) {
             (true, _) => (kl, nl),
@@ -557,9 +603,10 @@ pub fn pair_poles<S: PoleSink>(
             continue;
         }
         if let Some((ys, xs, fs)) = sides.as_ref() {
-            column_moments(xs, ys, j, omega, dirs, &mut col);
+            let rows = first_row..end_row;
+            column_moments(xs, ys, j, rows.clone(), omega, dirs, &mut col);
             if let Some(fs) = fs {
-                column_moments(fs, ys, j, omega, dirs, &mut col_f);
+                column_moments(fs, ys, j, rows, omega, dirs, &mut col_f);
             }
             // Σ ∂W, Σ ∂W_F and ∂⟨d†d⟩ = Σ (X∘Xρ)^x over the poles of this column
             let (_, xrj) = jets.as_ref().expect("jets with sides");
