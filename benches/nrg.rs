@@ -287,15 +287,21 @@ fn phase(name: &str, keep: usize, shells: usize) {
             let (t, s) = time_run(Run::new(&c).unwrap(), usize::MAX);
             (t, s.len())
         }
-        "spec_value" => {
-            let c = w_prod_shells(keep, shells);
+        "spec_value" | "spec_value_qs" => {
+            let mut c = w_prod_shells(keep, shells);
+            if name.ends_with("_qs") {
+                c.nrg.symmetry = SymmetryChoice::Qs;
+            }
             let t = Instant::now();
             let n = time_spectrum(&c);
             (t.elapsed(), n)
         }
-        "spec_d2" => {
+        "spec_d2" | "spec_d2_qs" => {
             // ∂A/∂θ and ∂²A/∂θ∂φ for θ, φ ∈ {ε_d, U}: parts ε_d, U, (ε_d,ε_d), (ε_d,U), (U,U)
             let mut c = w_prod_shells(keep, shells);
+            if name.ends_with("_qs") {
+                c.nrg.symmetry = SymmetryChoice::Qs;
+            }
             c.derive = vec![Param::EpsD, Param::U];
             c.nrg.max_memory = SPEC_MAX_MEMORY;
             let t = Instant::now();
@@ -708,6 +714,18 @@ fn su2_comparison(shells: usize) {
             measure("grad_hess4_total", 1000, shells),
             measure("grad_hess4_qs", 1000, shells),
             "≥ 4×",
+        ),
+        (
+            "spectrum, value only (Σ trick)",
+            measure("spec_value", 1000, shells),
+            measure("spec_value_qs", 1000, shells),
+            "",
+        ),
+        (
+            "spectrum + ∂, ∂² in ε_d, U",
+            measure("spec_d2", 1000, shells),
+            measure("spec_d2_qs", 1000, shells),
+            "",
         ),
     ];
     println!(
