@@ -594,24 +594,18 @@ pub fn pair_poles<S: PoleSink>(
     let mut col = vec![0.0; width * nl];
     let mut col_f = vec![0.0; width * nl];
     for j in 0..nr {
-        let (first_row, end_row) = match (j < kr, dd_zero) {
-            (true, _) => (kl, nl),
-            (false, false) => (0, nl),
-            (false, true) => (0, kl),
-        };
-        if first_row == end_row {
+        let rows = poles.rows(j, nl);
+        if rows.is_empty() {
             continue;
         }
         if let Some((ys, xs, fs)) = sides.as_ref() {
-            let rows = first_row..end_row;
             column_moments(xs, ys, j, rows.clone(), omega, dirs, &mut col);
             if let Some(fs) = fs {
-                column_moments(fs, ys, j, rows, omega, dirs, &mut col_f);
+                column_moments(fs, ys, j, rows.clone(), omega, dirs, &mut col_f);
             }
             // Σ ∂W, Σ ∂W_F and ∂⟨d†d⟩ = Σ (X∘Xρ)^x over the poles of this column
             let (_, xrj) = jets.as_ref().expect("jets with sides");
             for p in 0..parts {
-                let rows = first_row..end_row;
                 let w = &col[p * nl..(p + 1) * nl][rows.clone()];
                 sums.weight_parts[p] += w.iter().sum::<f64>();
                 sums.weight_abs_parts[p] += w.iter().map(|x| x.abs()).sum::<f64>();
@@ -632,7 +626,7 @@ pub fn pair_poles<S: PoleSink>(
         let (xc, rxc, xrc) = (x.v.col_as_slice(j), rx.col_as_slice(j), xr.col_as_slice(j));
         let xfc = xf.map(|f| f.v.col_as_slice(j));
         let ej = r.energies[j];
-        for i in first_row..end_row {
+        for i in rows {
             let v = xc[i];
             let y = rxc[i] + xrc[i];
             let w = v * y;

@@ -1209,20 +1209,16 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
         .iter()
         .map(StoredShell::kept_total)
         .collect();
+    // the sum rules' expected weights, from shell 0 of either backward sweep
+    let expected =
+        |u, rho, anticommutator| expected_weights(s.operator, &ops, u, rho, &space, anticommutator);
     let (sinks, sinks_f, direct, rest) = match &s.probe.unbinned {
         None => {
             let b = fdm::backward(&mut shells, s.t, dirs, &bins, s.trick, mirror, watch);
             let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
-            let expected = expected_weights(
-                s.operator,
-                &ops,
-                &b.shell0_u,
-                &b.shell0_rho,
-                &space,
-                b.shell0_anticommutator,
-            );
+            let expected = expected(&b.shell0_u, &b.shell0_rho, b.shell0_anticommutator);
             let rest = (
                 b.sums,
                 b.weights,
@@ -1241,14 +1237,7 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
             let Some(b) = b.map_err(spill_error)? else {
                 return Ok(None);
             };
-            let expected = expected_weights(
-                s.operator,
-                &ops,
-                &b.shell0_u,
-                &b.shell0_rho,
-                &space,
-                b.shell0_anticommutator,
-            );
+            let expected = expected(&b.shell0_u, &b.shell0_rho, b.shell0_anticommutator);
             let [(g0, d0), (g1, d1)] = b.sinks;
             let (sf, df) = match b.sinks_f {
                 Some([(f0, e0), (f1, e1)]) => (Some([f0, f1]), Some([e0, e1])),
