@@ -21,6 +21,14 @@
 //!    inside clusters) and the shift C_N's parts; R^x by e^{S} ρ′ e^{−S} (the note's §2
 //!    commutators, as a frame change with the opposite sign).
 //!
+//! **Shells far above T.** Most of a chain lies far above the spectrum's T: there a discarded
+//! state weighs ρ_s ≤ 4^{N_max−N} e^{−ω_N E_s/T} < e^{−DD_CUT} ([`DD_CUT`]), and its DD sector
+//! carries nothing. Such a shell ([`discarded_negligible`], decided in the forward pass and
+//! checked against the weights once Z is known) sets ρ^D = 0, never forms the DD blocks of the
+//! second-order parts (only their KK, KD and DK blocks enter anything), stores the operators'
+//! parts on KD and DK alone ([`PoleJet`]) and drops G_D; its share of R_{N−1} is Ṽ R Ṽᵀ with Ṽ the
+//! kept columns of U_s e^S ([`kept_shares`]). Plain and dual runs decide alike.
+//!
 //! Values never depend on the parts: a plain run and the real part of a dual run go through the
 //! same operations, in the same order, and agree bit for bit.
 //!
@@ -68,8 +76,8 @@
 
 use crate::broadening::PoleSink;
 use crate::frames::{
-    BlockClusters, BlockGen, ClusterFrame, KdGen, MatJet, cluster_frame, transform,
-    transform_symmetric,
+    BlockClusters, BlockGen, ClusterFrame, KdGen, MatJet, PoleJet, cluster_frame,
+    cluster_transform, mul_add, transform_off_dd, transform_symmetric,
 };
 use crate::jet::Directions;
 use crate::linalg::{gemm, mul, sandwich, sym_congruence};
@@ -154,11 +162,11 @@ pub(crate) struct StoredBlock {
 }
 
 /// d_σ (or X_F) between two blocks of one shell: X_rs = ⟨r ∈ left|X|s ∈ right⟩ in the cluster
-/// frame (the value is the eigenbasis).
+/// frame (the value is the eigenbasis), its parts on the blocks that hold poles.
 pub(crate) struct StoredOp {
     left: usize,
     right: usize,
-    x: MatJet,
+    x: PoleJet,
 }
 
 /// What the backward pass needs of one shell.
@@ -179,6 +187,9 @@ pub(crate) struct StoredShell {
     f: [Vec<StoredOp>; 2],
     /// Total kept states (for freezing the counts of another run).
     kept_total: usize,
+    /// Whether the discarded states of this shell weigh nothing at the spectrum's T
+    /// ([`DD_CUT`]): ρ^D is 0, and the DD blocks of the operators' parts were never formed.
+    skip_dd: bool,
     /// The parts of ln Tr_D e^{−ω_N H̃_DD/T} at the spectrum's T ([`log_trace_parts`]), taken
     /// while the frames are in memory: the backward pass needs them of every shell before its
     /// sweep, when a spilled shell's frames are on disk.
@@ -227,8 +238,18 @@ impl StoredShell {
             for o in ops {
                 w.usize(o.left)?;
                 w.usize(o.right)?;
+                w.usize(o.x.kl)?;
+                w.usize(o.x.kr)?;
                 w.mat(&o.x.v)?;
-                w.mats(&o.x.p)?;
+                w.mats(&o.x.kd)?;
+                w.mats(&o.x.dk)?;
+                match &o.x.dd {
+                    Some(dd) => {
+                        w.u64(1)?;
+                        w.mats(dd)?;
+                    }
+                    None => w.u64(0)?,
+                }
             }
         }
         for b in &mut self.blocks {
@@ -254,9 +275,17 @@ impl StoredShell {
             *ops = (0..n)
                 .map(|_| {
                     let (left, right) = (r.usize()?, r.usize()?);
-                    let x = MatJet {
+                    let (kl, kr) = (r.usize()?, r.usize()?);
+                    let x = PoleJet {
                         v: r.mat()?,
-                        p: r.mats()?,
+                        kl,
+                        kr,
+                        kd: r.mats()?,
+                        dk: r.mats()?,
+                        dd: match r.u64()? {
+                            0 => None,
+                            _ => Some(r.mats()?),
+                        },
                     };
                     Ok(StoredOp { left, right, x })
                 })
@@ -280,6 +309,10 @@ pub(crate) struct Stored {
     budget: usize,
     /// Bytes of every shell's bulk, whether in memory or on disk.
     total: usize,
+    /// Whether every shell that left out its DD sector has discarded weights below e^{−DD_CUT}
+    /// (false: the bound of [`discarded_negligible`] failed, and the pass must be run again
+    /// with [`DdSkip::Never`]).
+    pub(crate) skips_hold: bool,
 }
 
 impl Stored {
@@ -292,6 +325,7 @@ impl Stored {
             peak_in_memory: 0,
             budget,
             total: 0,
+            skips_hold: true,
         }
     }
 
@@ -524,7 +558,10 @@ fn couplings(
 /// X at shell N ≥ 1 between `left` and `right`: X_{N−1,KK} ⊗ 1 in the product basis (the
 /// impurity is first in the Jordan–Wigner order, so no sign), rotated into the eigenbases of
 /// both blocks, every part alike. The product operator is never formed: (X ⊗ 1)·U_right is
-/// assembled sub-block by sub-block.
+/// assembled sub-block by sub-block. With `skip_dd` = Some((kl, kr, m)), the parts from m on
+/// (the second-order ones) are left zero on their DD block, which a shell far above T never
+/// reads ([`transform_off_dd`]).
+#[allow(clippy::too_many_arguments)]
 fn propagate(
     sym: Symmetry,
     eig: &[EigenBlock],
@@ -533,11 +570,13 @@ fn propagate(
     left: usize,
     right: usize,
     parts: usize,
+    skip_dd: Option<(usize, usize, usize)>,
 ) -> MatJet {
     let eb = &eig[right];
     let (nl, nr) = (eig[left].dim(), eb.dim());
     let pairs = couplings(sym, eig, subs, left, right);
-    let rotate = |pick: &dyn Fn(&MatJet) -> &Mat<f64>| {
+    // (X ⊗ 1)·U_right
+    let product = |pick: &dyn Fn(&MatJet) -> &Mat<f64>| {
         let mut du = Mat::<f64>::zeros(nl, nr);
         for &(tl, tr, factor) in &pairs {
             let (Some((kr, off_r)), Some((kl, off_l))) = (subs[right][tr], subs[left][tl]) else {
@@ -555,24 +594,45 @@ fn propagate(
                 factor,
             );
         }
-        mul(eig[left].u.as_ref().transpose(), du.as_ref())
+        du
     };
-    MatJet {
-        v: rotate(&|x| &x.v),
-        p: (0..parts).map(|p| rotate(&|x| &x.p[p])).collect(),
-    }
-}
-
-/// `x` with its value and every part multiplied by `c`.
-fn scaled(mut x: MatJet, c: f64) -> MatJet {
-    for m in std::iter::once(&mut x.v).chain(x.p.iter_mut()) {
-        for j in 0..m.ncols() {
-            for i in 0..m.nrows() {
-                m[(i, j)] *= c;
+    let ul = eig[left].u.as_ref();
+    let rotate = |pick: &dyn Fn(&MatJet) -> &Mat<f64>, off_dd: Option<(usize, usize)>| {
+        let du = product(pick);
+        match off_dd {
+            None => mul(ul.transpose(), du.as_ref()),
+            Some((kl, kr)) => {
+                // Uᵀ_L du on the K columns, and on the K rows of the D columns
+                let mut o = Mat::<f64>::zeros(nl, nr);
+                gemm(
+                    o.as_mut().subcols_mut(0, kr),
+                    false,
+                    ul.transpose(),
+                    du.as_ref().subcols(0, kr),
+                    1.0,
+                );
+                gemm(
+                    o.as_mut().submatrix_mut(0, kr, kl, nr - kr),
+                    false,
+                    ul.subcols(0, kl).transpose(),
+                    du.as_ref().subcols(kr, nr - kr),
+                    1.0,
+                );
+                o
             }
         }
+    };
+    MatJet {
+        v: rotate(&|x| &x.v, None),
+        p: (0..parts)
+            .map(|p| {
+                let off_dd = skip_dd
+                    .filter(|&(_, _, m)| p >= m)
+                    .map(|(kl, kr, _)| (kl, kr));
+                rotate(&|x| &x.p[p], off_dd)
+            })
+            .collect(),
     }
-    x
 }
 
 /// The kept blocks of a shell, in the order the next shell's layout refers to them.
@@ -597,10 +657,12 @@ pub(crate) fn forward(
     space: &LocalSpace,
     ops: &ShellZeroOps,
     dirs: &Directions,
-    (t, budget): (f64, usize),
+    (t, budget, dd_skip): (f64, usize, DdSkip),
     on_shell: &(dyn Fn() + Sync),
 ) -> io::Result<Option<Stored>> {
     let parts = dirs.parts();
+    let m = dirs.first();
+    let n_max = run.header().n_max;
     let trick = ops.f.is_some();
     let sym = run.symmetry();
     // (Q, S): one rank-½ tensor stands for both spins
@@ -642,6 +704,18 @@ pub(crate) fn forward(
             ..
         } = shell;
         let index: HashMap<Qn, usize> = eig.iter().enumerate().map(|(b, eb)| (eb.qn, b)).collect();
+        let skip_dd = match dd_skip {
+            DdSkip::Auto => {
+                let e_min = eig
+                    .iter()
+                    .zip(&kept_blocks)
+                    .filter_map(|(eb, &k)| eb.energies.get(k).copied())
+                    .fold(f64::INFINITY, f64::min);
+                discarded_negligible(n_max - n, free_energy.omega * e_min / t)
+            }
+            DdSkip::Never => false,
+            DdSkip::AllButLast => n < n_max,
+        };
         let block_frames: Vec<Option<BlockFrame>> = if parts == 0 {
             eig.iter().map(|_| None).collect()
         } else {
@@ -712,7 +786,8 @@ pub(crate) fn forward(
                         } else {
                             &kept_f[sigma]
                         };
-                        propagate(sym, &eig, &subs, kept, l, r, parts)
+                        let off_dd = skip_dd.then_some((kept_blocks[l], kept_blocks[r], m));
+                        propagate(sym, &eig, &subs, kept, l, r, parts, off_dd)
                     }
                 };
                 let (kl, kr) = (kept_blocks[l], kept_blocks[r]);
@@ -722,29 +797,25 @@ pub(crate) fn forward(
                 };
                 let (fl, fr) = (block_frames[l].as_ref(), block_frames[r].as_ref());
                 // the solver's frame (whose kept block the next shell is built on), then the
-                // cluster frame (in which the poles are read)
-                let (next, x) = match (fl, fr) {
+                // cluster frame (in which the poles are read), on the blocks that hold poles
+                let (next, mut x) = match (fl, fr) {
                     (Some(fl), Some(fr)) => {
-                        let w = transform(&o, &KdGen { s: &fl.s }, &KdGen { s: &fr.s }, 1.0, dirs);
-                        let gl = BlockGen {
-                            gk: &fl.kf.g,
-                            gd: &fl.df.g,
-                        };
-                        let gr = BlockGen {
-                            gk: &fr.kf.g,
-                            gd: &fr.df.g,
-                        };
-                        (kept_block(&w), transform(&w, &gl, &gr, 1.0, dirs))
+                        let off_dd = skip_dd.then_some((kl, kr));
+                        let (sl, sr) = (KdGen { s: &fl.s }, KdGen { s: &fr.s });
+                        let w = transform_off_dd(&o, &sl, &sr, 1.0, dirs, off_dd);
+                        let gl = (&fl.kf.g[..], &fl.df.g[..]);
+                        let gr = (&fr.kf.g[..], &fr.df.g[..]);
+                        let x = cluster_transform(&w, gl, gr, (kl, kr), !skip_dd, dirs);
+                        (kept_block(&w), x)
                     }
-                    _ => (kept_block(&o), o),
+                    _ => (kept_block(&o), PoleJet::value(o.v, kl, kr)),
                 };
                 // (Q, S): the poles of one pair of multiplets stand for all their states; for a
                 // fixed σ, Σ_{m m′} ⟨J_L m; ½ σ|J_R m′⟩² = d_{J_R}/2 (module notes), a factor
                 // of the stored operator's square
-                let x = match sym {
-                    Symmetry::QSz => x,
-                    Symmetry::QS => scaled(x, (0.5 * sym.degeneracy(eig[r].qn) as f64).sqrt()),
-                };
+                if sym == Symmetry::QS {
+                    x.scale((0.5 * sym.degeneracy(eig[r].qn) as f64).sqrt());
+                }
                 (
                     StoredOp {
                         left: l,
@@ -781,12 +852,18 @@ pub(crate) fn forward(
             .into_iter()
             .zip(&kept_blocks)
             .zip(block_frames)
-            .map(|((eb, &kept), frame)| StoredBlock {
-                deg: sym.degeneracy(eb.qn) as f64,
-                energies: eb.energies,
-                u: eb.u,
-                kept,
-                frame,
+            .map(|((eb, &kept), mut frame)| {
+                if let Some(f) = frame.as_mut().filter(|_| skip_dd) {
+                    // G_D acts on ρ^D only, which is 0 here
+                    f.df.g = Vec::new();
+                }
+                StoredBlock {
+                    deg: sym.degeneracy(eb.qn) as f64,
+                    energies: eb.energies,
+                    u: eb.u,
+                    kept,
+                    frame,
+                }
             })
             .collect();
         let mut shell = StoredShell {
@@ -800,6 +877,7 @@ pub(crate) fn forward(
             d,
             f,
             kept_total,
+            skip_dd,
             log_trace: Vec::new(),
         };
         shell.log_trace = log_trace_parts(&shell, t, dirs);
@@ -819,7 +897,76 @@ pub(crate) fn forward(
             *a -= b;
         }
     }
+    // the skips were decided on a bound; now that Z is known, check them against the weights
+    // themselves
+    let (ln_mz, ln_z) = log_shell_weights(&shells.shells, t);
+    shells.skips_hold = shells.shells.iter().enumerate().all(|(n, sh)| {
+        !sh.skip_dd
+            || sh
+                .blocks
+                .iter()
+                .flat_map(|b| discarded_exponents(sh, b, t))
+                .fold(f64::NEG_INFINITY, f64::max)
+                + (ln_mz.len() - 1 - n) as f64 * 4f64.ln()
+                - ln_z
+                < -DD_CUT
+    });
     Ok(Some(shells))
+}
+
+/// Which shells leave out their discarded–discarded sector ([`DD_CUT`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DdSkip {
+    /// Those whose discarded states weigh less than e^{−DD_CUT} by the bound of
+    /// [`discarded_negligible`] (checked against the weights once the forward pass is done).
+    #[default]
+    Auto,
+    Never,
+    /// Every shell but the last: the check then fails, so a caller's fallback can be tested.
+    AllButLast,
+}
+
+/// A discarded state of a shell whose weight ρ_s = 4^{N_max−N} e^{−ℰ_s/T}/Z is below e^{−DD_CUT}
+/// ≈ 1e-87 carries nothing: even times (ω_N/T)² ≤ 1e40 in a second derivative it stays below
+/// 1e-47 of the spectrum. Such a shell's DD sector (ρ^D, the DD poles, the DD blocks of the
+/// operators' parts) is left out; a shell far above T (most of a chain) then costs about half.
+pub(crate) const DD_CUT: f64 = 200.0;
+
+/// Whether the discarded states of a shell `above` shells before the last, whose lowest
+/// discarded level lies `gap_over_t` = ω_N E_min/T above its ground state, weigh below
+/// e^{−DD_CUT}. The bound takes Z ≥ 1 (the last shell's ground state, at the reference energy)
+/// and C_N ≥ C_{N_max} (the ground-state energy does not rise along the chain: the product
+/// space of shell N+1 holds shell N's ground state times an empty site). Both are checked
+/// against the weights after the forward pass ([`Stored::skips_hold`]).
+fn discarded_negligible(above: usize, gap_over_t: f64) -> bool {
+    above as f64 * 4f64.ln() - gap_over_t < -DD_CUT
+}
+
+/// ln(4^{N_max−N} Z̃_N) of every shell, with Z̃_N = Tr_{D_N} e^{−ℰ/T} (E_ref = 0; it cancels in
+/// w_N and ρ^D), and ln Z = ln Σ_N 4^{N_max−N} Z̃_N.
+fn log_shell_weights(shells: &[StoredShell], t: f64) -> (Vec<f64>, f64) {
+    let n_max = shells.len() - 1;
+    let ln4 = 4f64.ln();
+    let ln_mz: Vec<f64> = shells
+        .iter()
+        .enumerate()
+        .map(|(n, sh)| {
+            // a level of block j stands for d_j states (ln 1 = 0 in (Q, S_z): exact)
+            let x: Vec<f64> = sh
+                .blocks
+                .iter()
+                .flat_map(|b| {
+                    let ln_deg = b.deg.ln();
+                    discarded_exponents(sh, b, t)
+                        .into_iter()
+                        .map(move |x| x + ln_deg)
+                })
+                .collect();
+            (n_max - n) as f64 * ln4 + log_sum_exp(x.iter().copied())
+        })
+        .collect();
+    let ln_z = log_sum_exp(ln_mz.iter().copied());
+    (ln_mz, ln_z)
 }
 
 /// ln Σ exp(x_i) without overflow (−∞ for an empty sum).
@@ -964,26 +1111,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
     let shells = &stored.shells;
     let n_max = shells.len() - 1;
     let ln4 = 4f64.ln();
-    // ln(4^{N_max−N} Z̃_N), with Z̃_N = Tr_{D_N} e^{−ℰ/T} (E_ref = 0; it cancels in w_N, ρ^D)
-    let ln_mz: Vec<f64> = shells
-        .iter()
-        .enumerate()
-        .map(|(n, sh)| {
-            // a level of block j stands for d_j states (ln 1 = 0 in (Q, S_z): exact)
-            let x: Vec<f64> = sh
-                .blocks
-                .iter()
-                .flat_map(|b| {
-                    let ln_deg = b.deg.ln();
-                    discarded_exponents(sh, b, t)
-                        .into_iter()
-                        .map(move |x| x + ln_deg)
-                })
-                .collect();
-            (n_max - n) as f64 * ln4 + log_sum_exp(x.iter().copied())
-        })
-        .collect();
-    let mut ln_z = log_sum_exp(ln_mz.iter().copied());
+    let (ln_mz, mut ln_z) = log_shell_weights(shells, t);
     let mut weights: Vec<f64> = ln_mz.iter().map(|&l| (l - ln_z).exp()).collect();
     // The exponents are of order |ℰ|/T (10³ and more), so each w_N carries a relative round-off
     // of ~|ℰ|/T·ε and Σ w_N misses 1 by ~1e-13. Folding the measured sum into Z makes the
@@ -1060,10 +1188,15 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
             |&b| sh.blocks[b].energies.len(),
             |&b| {
                 let blk = &sh.blocks[b];
-                let d: Vec<f64> = discarded_exponents(sh, blk, t)
-                    .into_iter()
-                    .map(|x| (x + ln_pref).exp())
-                    .collect();
+                // a shell far above T: its discarded states weigh below e^{−DD_CUT}, exactly 0
+                let d: Vec<f64> = if sh.skip_dd {
+                    vec![0.0; blk.energies.len() - blk.kept]
+                } else {
+                    discarded_exponents(sh, blk, t)
+                        .into_iter()
+                        .map(|x| (x + ln_pref).exp())
+                        .collect()
+                };
                 match blk.frame.as_ref() {
                     None => BlockRho::new(r[b].clone(), d, Vec::new(), Vec::new()),
                     Some(fr) => {
@@ -1086,6 +1219,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                 }
             },
         );
+
         // the poles: every operator of both spins, in chunks merged in a fixed order
         let jobs: Vec<(usize, usize)> = SPINS
             .iter()
@@ -1113,13 +1247,14 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     let mut sink = template.empty_like();
                     let mut sink_f = f.map(|_| template.empty_like());
                     let mut s_sums = PoleSums::new(parts);
+                    let (x, xf) = (op.x.to_jet(), f.map(|o| o.x.to_jet()));
                     pair_poles(
                         sh.omega,
                         t,
                         &view(op.left),
                         &view(op.right),
-                        &op.x,
-                        f.map(|o| &o.x),
+                        &x,
+                        xf.as_ref(),
                         dirs,
                         &mut sink,
                         sink_f.as_mut(),
@@ -1203,6 +1338,18 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     let fr = blk.frame.as_ref()?;
                     let (k, nb) = (blk.kept, blk.energies.len());
                     let d = nb - k;
+                    if rho[b].discarded_is_zero() {
+                        // discarded states far above T: only the kept columns of U_s e^S enter
+                        return Some(kept_shares(
+                            blk,
+                            &fr.s,
+                            &r[b],
+                            &sh.subs[b],
+                            &kept_prev,
+                            &deg_prev,
+                            dirs,
+                        ));
+                    }
                     // ρ̃^D (cluster frame) as a dense jet, back to the solver's frame
                     let mut dense = MatJet::zeros(d, d, parts);
                     for i in 0..d {
@@ -1346,6 +1493,81 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
         shell0_u,
         shell0_anticommutator,
     }))
+}
+
+/// The shares U_s ρ^x U_sᵀ of one block in R^x_{N−1} (per site state s: the kept block `kc` of
+/// shell N−1 it adds to, and the parts) when its discarded states carry no weight, ρ = e^S (R ⊕ 0)
+/// e^{−S} (R in the solver's frame, S its K–D generator `s`). Then U_s ρ U_sᵀ = Ṽ R Ṽᵀ with Ṽ
+/// the kept columns of U_s e^S, whose parts are (V = U_s = [V_K V_D]; e^S's kept columns are
+/// I_K − s^iᵀ on D at first order, −s^{ij}ᵀ on D and −½(s^i s^jᵀ + s^j s^iᵀ) on K at second):
+///
+/// ```text
+/// Ṽ = V_K,   Ṽ^i = −V_D s^iᵀ,   Ṽ^ij = −V_D s^ijᵀ − ½ V_K (s^i s^jᵀ + s^j s^iᵀ)
+/// ```
+///
+/// products of k columns instead of the whole n×n frame change (k ≈ n/4): the same numbers as
+/// the general path up to round-off.
+fn kept_shares(
+    blk: &StoredBlock,
+    s: &[Mat<f64>],
+    r: &MatJet,
+    subs: &SubBlocks,
+    kept_prev: &[usize],
+    deg_prev: &[f64],
+    dirs: &Directions,
+) -> Vec<(usize, Vec<Mat<f64>>)> {
+    let (k, nb) = (blk.kept, blk.energies.len());
+    let d = nb - k;
+    let m = dirs.first();
+    let parts = dirs.parts();
+    // ½(s^i s^jᵀ + s^j s^iᵀ) per pair, shared by every site state
+    let ss: Vec<Mat<f64>> = dirs
+        .pairs()
+        .iter()
+        .map(|&(i, j)| {
+            let mut x = Mat::<f64>::zeros(k, k);
+            if d > 0 {
+                gemm(x.as_mut(), false, s[i].as_ref(), s[j].transpose(), 0.5);
+                gemm(x.as_mut(), true, s[j].as_ref(), s[i].transpose(), 0.5);
+            }
+            x
+        })
+        .collect();
+    subs.iter()
+        .flatten()
+        .map(|&(kc, off)| {
+            let mm = kept_prev[kc];
+            let v = blk.u.as_ref().submatrix(off, 0, mm, nb);
+            let (vk, vd) = (v.subcols(0, k), v.subcols(k, d));
+            let mut vt = MatJet::zeros(mm, k, parts);
+            vt.v.copy_from(vk);
+            for x in 0..parts {
+                if d > 0 {
+                    gemm(vt.p[x].as_mut(), false, vd, s[x].transpose(), -1.0);
+                }
+                if x >= m {
+                    gemm(vt.p[x].as_mut(), true, vk, ss[x - m].as_ref(), -1.0);
+                }
+            }
+            let mut t = MatJet::zeros(mm, k, parts);
+            mul_add(&mut t, (0, 0), &vt, r, 1.0, dirs, true);
+            let vtt = MatJet {
+                v: vt.v.transpose().to_owned(),
+                p: vt.p.iter().map(|x| x.transpose().to_owned()).collect(),
+            };
+            let mut y = MatJet::zeros(mm, mm, parts);
+            mul_add(
+                &mut y,
+                (0, 0),
+                &t,
+                &vtt,
+                blk.deg / deg_prev[kc],
+                dirs,
+                false,
+            );
+            (kc, y.p)
+        })
+        .collect()
 }
 
 /// ⟨X⟩ = Tr ρ X for an operator `x` of the local space of shell 0 that conserves (Q, S_z), from

@@ -14,6 +14,9 @@
 //!   pair instead of ten products, and the same function serves every frame change: the
 //!   operator into the solver's frame W = e^S (generator [`KdGen`]), into the cluster frame e^G
 //!   ([`BlockGen`]), and the density matrix back (sign −1: e^{S} ρ e^{−S}).
+//!   [`transform_off_dd`] leaves out the pairs' DD block where nobody reads it (shells far above
+//!   T); [`cluster_transform`] forms only the blocks that hold poles ([`PoleJet`]): G is
+//!   block-diagonal in K ⊕ D, so each block is its own small frame change.
 //! - [`cluster_frame`]: the cluster Schrieffer–Wolff generator G of one subspace (K or D) of a
 //!   block and the cluster-block-diagonal H̃ = e^{−G} H′ e^{G} (Step 2). Clusters are
 //!   [`crate::cluster`]'s, so exact and round-off degeneracies are one object, as everywhere else.
@@ -187,6 +190,32 @@ pub trait Generator: Sync {
     fn right(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>);
     /// dst += c·diag(v)·S^part, O(n²).
     fn right_of_diagonal(&self, part: usize, v: &[f64], c: f64, dst: &mut Mat<f64>);
+    /// [`Generator::left`] for a caller that never reads dst's DD block (rows beyond this
+    /// generator's kept states, columns from `kr` on): it may be left unwritten.
+    fn left_off_dd(
+        &self,
+        part: usize,
+        x: MatRef<'_, f64>,
+        c: f64,
+        dst: MatMut<'_, f64>,
+        kr: usize,
+    ) {
+        let _ = kr;
+        self.left(part, x, c, dst);
+    }
+    /// [`Generator::right`] for a caller that never reads dst's DD block (rows from `kl` on,
+    /// columns beyond this generator's kept states): it may be left unwritten.
+    fn right_off_dd(
+        &self,
+        part: usize,
+        x: MatRef<'_, f64>,
+        c: f64,
+        dst: MatMut<'_, f64>,
+        kl: usize,
+    ) {
+        let _ = kl;
+        self.right(part, x, c, dst);
+    }
 }
 
 /// The solver's kept–discarded decoupling: S = [[0, s], [−sᵀ, 0]] with s = S_KD (k×d) per part.
@@ -241,6 +270,66 @@ impl Generator for KdGen<'_> {
             }
         }
     }
+
+    fn left_off_dd(
+        &self,
+        part: usize,
+        x: MatRef<'_, f64>,
+        c: f64,
+        mut dst: MatMut<'_, f64>,
+        kr: usize,
+    ) {
+        let s = self.s[part].as_ref();
+        let (k, d) = (s.nrows(), s.ncols());
+        let kr = kr.min(x.ncols());
+        if k == 0 || d == 0 || x.ncols() == 0 {
+            return;
+        }
+        // (S x)_K = s x_D on every column; (S x)_D = −sᵀ x_K on the K columns only
+        gemm(dst.as_mut().subrows_mut(0, k), true, s, x.subrows(k, d), c);
+        if kr > 0 {
+            gemm(
+                dst.submatrix_mut(k, 0, d, kr),
+                true,
+                s.transpose(),
+                x.submatrix(0, 0, k, kr),
+                -c,
+            );
+        }
+    }
+
+    fn right_off_dd(
+        &self,
+        part: usize,
+        x: MatRef<'_, f64>,
+        c: f64,
+        mut dst: MatMut<'_, f64>,
+        kl: usize,
+    ) {
+        let s = self.s[part].as_ref();
+        let (k, d) = (s.nrows(), s.ncols());
+        let kl = kl.min(x.nrows());
+        if k == 0 || d == 0 || x.nrows() == 0 {
+            return;
+        }
+        // (x S)_{·K} = −x_D sᵀ on every row; (x S)_{·D} = x_K s on the K rows only
+        gemm(
+            dst.as_mut().subcols_mut(0, k),
+            true,
+            x.subcols(k, d),
+            s.transpose(),
+            -c,
+        );
+        if kl > 0 {
+            gemm(
+                dst.submatrix_mut(0, k, kl, d),
+                true,
+                x.submatrix(0, 0, kl, k),
+                s,
+                c,
+            );
+        }
+    }
 }
 
 /// A generator block-diagonal in K ⊕ D: the cluster generator, dense k×k and d×d per part.
@@ -291,6 +380,146 @@ impl Generator for BlockGen<'_> {
     }
 }
 
+/// One dense generator per part, acting on a whole matrix: a cluster generator G_K or G_D
+/// restricted to its own subspace.
+pub struct DenseGen<'a> {
+    pub g: &'a [Mat<f64>],
+}
+
+impl Generator for DenseGen<'_> {
+    fn left(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>) {
+        if x.nrows() > 0 && x.ncols() > 0 {
+            gemm(dst, true, self.g[part].as_ref(), x, c);
+        }
+    }
+
+    fn right(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>) {
+        if x.nrows() > 0 && x.ncols() > 0 {
+            gemm(dst, true, x, self.g[part].as_ref(), c);
+        }
+    }
+
+    fn right_of_diagonal(&self, part: usize, v: &[f64], c: f64, dst: &mut Mat<f64>) {
+        let g = &self.g[part];
+        for j in 0..g.ncols() {
+            for i in 0..g.nrows() {
+                dst[(i, j)] += c * v[i] * g[(i, j)];
+            }
+        }
+    }
+}
+
+/// An operator between two blocks as the poles read it: the value whole, the parts only on the
+/// blocks that hold poles ([`PoleBlocks`]: KD, DK, and DD unless the shell's discarded states
+/// carry no weight). The parts of the KK block never enter a pole, and those of DD none of a
+/// shell far above T: they are neither computed nor stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoleJet {
+    pub v: Mat<f64>,
+    pub kl: usize,
+    pub kr: usize,
+    /// Per part: KD (kl × (nr − kr)), DK ((nl − kl) × kr), and DD when stored.
+    pub kd: Vec<Mat<f64>>,
+    pub dk: Vec<Mat<f64>>,
+    pub dd: Option<Vec<Mat<f64>>>,
+}
+
+impl PoleJet {
+    /// A value without parts (a plain run).
+    pub fn value(v: Mat<f64>, kl: usize, kr: usize) -> PoleJet {
+        PoleJet {
+            v,
+            kl,
+            kr,
+            kd: Vec::new(),
+            dk: Vec::new(),
+            dd: None,
+        }
+    }
+
+    /// The blocks whose parts are stored.
+    pub fn blocks(&self) -> PoleBlocks {
+        PoleBlocks {
+            kl: self.kl,
+            kr: self.kr,
+            dd: self.dd.is_some(),
+        }
+    }
+
+    /// Every part as a whole matrix, zero on the blocks not stored.
+    pub fn to_jet(&self) -> MatJet {
+        let (nl, nr) = (self.v.nrows(), self.v.ncols());
+        let (kl, kr) = (self.kl, self.kr);
+        let p = (0..self.kd.len())
+            .map(|x| {
+                let mut m = Mat::<f64>::zeros(nl, nr);
+                m.as_mut()
+                    .submatrix_mut(0, kr, kl, nr - kr)
+                    .copy_from(&self.kd[x]);
+                m.as_mut()
+                    .submatrix_mut(kl, 0, nl - kl, kr)
+                    .copy_from(&self.dk[x]);
+                if let Some(dd) = &self.dd {
+                    m.as_mut()
+                        .submatrix_mut(kl, kr, nl - kl, nr - kr)
+                        .copy_from(&dd[x]);
+                }
+                m
+            })
+            .collect();
+        MatJet {
+            v: self.v.clone(),
+            p,
+        }
+    }
+
+    /// Value and every part multiplied by `c`.
+    pub fn scale(&mut self, c: f64) {
+        let all = std::iter::once(&mut self.v)
+            .chain(self.kd.iter_mut())
+            .chain(self.dk.iter_mut())
+            .chain(self.dd.iter_mut().flatten());
+        for m in all {
+            *m *= faer::Scale(c);
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        let m = |v: &[Mat<f64>]| v.iter().map(|x| x.nrows() * x.ncols()).sum::<usize>();
+        8 * (self.v.nrows() * self.v.ncols()
+            + m(&self.kd)
+            + m(&self.dk)
+            + self.dd.as_deref().map_or(0, m))
+    }
+}
+
+/// X′ = e^{−G_L} X e^{G_R} on the blocks that hold poles, for cluster generators G = G_K ⊕ G_D
+/// of the two blocks (`left`, `right`: (G_K, G_D) per part). G is block-diagonal in K ⊕ D, so
+/// every block of X′ comes from the same block of X alone: each is its own small frame change,
+/// and the KK block (and DD, unless `dd`) is never formed.
+pub fn cluster_transform(
+    x: &MatJet,
+    left: (&[Mat<f64>], &[Mat<f64>]),
+    right: (&[Mat<f64>], &[Mat<f64>]),
+    (kl, kr): (usize, usize),
+    dd: bool,
+    dirs: &Directions,
+) -> PoleJet {
+    let (nl, nr) = (x.nrows(), x.ncols());
+    let block = |rows: Range<usize>, cols: Range<usize>, gl: &[Mat<f64>], gr: &[Mat<f64>]| {
+        let sub = x.sub(rows, cols);
+        transform(&sub, &DenseGen { g: gl }, &DenseGen { g: gr }, 1.0, dirs).p
+    };
+    PoleJet {
+        v: x.v.clone(),
+        kl,
+        kr,
+        kd: block(0..kl, kr..nr, left.0, right.1),
+        dk: block(kl..nl, 0..kr, left.1, right.0),
+        dd: dd.then(|| block(kl..nl, kr..nr, left.1, right.1)),
+    }
+}
+
 /// e^{−σS_L} O e^{σS_R} to second order (σ = ±1; see the module documentation). The value part
 /// is copied unchanged.
 pub fn transform(
@@ -300,13 +529,42 @@ pub fn transform(
     sign: f64,
     dirs: &Directions,
 ) -> MatJet {
+    transform_off_dd(o, left, right, sign, dirs, None)
+}
+
+/// [`transform`] for a caller that never reads the second-order parts' DD block: with
+/// `Some((kl, kr))` (the kept counts of the two sides) that block (rows kl.., columns kr..) of
+/// the pair parts is left at O^ij's, and generators that can ([`KdGen`]) skip computing it. The
+/// first-order parts stay whole: their DD block enters the pairs' KD and DK blocks.
+pub fn transform_off_dd(
+    o: &MatJet,
+    left: &dyn Generator,
+    right: &dyn Generator,
+    sign: f64,
+    dirs: &Directions,
+    skip_dd: Option<(usize, usize)>,
+) -> MatJet {
     let (r, c) = (o.nrows(), o.ncols());
-    // dst += w·σ·ad_part(x)
-    let ad = |dst: &mut Mat<f64>, x: MatRef<'_, f64>, part: usize, w: f64| {
-        right.right(part, x, w * sign, dst.as_mut());
-        left.left(part, x, -w * sign, dst.as_mut());
-    };
-    let ad_value = |dst: &mut Mat<f64>, part: usize, w: f64| ad(dst, o.v.as_ref(), part, w);
+    let m = dirs.first();
+    // dst += w·σ·ad_part(x), on a pair part's blocks only when skip_dd
+    let ad_in =
+        |dst: &mut Mat<f64>, x: MatRef<'_, f64>, part: usize, w: f64, pair: bool| match skip_dd
+            .filter(|_| pair)
+        {
+            Some((kl, kr)) => {
+                right.right_off_dd(part, x, w * sign, dst.as_mut(), kl);
+                left.left_off_dd(part, x, -w * sign, dst.as_mut(), kr);
+            }
+            None => {
+                right.right(part, x, w * sign, dst.as_mut());
+                left.left(part, x, -w * sign, dst.as_mut());
+            }
+        };
+    // `ad` builds pair parts only; `ad_value` every part
+    let ad =
+        |dst: &mut Mat<f64>, x: MatRef<'_, f64>, part: usize, w: f64| ad_in(dst, x, part, w, true);
+    let ad_value =
+        |dst: &mut Mat<f64>, part: usize, w: f64| ad_in(dst, o.v.as_ref(), part, w, part >= m);
     second_order(o, (r, c), dirs, &ad_value, &ad)
 }
 
@@ -540,27 +798,37 @@ impl BlockClusters {
         }
     }
 
-    /// dst = c·(z·B_R − B_L·z) for the part `part` of `left` (rows) and `right` (columns):
-    /// the commutator-like action that moves poles, O(rows·cols·cluster size). Only the entries
-    /// of the blocks in `poles` are written (B̃ is cluster-block-diagonal, so they depend on
-    /// those blocks of z alone); the others are left as they are.
+    /// dst = c·(z·B_R − B_L·z) for the part `part` of `left` (rows) and `right` (columns), on a
+    /// window of columns: z and dst hold the columns c0.. of the whole (their column jj is the
+    /// pair's column c0 + jj), and the window is a union of whole clusters of `right`. The
+    /// commutator-like action that moves poles, O(rows·cols·cluster size). Only the entries of
+    /// the blocks in `poles` are written (B̃ is cluster-block-diagonal, so they depend on those
+    /// blocks of z alone); the others are left as they are.
+    #[allow(clippy::too_many_arguments)]
     pub fn ad_into(
         left: &BlockClusters,
         right: &BlockClusters,
         part: usize,
         z: MatRef<'_, f64>,
+        c0: usize,
         c: f64,
-        dst: &mut Mat<f64>,
+        mut dst: MatMut<'_, f64>,
         poles: PoleBlocks,
     ) {
         let rows = z.nrows();
-        let cols = z.ncols();
+        let w = z.ncols();
         let (dl, dr) = (&left.diag[part], &right.diag[part]);
         // single-state clusters on both sides: a scaling of every entry
-        for j in 0..cols {
+        for jj in 0..w {
+            let j = c0 + jj;
             let range = poles.rows(j, rows);
-            let out = &mut dst.col_as_slice_mut(j)[range.clone()];
-            let zc = &z.col(j).try_as_col_major().expect("contiguous").as_slice()[range.clone()];
+            let out = &mut dst
+                .as_mut()
+                .col_mut(jj)
+                .try_as_col_major_mut()
+                .expect("contiguous")
+                .as_slice_mut()[range.clone()];
+            let zc = &z.col(jj).try_as_col_major().expect("contiguous").as_slice()[range.clone()];
             let b = dr[j];
             let dl = &dl[range];
             for i in 0..out.len() {
@@ -568,30 +836,60 @@ impl BlockClusters {
             }
         }
         for &cl in &right.multi {
-            let (r, b) = (&right.ranges[cl], &right.h[part][cl]);
+            let r = &right.ranges[cl];
+            if r.end <= c0 || r.start >= c0 + w {
+                continue;
+            }
+            let b = &right.h[part][cl];
             let range = poles.rows(r.start, rows);
             for (jj, j) in r.clone().enumerate() {
                 for i in range.clone() {
                     let mut s = 0.0;
                     for (ll, l) in r.clone().enumerate() {
-                        s += z[(i, l)] * b[(ll, jj)];
+                        s += z[(i, l - c0)] * b[(ll, jj)];
                     }
-                    dst[(i, j)] += c * s;
+                    dst[(i, j - c0)] += c * s;
                 }
             }
         }
         for &cl in &left.multi {
             let (r, b) = (&left.ranges[cl], &left.h[part][cl]);
-            for j in poles.cols(r.start, cols) {
+            let cols = poles.cols(r.start, c0 + w);
+            for j in cols.start.max(c0)..cols.end {
                 for (ii, i) in r.clone().enumerate() {
                     let mut s = 0.0;
                     for (ll, l) in r.clone().enumerate() {
-                        s += b[(ii, ll)] * z[(l, j)];
+                        s += b[(ii, ll)] * z[(l, j - c0)];
                     }
-                    dst[(i, j)] -= c * s;
+                    dst[(i, j - c0)] -= c * s;
                 }
             }
         }
+    }
+
+    /// Column windows of at most `width` columns (or one cluster, if wider) that are unions of
+    /// whole clusters, covering 0..`cols` in order: what [`BlockClusters::ad_into`] works on.
+    /// Without clusters (a plain run) every column is its own.
+    pub fn windows(&self, cols: usize, width: usize) -> Vec<Range<usize>> {
+        let ends: Vec<usize> = if self.ranges.is_empty() {
+            (1..=cols).collect()
+        } else {
+            debug_assert_eq!(self.ranges.last().map(|r| r.end), Some(cols));
+            self.ranges.iter().map(|r| r.end).collect()
+        };
+        let mut out = Vec::new();
+        let (mut start, mut end) = (0, 0);
+        for e in ends {
+            if e - start > width && end > start {
+                out.push(start..end);
+                start = end;
+            }
+            end = e;
+        }
+        if end > start {
+            out.push(start..end);
+        }
+        out
     }
 }
 
@@ -838,6 +1136,111 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn block_restricted_transforms_agree_with_the_whole_ones() {
+        // The cluster frame on the pole blocks alone, and the solver's frame without the pairs'
+        // DD block, against the whole transforms on every block they compute.
+        let mut seed = 29;
+        let (nl, nr, kl, kr) = (9, 7, 3, 2);
+        let o = MatJet {
+            v: random(nl, nr, &mut seed),
+            p: (0..3).map(|_| random(nl, nr, &mut seed)).collect(),
+        };
+        let gens = |k: usize, n: usize, seed: &mut u64| -> [Vec<Mat<f64>>; 2] {
+            [
+                (0..3).map(|_| antisym(k, seed)).collect(),
+                (0..3).map(|_| antisym(n - k, seed)).collect(),
+            ]
+        };
+        let (gl, gr) = (gens(kl, nl, &mut seed), gens(kr, nr, &mut seed));
+        let block = |m: &Mat<f64>, (r, c): (Range<usize>, Range<usize>)| {
+            m.as_ref()
+                .submatrix(r.start, c.start, r.len(), c.len())
+                .to_owned()
+        };
+        let (kk, kd, dk, dd) = (
+            (0..kl, 0..kr),
+            (0..kl, kr..nr),
+            (kl..nl, 0..kr),
+            (kl..nl, kr..nr),
+        );
+        let whole = transform(
+            &o,
+            &BlockGen {
+                gk: &gl[0],
+                gd: &gl[1],
+            },
+            &BlockGen {
+                gk: &gr[0],
+                gd: &gr[1],
+            },
+            1.0,
+            &dirs(),
+        );
+        // measured 0 (the same products); bound: round-off of n-term sums
+        let tol = 1e-14;
+        for with_dd in [false, true] {
+            let x = cluster_transform(
+                &o,
+                (&gl[0], &gl[1]),
+                (&gr[0], &gr[1]),
+                (kl, kr),
+                with_dd,
+                &dirs(),
+            );
+            assert_eq!(x.v, o.v);
+            let j = x.to_jet();
+            for part in 0..3 {
+                for b in [kd.clone(), dk.clone()] {
+                    let e = block(&j.p[part], b.clone()) - block(&whole.p[part], b);
+                    assert!(max_abs(e.as_ref()) < tol, "part {part}");
+                }
+                assert_eq!(max_abs(block(&j.p[part], kk.clone()).as_ref()), 0.0);
+                let e = block(&j.p[part], dd.clone()) - block(&whole.p[part], dd.clone());
+                let stale = max_abs(block(&j.p[part], dd.clone()).as_ref());
+                if with_dd {
+                    assert!(max_abs(e.as_ref()) < tol, "part {part}, DD");
+                } else {
+                    assert_eq!(stale, 0.0, "part {part}: DD not stored");
+                }
+            }
+        }
+        let sl: Vec<Mat<f64>> = (0..3).map(|_| random(kl, nl - kl, &mut seed)).collect();
+        let sr: Vec<Mat<f64>> = (0..3).map(|_| random(kr, nr - kr, &mut seed)).collect();
+        let (a, b) = (&KdGen { s: &sl }, &KdGen { s: &sr });
+        let whole = transform(&o, a, b, 1.0, &dirs());
+        let off = transform_off_dd(&o, a, b, 1.0, &dirs(), Some((kl, kr)));
+        for part in 0..3 {
+            let blocks = if part < dirs().first() {
+                vec![kk.clone(), kd.clone(), dk.clone(), dd.clone()]
+            } else {
+                vec![kk.clone(), kd.clone(), dk.clone()]
+            };
+            for bl in blocks {
+                let e = block(&off.p[part], bl.clone()) - block(&whole.p[part], bl);
+                assert!(max_abs(e.as_ref()) < tol, "part {part}");
+            }
+        }
+    }
+
+    #[test]
+    fn windows_are_unions_of_whole_clusters() {
+        let frame = |ranges: Vec<Range<usize>>| ClusterFrame {
+            ranges,
+            g: Vec::new(),
+            h: Vec::new(),
+        };
+        // K: {0}, {1, 2}, {3}; D (from 4): {0..9}, {9}, {10}, {11}
+        let kept = frame(vec![0..1, 1..3, 3..4]);
+        let discarded = frame(vec![0..9, 9..10, 10..11, 11..12]);
+        let c = BlockClusters::join(&kept, &discarded, 4);
+        let w = c.windows(16, 4);
+        assert_eq!(w, vec![0..4, 4..13, 13..16]);
+        // without clusters (a plain run) every column is its own
+        let w = BlockClusters::default().windows(10, 4);
+        assert_eq!(w, vec![0..4, 4..8, 8..10]);
     }
 
     #[test]

@@ -302,56 +302,95 @@ pub fn discarded_parts(
 }
 
 /// A matrix and the cluster actions on it that the moments need: ad_i, ad_ij of the value,
-/// ad_i of part j and ad_j of part i (per pair), and ad_i ad_j + ad_j ad_i of the value.
+/// ad_i of part j and ad_j of part i (per pair), and ad_i ad_j + ad_j ad_i of the value — on
+/// one window of columns at a time ([`BlockClusters::windows`]), in buffers reused from window
+/// to window: the actions never mix columns of different clusters, so no whole matrix of them
+/// is ever formed.
 struct Side<'a> {
     m: &'a MatJet,
+    /// The first column of the current window (column 0 of every buffer).
+    c0: usize,
     ad1: Vec<Mat<f64>>,
     ad_pair: Vec<Mat<f64>>,
     /// Per pair (i, j): [ad_i(M^j), ad_j(M^i)].
     ad_cross: Vec<[Mat<f64>; 2]>,
     ad2: Vec<Mat<f64>>,
+    tmp: Mat<f64>,
 }
 
-fn side<'a>(
-    m: &'a MatJet,
-    bl: &BlockClusters,
-    br: &BlockClusters,
-    dirs: &Directions,
-    poles: PoleBlocks,
-) -> Side<'a> {
-    let (r, c) = (m.nrows(), m.ncols());
-    let ad = |z: MatRef<'_, f64>, part: usize| {
-        let mut out = Mat::<f64>::zeros(r, c);
-        BlockClusters::ad_into(bl, br, part, z, 1.0, &mut out, poles);
-        out
-    };
-    let first = dirs.first();
-    let ad1: Vec<Mat<f64>> = (0..first).map(|i| ad(m.v.as_ref(), i)).collect();
-    let mut ad_pair = Vec::new();
-    let mut ad_cross = Vec::new();
-    let mut ad2 = Vec::new();
-    for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
-        ad_pair.push(ad(m.v.as_ref(), first + q));
-        if i == j {
-            // a diagonal pair: the two halves coincide
-            let cross = ad(m.p[i].as_ref(), i);
-            ad_cross.push([cross.clone(), cross]);
-            let mut two = ad(ad1[i].as_ref(), i);
-            two *= faer::Scale(2.0);
-            ad2.push(two);
-        } else {
-            ad_cross.push([ad(m.p[j].as_ref(), i), ad(m.p[i].as_ref(), j)]);
-            let mut two = ad(ad1[j].as_ref(), i);
-            two += ad(ad1[i].as_ref(), j);
-            ad2.push(two);
+impl<'a> Side<'a> {
+    /// Buffers for windows of up to `width` columns.
+    fn new(m: &'a MatJet, width: usize, dirs: &Directions) -> Side<'a> {
+        let buf = || Mat::<f64>::zeros(m.nrows(), width);
+        let pairs = dirs.pairs().len();
+        Side {
+            m,
+            c0: 0,
+            ad1: (0..dirs.first()).map(|_| buf()).collect(),
+            ad_pair: (0..pairs).map(|_| buf()).collect(),
+            ad_cross: (0..pairs).map(|_| [buf(), buf()]).collect(),
+            ad2: (0..pairs).map(|_| buf()).collect(),
+            tmp: buf(),
         }
     }
-    Side {
-        m,
-        ad1,
-        ad_pair,
-        ad_cross,
-        ad2,
+
+    /// The actions on the columns `window` (a union of whole clusters of the right block).
+    fn fill(
+        &mut self,
+        bl: &BlockClusters,
+        br: &BlockClusters,
+        dirs: &Directions,
+        poles: PoleBlocks,
+        window: Range<usize>,
+    ) {
+        let (c0, w) = (window.start, window.len());
+        self.c0 = c0;
+        let m = self.m;
+        let ad = |z: MatRef<'_, f64>, part: usize, dst: &mut Mat<f64>| {
+            BlockClusters::ad_into(
+                bl,
+                br,
+                part,
+                z,
+                c0,
+                1.0,
+                dst.as_mut().subcols_mut(0, w),
+                poles,
+            );
+        };
+        let cols = |x: &'a Mat<f64>| x.as_ref().subcols(c0, w);
+        let first = dirs.first();
+        for i in 0..first {
+            ad(cols(&m.v), i, &mut self.ad1[i]);
+        }
+        for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
+            ad(cols(&m.v), first + q, &mut self.ad_pair[q]);
+            let [c0m, c1m] = &mut self.ad_cross[q];
+            if i == j {
+                // a diagonal pair: the two halves coincide
+                ad(cols(&m.p[i]), i, c0m);
+                c1m.as_mut()
+                    .subcols_mut(0, w)
+                    .copy_from(c0m.as_ref().subcols(0, w));
+                ad(self.ad1[i].as_ref().subcols(0, w), i, &mut self.ad2[q]);
+                for jj in 0..w {
+                    for x in self.ad2[q].col_as_slice_mut(jj) {
+                        *x *= 2.0;
+                    }
+                }
+            } else {
+                ad(cols(&m.p[j]), i, c0m);
+                ad(cols(&m.p[i]), j, c1m);
+                ad(self.ad1[j].as_ref().subcols(0, w), i, &mut self.ad2[q]);
+                ad(self.ad1[i].as_ref().subcols(0, w), j, &mut self.tmp);
+                for jj in 0..w {
+                    let t = self.tmp.col_as_slice(jj);
+                    for (x, y) in self.ad2[q].col_as_slice_mut(jj).iter_mut().zip(t) {
+                        *x += y;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -375,6 +414,8 @@ fn column_moments(
         m.col_as_slice(s)
     }
     let c = |m| column(m, s);
+    // the actions' buffers hold the window's columns from x.c0 on (y's are the same window)
+    let a = |m| column(m, s - x.c0);
     let (xv, yv) = (c(&x.m.v), c(&y.m.v));
     let (w_part, rest) = buf.split_at_mut(parts * rows);
     let (d_part, q_part) = rest.split_at_mut(parts * rows);
@@ -392,7 +433,7 @@ fn column_moments(
     let half = 0.5 * omega;
     for i in 0..first {
         let out = &mut d_part[i * rows..(i + 1) * rows];
-        let (ax, ay) = (c(&x.ad1[i]), c(&y.ad1[i]));
+        let (ax, ay) = (a(&x.ad1[i]), a(&y.ad1[i]));
         for r in rows_used.clone() {
             out[r] = half * (ax[r] * yv[r] + xv[r] * ay[r]);
         }
@@ -400,11 +441,11 @@ fn column_moments(
     for (q, &(i, j)) in dirs.pairs().iter().enumerate() {
         // 𝒟(X, Ŷ; ij) + 𝒟(X^j, Ŷ; i) + 𝒟(X, Ŷ^j; i) + 𝒟(X^i, Ŷ; j) + 𝒟(X, Ŷ^i; j)
         let out = &mut d_part[(first + q) * rows..(first + q + 1) * rows];
-        let (px, py) = (c(&x.ad_pair[q]), c(&y.ad_pair[q]));
-        let (cx0, cy0) = (c(&x.ad_cross[q][0]), c(&y.ad_cross[q][0]));
-        let (cx1, cy1) = (c(&x.ad_cross[q][1]), c(&y.ad_cross[q][1]));
+        let (px, py) = (a(&x.ad_pair[q]), a(&y.ad_pair[q]));
+        let (cx0, cy0) = (a(&x.ad_cross[q][0]), a(&y.ad_cross[q][0]));
+        let (cx1, cy1) = (a(&x.ad_cross[q][1]), a(&y.ad_cross[q][1]));
         let (xj, yj, xi, yi) = (c(&x.m.p[j]), c(&y.m.p[j]), c(&x.m.p[i]), c(&y.m.p[i]));
-        let (axi, ayi, axj, ayj) = (c(&x.ad1[i]), c(&y.ad1[i]), c(&x.ad1[j]), c(&y.ad1[j]));
+        let (axi, ayi, axj, ayj) = (a(&x.ad1[i]), a(&y.ad1[i]), a(&x.ad1[j]), a(&y.ad1[j]));
         for r in rows_used.clone() {
             out[r] = half
                 * ((px[r] + cx0[r] + cx1[r]) * yv[r]
@@ -415,7 +456,7 @@ fn column_moments(
                     + axj[r] * yi[r]);
         }
         let out = &mut q_part[q * rows..(q + 1) * rows];
-        let (x2, y2) = (c(&x.ad2[q]), c(&y.ad2[q]));
+        let (x2, y2) = (a(&x.ad2[q]), a(&y.ad2[q]));
         let quarter = 0.25 * omega * omega;
         for r in rows_used.clone() {
             out[r] = quarter * (x2[r] * yv[r] + xv[r] * y2[r]);
@@ -582,74 +623,83 @@ pub fn pair_poles<S: PoleSink>(
         xrj.v = xr.clone();
         (y, xrj)
     });
-    let sides = jets.as_ref().map(|(y, _)| {
-        let ys = side(y, l.clusters, r.clusters, dirs, poles);
-        let xs = side(x, l.clusters, r.clusters, dirs, poles);
-        let fs = xf.map(|f| side(f, l.clusters, r.clusters, dirs, poles));
-        (ys, xs, fs)
+    let mut sides = jets.as_ref().map(|(y, _)| {
+        let side = |m| Side::new(m, WINDOW, dirs);
+        (side(y), side(x), xf.map(side))
     });
     let width = 2 * parts + dirs.pairs().len();
     let mut mom = vec![0.0; width];
     let mut mom_f = vec![0.0; width];
     let mut col = vec![0.0; width * nl];
     let mut col_f = vec![0.0; width * nl];
-    for j in 0..nr {
-        let rows = poles.rows(j, nl);
-        if rows.is_empty() {
-            continue;
-        }
-        if let Some((ys, xs, fs)) = sides.as_ref() {
-            column_moments(xs, ys, j, rows.clone(), omega, dirs, &mut col);
-            if let Some(fs) = fs {
-                column_moments(fs, ys, j, rows.clone(), omega, dirs, &mut col_f);
+    for window in r.clusters.windows(nr, WINDOW) {
+        if let Some((ys, xs, fs)) = sides.as_mut() {
+            for side in [Some(ys), Some(xs), fs.as_mut()].into_iter().flatten() {
+                side.fill(l.clusters, r.clusters, dirs, poles, window.clone());
             }
-            // Σ ∂W, Σ ∂W_F and ∂⟨d†d⟩ = Σ (X∘Xρ)^x over the poles of this column
-            let (_, xrj) = jets.as_ref().expect("jets with sides");
-            for p in 0..parts {
-                let w = &col[p * nl..(p + 1) * nl][rows.clone()];
-                sums.weight_parts[p] += w.iter().sum::<f64>();
-                sums.weight_abs_parts[p] += w.iter().map(|x| x.abs()).sum::<f64>();
-                if fs.is_some() {
-                    sums.weight_f_parts[p] += col_f[p * nl..(p + 1) * nl][rows.clone()]
-                        .iter()
-                        .sum::<f64>();
+        }
+        for j in window {
+            let rows = poles.rows(j, nl);
+            if rows.is_empty() {
+                continue;
+            }
+            if let Some((ys, xs, fs)) = sides.as_ref() {
+                column_moments(xs, ys, j, rows.clone(), omega, dirs, &mut col);
+                if let Some(fs) = fs {
+                    column_moments(fs, ys, j, rows.clone(), omega, dirs, &mut col_f);
                 }
-                let (terms, n) = product_terms(dirs, p);
-                for &(a, b) in &terms[..n] {
-                    let (xa, yb) = (x.part(a).col_as_slice(j), xrj.part(b).col_as_slice(j));
-                    for i in rows.clone() {
-                        sums.occupation_parts[p] += xa[i] * yb[i];
+                // Σ ∂W, Σ ∂W_F and ∂⟨d†d⟩ = Σ (X∘Xρ)^x over the poles of this column
+                let (_, xrj) = jets.as_ref().expect("jets with sides");
+                for p in 0..parts {
+                    let w = &col[p * nl..(p + 1) * nl][rows.clone()];
+                    sums.weight_parts[p] += w.iter().sum::<f64>();
+                    sums.weight_abs_parts[p] += w.iter().map(|x| x.abs()).sum::<f64>();
+                    if fs.is_some() {
+                        sums.weight_f_parts[p] += col_f[p * nl..(p + 1) * nl][rows.clone()]
+                            .iter()
+                            .sum::<f64>();
+                    }
+                    let (terms, n) = product_terms(dirs, p);
+                    for &(a, b) in &terms[..n] {
+                        let (xa, yb) = (x.part(a).col_as_slice(j), xrj.part(b).col_as_slice(j));
+                        for i in rows.clone() {
+                            sums.occupation_parts[p] += xa[i] * yb[i];
+                        }
                     }
                 }
             }
-        }
-        let (xc, rxc, xrc) = (x.v.col_as_slice(j), rx.col_as_slice(j), xr.col_as_slice(j));
-        let xfc = xf.map(|f| f.v.col_as_slice(j));
-        let ej = r.energies[j];
-        for i in rows {
-            let v = xc[i];
-            let y = rxc[i] + xrc[i];
-            let w = v * y;
-            let big = omega * (ej - l.energies[i]);
-            if sides.is_some() {
-                for k in 0..width {
-                    mom[k] = col[k * nl + i];
-                    mom_f[k] = col_f[k * nl + i];
+            let (xc, rxc, xrc) = (x.v.col_as_slice(j), rx.col_as_slice(j), xr.col_as_slice(j));
+            let xfc = xf.map(|f| f.v.col_as_slice(j));
+            let ej = r.energies[j];
+            for i in rows {
+                let v = xc[i];
+                let y = rxc[i] + xrc[i];
+                let w = v * y;
+                let big = omega * (ej - l.energies[i]);
+                if sides.is_some() {
+                    for k in 0..width {
+                        mom[k] = col[k * nl + i];
+                        mom_f[k] = col_f[k * nl + i];
+                    }
                 }
+                let slot = sink.locate(big);
+                sink.add_at(slot, big, w, &mom);
+                sums.weight += w;
+                if let (Some(fsink), Some(xfc)) = (sink_f.as_mut(), xfc) {
+                    let wf = xfc[i] * y;
+                    fsink.add_at(slot, big, wf, &mom_f);
+                    sums.weight_f += wf;
+                }
+                sums.occupation += v * xrc[i];
+                sums.occupation_spectral += w * fermi(big, t);
             }
-            let slot = sink.locate(big);
-            sink.add_at(slot, big, w, &mom);
-            sums.weight += w;
-            if let (Some(fsink), Some(xfc)) = (sink_f.as_mut(), xfc) {
-                let wf = xfc[i] * y;
-                fsink.add_at(slot, big, wf, &mom_f);
-                sums.weight_f += wf;
-            }
-            sums.occupation += v * xrc[i];
-            sums.occupation_spectral += w * fermi(big, t);
         }
     }
 }
+
+/// Columns per window of the derivative side's cluster actions: their buffers (14 per side, three
+/// sides) stay in cache while the window's moments are read.
+const WINDOW: usize = 16;
 
 /// Beyond |x/T| = 40 it is 0 or 1 to e^{−40} = 4e-18 (relative), and most poles are that far
 /// from the Fermi level: no exponential for them.

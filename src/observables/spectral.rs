@@ -44,6 +44,7 @@
 
 use crate::broadening::{BinSink, DirectSink, PoleSink};
 pub use crate::broadening::{Binned, Kernel, MomentBins};
+pub use crate::fdm::DdSkip;
 use crate::fdm::{self, StoredShell};
 use crate::jet::{Directions, ScalarJet};
 use crate::model::Variable;
@@ -228,6 +229,8 @@ pub struct Probe {
     /// Bytes of per-shell data a chain keeps in memory before spilling the rest to disk
     /// (`None`: what `nrg.max_memory` leaves, [`crate::estimate::spectral_store_budget`]).
     pub store_budget: Option<usize>,
+    /// Which shells leave out their discarded–discarded sector (default: those far above T).
+    pub dd_skip: DdSkip,
 }
 
 /// The FDM spectral function of one run.
@@ -1173,28 +1176,43 @@ impl<A: PoleSink, B: PoleSink> PoleSink for (A, B) {
 fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>, InvalidParam> {
     let started = Instant::now();
     let dirs = s.dirs;
-    let mut run = Run::with_directions(config, dirs.clone())?.with_cancel_flag(s.cancel.clone());
-    if dirs.parts() > 0 {
-        run.keep_frames();
-    }
-    // the thermodynamics of the forward run is not read (⟨n_d⟩ and the weights come from the
-    // density matrices): its complete-basis terms, 3.5% of W-spec's derivative run, are skipped
-    run.skip_complete_basis();
-    if let Some(k) = &s.probe.frozen_kept {
-        run.freeze_kept_counts(k.clone());
-    }
+    let new_run = || -> Result<Run, InvalidParam> {
+        let mut run =
+            Run::with_directions(config, dirs.clone())?.with_cancel_flag(s.cancel.clone());
+        if dirs.parts() > 0 {
+            run.keep_frames();
+        }
+        // the thermodynamics of the forward run is not read (⟨n_d⟩ and the weights come from
+        // the density matrices): its complete-basis terms, 3.5% of W-spec's derivative run,
+        // are skipped
+        run.skip_complete_basis();
+        if let Some(k) = &s.probe.frozen_kept {
+            run.freeze_kept_counts(k.clone());
+        }
+        Ok(run)
+    };
+    let mut run = new_run()?;
     let header = run.header().clone();
     let space = run.model().space();
     let mirror = fdm::mirror_parts(&run, dirs);
     let mirror = mirror.as_deref();
     let ops = shell_zero_ops(s.operator, config, &run, &space, s.trick, dirs);
-    let budget = (s.t, s.store_budget);
-    let Some(mut shells) =
-        fdm::forward(&mut run, &space, &ops, dirs, budget, &|| s.progress.shell())
-            .map_err(spill_error)?
-    else {
+    let forward = |run: &mut Run, skip| {
+        let setup = (s.t, s.store_budget, skip);
+        fdm::forward(run, &space, &ops, dirs, setup, &|| s.progress.shell()).map_err(spill_error)
+    };
+    let Some(mut shells) = forward(&mut run, s.probe.dd_skip)? else {
         return Ok(None);
     };
+    if !shells.skips_hold {
+        // the bound that let shells far above T leave out their DD sector failed (not seen in
+        // any model so far): the chain again, whole
+        drop(shells);
+        let Some(again) = forward(&mut new_run()?, fdm::DdSkip::Never)? else {
+            return Ok(None);
+        };
+        shells = again;
+    }
     let forward_time = started.elapsed();
     let clock = Instant::now();
     let on_shell = || s.progress.shell();
