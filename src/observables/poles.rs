@@ -42,6 +42,8 @@ pub struct BlockRho {
     /// clusters of more than one state: most act by scaling.
     d_diag: Vec<Vec<f64>>,
     d_multi: Vec<usize>,
+    /// ρ^D and all its parts are 0 (discarded states far above T): the D side adds nothing.
+    d_zero: bool,
 }
 
 impl BlockRho {
@@ -66,6 +68,11 @@ impl BlockRho {
         let d_multi = (0..d_ranges.len())
             .filter(|&c| d_ranges[c].len() > 1)
             .collect();
+        let d_zero = d.iter().all(|&x| x == 0.0)
+            && d_parts
+                .iter()
+                .flatten()
+                .all(|b| (0..b.ncols()).all(|j| (0..b.nrows()).all(|i| b[(i, j)] == 0.0)));
         BlockRho {
             r,
             d,
@@ -73,17 +80,13 @@ impl BlockRho {
             d_parts,
             d_diag,
             d_multi,
+            d_zero,
         }
     }
 
     /// Whether ρ^D and all its parts vanish (discarded states far above T).
     pub fn discarded_is_zero(&self) -> bool {
-        self.d.iter().all(|&x| x == 0.0)
-            && self
-                .d_parts
-                .iter()
-                .flatten()
-                .all(|b| (0..b.ncols()).all(|j| (0..b.nrows()).all(|i| b[(i, j)] == 0.0)))
+        self.d_zero
     }
 
     fn k(&self) -> usize {
@@ -113,7 +116,7 @@ impl BlockRho {
                 c,
             );
         }
-        if d == 0 {
+        if d == 0 || self.d_zero {
             return;
         }
         let cr = poles.cols(k, cols);
@@ -169,7 +172,7 @@ impl BlockRho {
                 c,
             );
         }
-        if d == 0 {
+        if d == 0 || self.d_zero {
             return;
         }
         let rr = poles.rows(k, rows);
