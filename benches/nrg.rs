@@ -415,10 +415,11 @@ const SPEC_MAX_MEMORY: u64 = 3 << 30;
 /// The FDM spectral function of W-prod: its cost against the plain run of the same chain, the
 /// cost of first and second derivatives in two parameters against the value, peak memory.
 ///
-/// A full bench run uses the whole W-prod chain (69 shells). Every shell's eigenvectors,
-/// operators and frames are stored between the passes, ~6.7 GiB with five derivative parts:
-/// the derivative run has `nrg.max_memory` = [`SPEC_MAX_MEMORY`] and spills what does not fit
-/// to disk (issue #9 item 6). `--quick` runs the first 24 shells (T = T_min at the last one's
+/// A full bench run uses the whole W-prod chain (68 shells). Every shell's eigenvectors,
+/// operators and frames are stored between the passes, 3.8 GiB with five derivative parts
+/// (shells far above T store no discarded–discarded parts): the derivative run has
+/// `nrg.max_memory` = [`SPEC_MAX_MEMORY`] and spills what does not fit to disk (issue #9 item
+/// 6). W-prod is defined in (Q, S_z) blocks; the (Q, S) rows are what `auto` runs. `--quick` runs the first 24 shells (T = T_min at the last one's
 /// T_N) at W-prod's keep 1000 and Λ = 2.
 fn spectral_table(quick: bool) {
     let shells = if quick { 24 } else { usize::MAX };
@@ -431,6 +432,9 @@ fn spectral_table(quick: bool) {
     let plain = measure("spec_plain", 1000, shells);
     let value = measure("spec_value", 1000, shells);
     let deriv = measure("spec_d2", 1000, shells);
+    // the blocks `auto` picks for this spectrum (no field, h not derived)
+    let value_qs = measure("spec_value_qs", 1000, shells);
+    let deriv_qs = measure("spec_d2_qs", 1000, shells);
     println!(
         "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9} {:>11} {:>9}  target",
         "phase",
@@ -481,6 +485,21 @@ fn spectral_table(quick: bool) {
             "≤ 6× value: {:.2}× (cpu {:.2}×)",
             deriv.seconds / value.seconds,
             deriv.cpu / value.cpu
+        ),
+    );
+    row(
+        "(Q, S) blocks, as auto picks: value only",
+        &value_qs,
+        String::new(),
+    );
+    row(
+        "(Q, S) blocks: + ∂, ∂² in ε_d, U",
+        &deriv_qs,
+        format!(
+            "{:.2}× value (cpu {:.2}×); {:.2}× faster than (Q, S_z)",
+            deriv_qs.seconds / value_qs.seconds,
+            deriv_qs.cpu / value_qs.cpu,
+            deriv.seconds / deriv_qs.seconds
         ),
     );
     let worst = deriv.spectral.as_ref().and_then(|s| s.get(4).copied());

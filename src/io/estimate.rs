@@ -187,7 +187,7 @@ const SPILL_RESERVE_SHELLS: f64 = 5.0;
 /// At most this many bytes of stored shells stay in memory, whatever `nrg.max_memory` allows:
 /// the backward sweep reads each spilled shell once, in order, so the disk costs seconds per
 /// GB against minutes of computing, and W-prod's spectrum with ∂, ∂² in two parameters
-/// (6.8 GB stored) peaks near 3 GiB instead of 7.8 (issue 9 asks under 4 GiB).
+/// (3.8 GB stored) peaks near 3 GiB instead of about 4.7 (issue 9 asks under 4 GiB).
 const SPECTRAL_IN_MEMORY_CAP: f64 = 2.0 * (1u64 << 30) as f64;
 
 /// The parts of a spectrum's memory: the forward run's peak, the stored data of one shell and
