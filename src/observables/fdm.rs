@@ -1204,7 +1204,20 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                             .iter()
                             .map(|&e| sh.omega * e)
                             .collect();
-                        let d_parts = discarded_parts(&d, &x, t, sh.omega, &fr.df, &l_parts, dirs);
+                        let d_parts = if sh.skip_dd {
+                            // ρ^D = 0 with all its parts (its G_D is gone with it)
+                            (0..dirs.parts())
+                                .map(|_| {
+                                    fr.df
+                                        .ranges
+                                        .iter()
+                                        .map(|c| Mat::zeros(c.len(), c.len()))
+                                        .collect()
+                                })
+                                .collect()
+                        } else {
+                            discarded_parts(&d, &x, t, sh.omega, &fr.df, &l_parts, dirs)
+                        };
                         let g = BlockGen {
                             gk: &fr.kf.g,
                             gd: &none,
@@ -1247,6 +1260,8 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     let mut sink = template.empty_like();
                     let mut sink_f = f.map(|_| template.empty_like());
                     let mut s_sums = PoleSums::new(parts);
+                    // a shell far above T stores no DD parts; ρ^D = 0 makes its DD poles vanish
+                    debug_assert!(op.x.dd.is_some() || op.x.kd.is_empty() || sh.skip_dd);
                     let (x, xf) = (op.x.to_jet(), f.map(|o| o.x.to_jet()));
                     pair_poles(
                         sh.omega,
@@ -1338,7 +1353,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                     let fr = blk.frame.as_ref()?;
                     let (k, nb) = (blk.kept, blk.energies.len());
                     let d = nb - k;
-                    if rho[b].discarded_is_zero() {
+                    if sh.skip_dd || rho[b].discarded_is_zero() {
                         // discarded states far above T: only the kept columns of U_s e^S enter
                         return Some(kept_shares(
                             blk,
@@ -1369,11 +1384,7 @@ pub(crate) fn backward<S: PoleSink + Sync + Clone>(
                         gd: &fr.df.g,
                     };
                     // discarded states far above T carry nothing, nor do their parts
-                    let dw = if rho[b].discarded_is_zero() {
-                        dense
-                    } else {
-                        transform_symmetric(&dense, &gd, -1.0, true, dirs)
-                    };
+                    let dw = transform_symmetric(&dense, &gd, -1.0, true, dirs);
                     let mut full = MatJet::zeros(nb, nb, parts);
                     for x in 0..=parts {
                         let (dst, a, bm) = if x == 0 {

@@ -437,15 +437,6 @@ impl PoleJet {
         }
     }
 
-    /// The blocks whose parts are stored.
-    pub fn blocks(&self) -> PoleBlocks {
-        PoleBlocks {
-            kl: self.kl,
-            kr: self.kr,
-            dd: self.dd.is_some(),
-        }
-    }
-
     /// Every part as a whole matrix, zero on the blocks not stored.
     pub fn to_jet(&self) -> MatJet {
         let (nl, nr) = (self.v.nrows(), self.v.ncols());

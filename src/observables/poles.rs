@@ -377,7 +377,8 @@ impl<'a> Side<'a> {
                     .copy_from(c0m.as_ref().subcols(0, w));
                 ad(self.ad1[i].as_ref().subcols(0, w), i, &mut self.ad2[q]);
                 for jj in 0..w {
-                    for x in self.ad2[q].col_as_slice_mut(jj) {
+                    let rows = poles.rows(c0 + jj, m.nrows());
+                    for x in &mut self.ad2[q].col_as_slice_mut(jj)[rows] {
                         *x *= 2.0;
                     }
                 }
@@ -387,8 +388,9 @@ impl<'a> Side<'a> {
                 ad(self.ad1[j].as_ref().subcols(0, w), i, &mut self.ad2[q]);
                 ad(self.ad1[i].as_ref().subcols(0, w), j, &mut self.tmp);
                 for jj in 0..w {
-                    let t = self.tmp.col_as_slice(jj);
-                    for (x, y) in self.ad2[q].col_as_slice_mut(jj).iter_mut().zip(t) {
+                    let rows = poles.rows(c0 + jj, m.nrows());
+                    let t = &self.tmp.col_as_slice(jj)[rows.clone()];
+                    for (x, y) in self.ad2[q].col_as_slice_mut(jj)[rows].iter_mut().zip(t) {
                         *x += y;
                     }
                 }
@@ -549,8 +551,25 @@ pub fn pair_poles<S: PoleSink>(
     xf: Option<&MatJet>,
     dirs: &Directions,
     sink: &mut S,
+    sink_f: Option<&mut S>,
+    sums: &mut PoleSums,
+) {
+    let pair = (l, r, x, xf);
+    pair_poles_in_windows(omega, t, pair, dirs, sink, sink_f, sums, WINDOW);
+}
+
+/// [`pair_poles`] with the cluster actions computed `window` columns at a time (or one cluster,
+/// if wider): the result does not depend on it.
+#[allow(clippy::too_many_arguments)]
+fn pair_poles_in_windows<S: PoleSink>(
+    omega: f64,
+    t: f64,
+    (l, r, x, xf): (&BlockView<'_>, &BlockView<'_>, &MatJet, Option<&MatJet>),
+    dirs: &Directions,
+    sink: &mut S,
     mut sink_f: Option<&mut S>,
     sums: &mut PoleSums,
+    window: usize,
 ) {
     let (kl, kr) = (l.kept, r.kept);
     let (nl, nr) = (l.energies.len(), r.energies.len());
@@ -626,8 +645,11 @@ pub fn pair_poles<S: PoleSink>(
         xrj.v = xr.clone();
         (y, xrj)
     });
+    // windows of whole clusters of the right block; one cluster may be wider than WINDOW
+    let windows = r.clusters.windows(nr, window);
+    let buffer = windows.iter().map(Range::len).fold(window, usize::max);
     let mut sides = jets.as_ref().map(|(y, _)| {
-        let side = |m| Side::new(m, WINDOW, dirs);
+        let side = |m| Side::new(m, buffer, dirs);
         (side(y), side(x), xf.map(side))
     });
     let width = 2 * parts + dirs.pairs().len();
@@ -635,7 +657,7 @@ pub fn pair_poles<S: PoleSink>(
     let mut mom_f = vec![0.0; width];
     let mut col = vec![0.0; width * nl];
     let mut col_f = vec![0.0; width * nl];
-    for window in r.clusters.windows(nr, WINDOW) {
+    for window in windows {
         if let Some((ys, xs, fs)) = sides.as_mut() {
             for side in [Some(ys), Some(xs), fs.as_mut()].into_iter().flatten() {
                 side.fill(l.clusters, r.clusters, dirs, poles, window.clone());
@@ -717,5 +739,137 @@ pub fn fermi(x: f64, t: f64) -> f64 {
         e / (1.0 + e)
     } else {
         1.0 / (1.0 + y.exp())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Variable;
+
+    /// Every pole as it arrives: (Ω, W, moments).
+    #[derive(Default)]
+    struct Recorder(Vec<(f64, f64, Vec<f64>)>);
+
+    impl PoleSink for Recorder {
+        type Slot = ();
+        fn empty_like(&self) -> Self {
+            Recorder::default()
+        }
+        fn locate(&self, _: f64) {}
+        fn add_at(&mut self, _: (), big: f64, w: f64, moments: &[f64]) {
+            self.0.push((big, w, moments.to_vec()));
+        }
+        fn merge(&mut self, other: &Self, _: f64) {
+            self.0.extend(other.0.iter().cloned());
+        }
+        fn negate_parts(&mut self, _: &[bool]) {}
+    }
+
+    fn random(n: usize, m: usize, seed: &mut u64) -> Mat<f64> {
+        Mat::from_fn(n, m, |_, _| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        })
+    }
+
+    fn sym(n: usize, seed: &mut u64) -> Mat<f64> {
+        let a = random(n, n, seed);
+        Mat::from_fn(n, n, |i, j| a[(i, j)] + a[(j, i)])
+    }
+
+    /// A cluster frame over `ranges` with symmetric cluster blocks for every part.
+    fn frame(ranges: Vec<Range<usize>>, parts: usize, seed: &mut u64) -> ClusterFrame {
+        let h = (0..parts)
+            .map(|_| ranges.iter().map(|r| sym(r.len(), seed)).collect())
+            .collect();
+        ClusterFrame {
+            ranges,
+            g: Vec::new(),
+            h,
+        }
+    }
+
+    /// Single-state clusters on 0..n, with one cluster over `wide`.
+    fn ranges(n: usize, wide: Range<usize>) -> Vec<Range<usize>> {
+        let mut out: Vec<Range<usize>> = (0..wide.start).map(|i| i..i + 1).collect();
+        out.push(wide.clone());
+        out.extend((wide.end..n).map(|i| i..i + 1));
+        out
+    }
+
+    #[test]
+    fn a_cluster_wider_than_a_window_gives_the_same_poles() {
+        // A right block whose discarded states hold one cluster of 20 (more than a window),
+        // diagonal and mixed pairs, ρ^D on both sides: windows of 4 columns and one window
+        // over the whole block must give every pole and moment bit for bit.
+        let mut seed = 17;
+        let dirs = Directions::new(vec![Variable::EpsD, Variable::U], [(0, 0), (0, 1), (1, 1)]);
+        let parts = dirs.parts();
+        let (nl, kl, nr, kr) = (12, 4, 30, 6);
+        // ascending, the wide cluster's discarded states all at one energy
+        let energies = |n: usize, k: usize, wide: &Range<usize>| -> Vec<f64> {
+            (0..n)
+                .map(|i| {
+                    let in_wide = i >= k && wide.contains(&(i - k));
+                    0.3 * if in_wide { k + wide.start } else { i } as f64
+                })
+                .collect()
+        };
+        let (wide_l, wide_r) = (2..5, 3..23);
+        let (el, er) = (energies(nl, kl, &wide_l), energies(nr, kr, &wide_r));
+        let block = |k: usize, n: usize, wide: Range<usize>, seed: &mut u64| {
+            let kf = frame((0..k).map(|i| i..i + 1).collect(), parts, seed);
+            let df = frame(ranges(n - k, wide), parts, seed);
+            let clusters = BlockClusters::join(&kf, &df, k);
+            let r = MatJet {
+                v: sym(k, seed),
+                p: (0..parts).map(|_| sym(k, seed)).collect(),
+            };
+            let d: Vec<f64> = (0..n - k).map(|i| 0.1 / (1.0 + i as f64)).collect();
+            let d_parts = df.h.clone();
+            (clusters, BlockRho::new(r, d, df.ranges.clone(), d_parts))
+        };
+        let (cl, rl) = block(kl, nl, wide_l, &mut seed);
+        let (cr, rr) = block(kr, nr, wide_r, &mut seed);
+        let l = BlockView {
+            energies: &el,
+            kept: kl,
+            rho: &rl,
+            clusters: &cl,
+        };
+        let r = BlockView {
+            energies: &er,
+            kept: kr,
+            rho: &rr,
+            clusters: &cr,
+        };
+        let jet = |seed: &mut u64| MatJet {
+            v: random(nl, nr, seed),
+            p: (0..parts).map(|_| random(nl, nr, seed)).collect(),
+        };
+        let (x, xf) = (jet(&mut seed), jet(&mut seed));
+        let run = |window: usize| {
+            let (mut sink, mut sink_f) = (Recorder::default(), Recorder::default());
+            let mut sums = PoleSums::new(parts);
+            pair_poles_in_windows(
+                0.7,
+                0.05,
+                (&l, &r, &x, Some(&xf)),
+                &dirs,
+                &mut sink,
+                Some(&mut sink_f),
+                &mut sums,
+                window,
+            );
+            (sink.0, sink_f.0, sums)
+        };
+        let (narrow, whole) = (run(4), run(1000));
+        assert_eq!(narrow.0.len(), nl * nr - kl * kr);
+        assert_eq!(narrow.0, whole.0);
+        assert_eq!(narrow.1, whole.1);
+        assert_eq!(narrow.2, whole.2);
     }
 }
