@@ -303,32 +303,11 @@ impl Generator for KdGen<'_> {
         part: usize,
         x: MatRef<'_, f64>,
         c: f64,
-        mut dst: MatMut<'_, f64>,
+        dst: MatMut<'_, f64>,
         kl: usize,
     ) {
-        let s = self.s[part].as_ref();
-        let (k, d) = (s.nrows(), s.ncols());
-        let kl = kl.min(x.nrows());
-        if k == 0 || d == 0 || x.nrows() == 0 {
-            return;
-        }
-        // (x S)_{·K} = −x_D sᵀ on every row; (x S)_{·D} = x_K s on the K rows only
-        gemm(
-            dst.as_mut().subcols_mut(0, k),
-            true,
-            x.subcols(k, d),
-            s.transpose(),
-            -c,
-        );
-        if kl > 0 {
-            gemm(
-                dst.submatrix_mut(0, k, kl, d),
-                true,
-                x.submatrix(0, 0, kl, k),
-                s,
-                c,
-            );
-        }
+        // x S = −(S xᵀ)ᵀ: the left action on the transposes, rows and columns swapped
+        self.left_off_dd(part, x.transpose(), -c, dst.transpose_mut(), kl);
     }
 }
 
