@@ -1208,6 +1208,7 @@ fn one_chain(config: &RunConfig, s: &ChainSetup<'_>) -> Result<Option<OneChain>,
         // the bound that let shells far above T leave out their DD sector failed (not seen in
         // any model so far): the chain again, whole
         drop(shells);
+        s.progress.add(header.n_max + 1);
         let Some(again) = forward(&mut new_run()?, fdm::DdSkip::Never)? else {
             return Ok(None);
         };
@@ -1577,11 +1578,13 @@ fn expected_weights(
 // ---- progress (for the explorer's status line; no part of the method) ----------------------
 
 /// Progress of [`spectrum_with_progress`]: `report(done, total)` after every shell of either
-/// pass, summed over the chains of a z-average, with total = 2·Σ_chains (N_max + 1). Chains run
+/// pass, summed over the chains of a z-average, with total = 2·Σ_chains (N_max + 1) (plus N_max + 1
+/// for a chain whose forward pass runs again, [`crate::fdm::DdSkip`]). Chains run
 /// in parallel, so `report` may be called from several threads at once.
 pub struct Progress<'a> {
     done: AtomicUsize,
-    total: usize,
+    /// Grows when a chain's forward pass is run again (its DD-skip bound failed).
+    total: AtomicUsize,
     report: &'a (dyn Fn(usize, usize) + Sync),
 }
 
@@ -1593,14 +1596,19 @@ impl<'a> Progress<'a> {
             .sum();
         Progress {
             done: AtomicUsize::new(0),
-            total,
+            total: AtomicUsize::new(total),
             report,
         }
     }
 
     fn shell(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        (self.report)(done, self.total);
+        (self.report)(done, self.total.load(Ordering::Relaxed));
+    }
+
+    /// `shells` more shells to come (a forward pass run again).
+    fn add(&self, shells: usize) {
+        self.total.fetch_add(shells, Ordering::Relaxed);
     }
 }
 
