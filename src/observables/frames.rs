@@ -359,35 +359,6 @@ impl Generator for BlockGen<'_> {
     }
 }
 
-/// One dense generator per part, acting on a whole matrix: a cluster generator G_K or G_D
-/// restricted to its own subspace.
-pub struct DenseGen<'a> {
-    pub g: &'a [Mat<f64>],
-}
-
-impl Generator for DenseGen<'_> {
-    fn left(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>) {
-        if x.nrows() > 0 && x.ncols() > 0 {
-            gemm(dst, true, self.g[part].as_ref(), x, c);
-        }
-    }
-
-    fn right(&self, part: usize, x: MatRef<'_, f64>, c: f64, dst: MatMut<'_, f64>) {
-        if x.nrows() > 0 && x.ncols() > 0 {
-            gemm(dst, true, x, self.g[part].as_ref(), c);
-        }
-    }
-
-    fn right_of_diagonal(&self, part: usize, v: &[f64], c: f64, dst: &mut Mat<f64>) {
-        let g = &self.g[part];
-        for j in 0..g.ncols() {
-            for i in 0..g.nrows() {
-                dst[(i, j)] += c * v[i] * g[(i, j)];
-            }
-        }
-    }
-}
-
 /// An operator between two blocks as the poles read it: the value whole, the parts only on the
 /// blocks that hold poles ([`PoleBlocks`]: KD, DK, and DD unless the shell's discarded states
 /// carry no weight). The parts of the KK block never enter a pole, and those of DD none of a
@@ -476,17 +447,20 @@ pub fn cluster_transform(
     dirs: &Directions,
 ) -> PoleJet {
     let (nl, nr) = (x.nrows(), x.ncols());
-    let block = |rows: Range<usize>, cols: Range<usize>, gl: &[Mat<f64>], gr: &[Mat<f64>]| {
-        let sub = x.sub(rows, cols);
-        transform(&sub, &DenseGen { g: gl }, &DenseGen { g: gr }, 1.0, dirs).p
+    // G_K or G_D alone: the block generator with an empty other half
+    let none: Vec<Mat<f64>> = (0..dirs.parts()).map(|_| Mat::zeros(0, 0)).collect();
+    let on_k = |g| BlockGen { gk: g, gd: &none };
+    let on_d = |g| BlockGen { gk: &none, gd: g };
+    let block = |rows: Range<usize>, cols: Range<usize>, gl: BlockGen<'_>, gr: BlockGen<'_>| {
+        transform(&x.sub(rows, cols), &gl, &gr, 1.0, dirs).p
     };
     PoleJet {
         v: x.v.clone(),
         kl,
         kr,
-        kd: block(0..kl, kr..nr, left.0, right.1),
-        dk: block(kl..nl, 0..kr, left.1, right.0),
-        dd: dd.then(|| block(kl..nl, kr..nr, left.1, right.1)),
+        kd: block(0..kl, kr..nr, on_k(left.0), on_d(right.1)),
+        dk: block(kl..nl, 0..kr, on_d(left.1), on_k(right.0)),
+        dd: dd.then(|| block(kl..nl, kr..nr, on_d(left.1), on_d(right.1))),
     }
 }
 
